@@ -1,0 +1,180 @@
+//! Log output: `LOGDIR/xcauth.log` (everything) and `LOGDIR/xcauth.err`
+//! (warnings and errors), re-opened on SIGHUP and when logrotate moved them
+//! away; or standard error with `-i`. Never standard output, which belongs
+//! to the protocol.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tracing::Level;
+use tracing_appender::non_blocking::WorkerGuard;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::fmt::writer::MakeWriterExt;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer;
+
+/// How often a log file's path is checked for having been rotated away.
+const ROTATION_CHECK: Duration = Duration::from_secs(1);
+
+/// Counts SIGHUPs; a log file whose own count is behind re-opens before its
+/// next write.
+static REOPEN_GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// Asks all log files to re-open their paths before the next line
+/// (called from the SIGHUP handler).
+pub fn request_reopen() {
+    REOPEN_GENERATION.fetch_add(1, Ordering::SeqCst);
+}
+
+/// Where log lines go.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// Standard error (`-i`).
+    Stderr,
+    /// `DIR/xcauth.log` and `DIR/xcauth.err`.
+    Dir(PathBuf),
+}
+
+/// Keeps the background log writers alive; dropping it flushes them.
+pub struct LogGuard {
+    _guards: Vec<WorkerGuard>,
+}
+
+/// Installs the global logger. `debug` enables debug-level lines.
+pub fn init(target: &Target, debug: bool) -> io::Result<LogGuard> {
+    let ours = if debug {
+        LevelFilter::DEBUG
+    } else {
+        LevelFilter::INFO
+    };
+    // Our own lines at the chosen level; the libraries' only when they warn
+    // (their debug output is noise for an administrator).
+    let level = Targets::new()
+        .with_target("xcauth", ours)
+        .with_default(LevelFilter::WARN);
+    match target {
+        Target::Stderr => {
+            let (writer, guard) = tracing_appender::non_blocking(io::stderr());
+            let layer = tracing_subscriber::fmt::layer()
+                .with_writer(writer)
+                .with_target(false)
+                .with_ansi(false)
+                .with_filter(level);
+            // A second init (tests calling twice) is not an error worth dying for.
+            let _ = tracing_subscriber::registry().with(layer).try_init();
+            Ok(LogGuard {
+                _guards: vec![guard],
+            })
+        }
+        Target::Dir(dir) => {
+            let log = ReopeningFile::open(dir.join("xcauth.log"))?;
+            let err = ReopeningFile::open(dir.join("xcauth.err"))?;
+            let (log_writer, log_guard) = tracing_appender::non_blocking(log);
+            let (err_writer, err_guard) = tracing_appender::non_blocking(err);
+            let all = tracing_subscriber::fmt::layer()
+                .with_writer(log_writer)
+                .with_target(false)
+                .with_ansi(false)
+                .with_filter(level.clone());
+            let errors = tracing_subscriber::fmt::layer()
+                .with_writer(err_writer.with_max_level(Level::WARN))
+                .with_target(false)
+                .with_ansi(false)
+                .with_filter(level.clone());
+            let _ = tracing_subscriber::registry()
+                .with(all)
+                .with(errors)
+                .try_init();
+            Ok(LogGuard {
+                _guards: vec![log_guard, err_guard],
+            })
+        }
+    }
+}
+
+/// An append-only file that re-opens its path after SIGHUP or when the
+/// file at the path is no longer the one it has open (rotated away).
+#[derive(Clone)]
+pub struct ReopeningFile {
+    inner: Arc<Mutex<OpenLog>>,
+}
+
+struct OpenLog {
+    path: PathBuf,
+    file: File,
+    inode: (u64, u64),
+    checked: Instant,
+    generation: u64,
+}
+
+fn open_append(path: &Path) -> io::Result<(File, (u64, u64))> {
+    let file = OpenOptions::new().create(true).append(true).open(path)?;
+    let meta = file.metadata()?;
+    Ok((file, (meta.dev(), meta.ino())))
+}
+
+impl ReopeningFile {
+    /// Opens (creating) `path` for appending.
+    pub fn open(path: PathBuf) -> io::Result<Self> {
+        let (file, inode) = open_append(&path)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        Ok(ReopeningFile {
+            inner: Arc::new(Mutex::new(OpenLog {
+                path,
+                file,
+                inode,
+                checked: Instant::now(),
+                generation: REOPEN_GENERATION.load(Ordering::SeqCst),
+            })),
+        })
+    }
+}
+
+impl OpenLog {
+    fn reopen_if_needed(&mut self) {
+        let generation = REOPEN_GENERATION.load(Ordering::SeqCst);
+        let hup = generation != self.generation;
+        self.generation = generation;
+        let due = self.checked.elapsed() >= ROTATION_CHECK;
+        if !hup && !due {
+            return;
+        }
+        self.checked = Instant::now();
+        let moved = match std::fs::metadata(&self.path) {
+            Ok(meta) => (meta.dev(), meta.ino()) != self.inode,
+            Err(_) => true,
+        };
+        if hup || moved {
+            // If the directory is gone or unwritable we keep the old file
+            // rather than lose lines.
+            if let Ok((file, inode)) = open_append(&self.path) {
+                self.file = file;
+                self.inode = inode;
+            }
+        }
+    }
+}
+
+impl Write for ReopeningFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut log = self
+            .inner
+            .lock()
+            .map_err(|_| io::Error::other("log file lock poisoned"))?;
+        log.reopen_if_needed();
+        log.file.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self.inner.lock() {
+            Ok(mut log) => log.file.flush(),
+            Err(_) => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! Wire protocols. Each submodule is a pure codec: bytes in, [`Request`]s
+//! out, and a [`Reply`] back into bytes. No sockets, no decisions here.
+
+use bytes::BytesMut;
+
+use crate::secret::Secret;
+
+pub mod ejabberd;
+pub mod generic;
+pub mod postfix;
+pub mod saslauthd;
+
+/// The protocols xcauth speaks (`--type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// Newline-terminated `auth:U:D:P` lines (Prosody's `mod_auth_external`).
+    Generic,
+    /// ejabberd's length-prefixed extauth frames.
+    Ejabberd,
+    /// The Cyrus saslauthd "mux" socket protocol.
+    Saslauthd,
+    /// Postfix `tcp_table` lookups.
+    Postfix,
+}
+
+impl Protocol {
+    /// Parses a `--type` value or a systemd socket name; `prosody` is an
+    /// alias of `generic`.
+    pub fn from_name(name: &str) -> Option<Protocol> {
+        match name {
+            "generic" | "prosody" => Some(Protocol::Generic),
+            "ejabberd" => Some(Protocol::Ejabberd),
+            "saslauthd" => Some(Protocol::Saslauthd),
+            "postfix" => Some(Protocol::Postfix),
+            _ => None,
+        }
+    }
+
+    /// The canonical name, as accepted by [`Protocol::from_name`].
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Generic => "generic",
+            Protocol::Ejabberd => "ejabberd",
+            Protocol::Saslauthd => "saslauthd",
+            Protocol::Postfix => "postfix",
+        }
+    }
+
+    /// A fresh decoder/encoder for one stream of this protocol.
+    pub fn codec(self, options: &CodecOptions) -> Box<dyn Codec> {
+        match self {
+            Protocol::Generic => Box::new(generic::GenericCodec::default()),
+            Protocol::Ejabberd => Box::new(ejabberd::EjabberdCodec),
+            Protocol::Saslauthd => {
+                Box::new(saslauthd::SaslauthdCodec::new(options.saslauthd_fields))
+            }
+            Protocol::Postfix => Box::new(postfix::PostfixCodec::new(
+                options.recipient_delimiter.clone(),
+            )),
+        }
+    }
+}
+
+/// How a saslauthd client frames its requests (see [`saslauthd`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SaslauthdFields {
+    /// Tell 4-field (Cyrus SASL 2.1.28) from 5-field (newer Cyrus) requests
+    /// by looking at what follows the fourth field.
+    #[default]
+    Auto,
+    /// Always LOGIN, PASSWORD, SERVICE, REALM.
+    Four,
+    /// Always LOGIN, PASSWORD, SERVICE, REALM, CLIENT_ADDR.
+    Five,
+}
+
+/// Per-protocol settings that change how bytes are read.
+#[derive(Debug, Clone, Default)]
+pub struct CodecOptions {
+    /// Postfix: characters that start an address extension
+    /// (like Postfix's `recipient_delimiter`); empty means no stripping.
+    pub recipient_delimiter: String,
+    /// saslauthd: how requests are framed.
+    pub saslauthd_fields: SaslauthdFields,
+}
+
+/// One decoded request, the same for every protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// Is `password` right for `user@domain`?
+    Auth {
+        /// Local part as sent by the server.
+        user: String,
+        /// XMPP or mail domain.
+        domain: String,
+        /// The password or JSXC token.
+        password: Secret,
+    },
+    /// Does `user@domain` exist?
+    IsUser {
+        /// Local part.
+        user: String,
+        /// Domain.
+        domain: String,
+    },
+    /// The user's shared roster as JSON (generic protocol only).
+    Roster {
+        /// Local part.
+        user: String,
+        /// Domain.
+        domain: String,
+    },
+    /// The caller asks to close this stream (`quit`/`exit`).
+    Quit,
+    /// Well framed but not something we answer with success: unknown
+    /// commands, `setpass`, bad UTF-8, over-long input, empty fields.
+    /// Answered with the protocol's failure reply; `reason` is for the log
+    /// and must not contain a password.
+    Invalid {
+        /// Why the request was refused, safe to log.
+        reason: String,
+    },
+}
+
+/// What the decision says, before a protocol spells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// Authenticated / the user exists.
+    Yes,
+    /// Wrong password / no such user / refused request.
+    No,
+    /// The answer cannot be known now (back end unreachable during an
+    /// `isuser`); Postfix says `400`, others fall back to failure.
+    TryLater,
+    /// Shared roster JSON text (one line) for a `roster` request.
+    Roster(String),
+    /// The request was refused before any decision ([`Request::Invalid`]);
+    /// spelled as the failure answer, Postfix adds the reason.
+    Invalid(String),
+}
+
+/// Result of trying to take one request off the front of a buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decoded {
+    /// Not enough bytes yet for a whole request.
+    NeedMore,
+    /// One request; its bytes were removed from the buffer.
+    Request(Request),
+    /// The stream ends here (ejabberd length 0); stop reading.
+    End,
+}
+
+/// A stateful decoder and encoder for one stream.
+pub trait Codec: Send {
+    /// Takes at most one request off the front of `buf`. Consumed bytes are
+    /// removed from `buf`. A partial request is [`Decoded::NeedMore`], never
+    /// an error.
+    fn decode(&mut self, buf: &mut BytesMut) -> Decoded;
+
+    /// Called once the peer has closed its side and [`Codec::decode`] said
+    /// [`Decoded::NeedMore`]: what to make of the bytes left over. The
+    /// default drops a partial frame and ends the stream.
+    fn decode_eof(&mut self, buf: &mut BytesMut) -> Decoded {
+        buf.clear();
+        Decoded::End
+    }
+
+    /// Appends the wire form of `reply` to `out`.
+    fn encode(&self, reply: &Reply, out: &mut BytesMut);
+}

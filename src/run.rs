@@ -1,0 +1,174 @@
+//! Start-up: turn a resolved [`Config`] into a running service or a
+//! one-shot query, and map the result to an exit status.
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use tracing::{debug, error, info, warn};
+
+use crate::backend::{BackendOptions, HttpBackend};
+use crate::clock::SystemClock;
+use crate::config::{self, Config, Mode};
+use crate::logging;
+use crate::proto::Reply;
+use crate::serve;
+use crate::verify::{GlobalOnly, Verifier};
+
+/// Exit status for "yes" answers and clean ends.
+const EXIT_TRUE: u8 = 0;
+/// Exit status for "no" answers of the one-shot tests.
+const EXIT_FALSE: u8 = 1;
+/// Exit status for usage and configuration errors.
+const EXIT_USAGE: u8 = 2;
+
+/// Everything `main` does, given the process arguments.
+pub fn main_with_args<I: IntoIterator<Item = OsString>>(args: I) -> ExitCode {
+    let args: Vec<OsString> = args.into_iter().collect();
+    let config = match config::load(args, &|key| std::env::var(key).ok()) {
+        Ok(config) => config,
+        Err(config::ConfigError::Cli(e)) => e.exit(),
+        Err(e) => {
+            eprintln!("xcauth: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let target = if config.interactive {
+        logging::Target::Stderr
+    } else {
+        logging::Target::Dir(config.log_dir.clone())
+    };
+    let _guard = match logging::init(&target, config.debug) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("xcauth: cannot open log files ({e}); logging to standard error instead (use -l DIR or -i)");
+            match logging::init(&logging::Target::Stderr, config.debug) {
+                Ok(guard) => guard,
+                Err(_) => return ExitCode::from(EXIT_USAGE),
+            }
+        }
+    };
+    for warning in &config.warnings {
+        warn!("{warning}");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!("cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    runtime.block_on(run(config))
+}
+
+/// Runs the configured mode to its end.
+pub async fn run(config: Config) -> ExitCode {
+    let backend = match HttpBackend::new(&BackendOptions {
+        connect_timeout: config.connect_timeout,
+        request_timeout: config.request_timeout,
+        ca_file: config.ca_file.clone(),
+    }) {
+        Ok(backend) => backend,
+        Err(e) => {
+            error!("{e}");
+            eprintln!("xcauth: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    for (name, path) in &config.legacy_dbs {
+        warn!(
+            "--{name} {}: importing pre-2.0 Berkeley-DB files is not supported; run the original xcauth 2.0 release once to convert them into the SQLite database",
+            path.display()
+        );
+    }
+    let domains = Arc::new(GlobalOnly::new(config.url.clone(), config.secret.clone()));
+    let verifier = Arc::new(Verifier::new(
+        Arc::new(backend),
+        Arc::new(SystemClock),
+        domains,
+    ));
+    if !matches!(config.mode, Mode::Serve(_)) {
+        debug!("one-shot query: {}", describe(&config.mode));
+    }
+    match config.mode.clone() {
+        Mode::Serve(protocol) => {
+            info!(
+                "xcauth {} serving {} on standard input",
+                env!("CARGO_PKG_VERSION"),
+                protocol.name()
+            );
+            spawn_sighup_handler();
+            match serve::serve_stdio(protocol.codec(&config.codec), verifier).await {
+                Ok(()) => {
+                    info!("end of input, exiting");
+                    ExitCode::from(EXIT_TRUE)
+                }
+                Err(e) => {
+                    error!("standard input/output failed: {e}");
+                    ExitCode::from(EXIT_FALSE)
+                }
+            }
+        }
+        Mode::AuthTest {
+            user,
+            domain,
+            password,
+        } => {
+            let ok = verifier.auth(&user, &domain, &password).await.is_success();
+            print_bool(ok)
+        }
+        Mode::IsUserTest { user, domain } => {
+            let ok = verifier.isuser(&user, &domain).await == Reply::Yes;
+            print_bool(ok)
+        }
+        Mode::RosterTest { user, domain } => match verifier.roster(&user, &domain).await {
+            Some(json) => {
+                println!("{json}");
+                ExitCode::from(EXIT_TRUE)
+            }
+            None => {
+                println!("False");
+                ExitCode::from(EXIT_FALSE)
+            }
+        },
+    }
+}
+
+/// The one-shot query for the log, without the password.
+fn describe(mode: &Mode) -> String {
+    match mode {
+        Mode::Serve(p) => format!("serve {}", p.name()),
+        Mode::AuthTest { user, domain, .. } => format!("auth {user}@{domain}"),
+        Mode::IsUserTest { user, domain } => format!("isuser {user}@{domain}"),
+        Mode::RosterTest { user, domain } => format!("roster {user}@{domain}"),
+    }
+}
+
+fn print_bool(ok: bool) -> ExitCode {
+    if ok {
+        println!("True");
+        ExitCode::from(EXIT_TRUE)
+    } else {
+        println!("False");
+        ExitCode::from(EXIT_FALSE)
+    }
+}
+
+/// Re-opens the log files on every SIGHUP.
+fn spawn_sighup_handler() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::hangup()) {
+        Ok(mut hup) => {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    logging::request_reopen();
+                    info!("SIGHUP: log files re-opened");
+                }
+            });
+        }
+        Err(e) => warn!("cannot handle SIGHUP: {e}"),
+    }
+}

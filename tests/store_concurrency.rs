@@ -1,0 +1,92 @@
+//! Eight connections (standing in for ejabberd's pool of helper processes) create and write one new file at once.
+//!
+//! Each thread opens its own `Store` (its own SQLite connection, so SQLite's
+//! file locks are what keeps them apart, as between processes). A barrier
+//! releases them together, so the table creation itself is contended, which
+//! is where the original crashed with "table authcache already exists".
+
+use std::path::Path;
+use std::sync::{Arc, Barrier};
+use std::thread;
+
+use xcauth::store::Store;
+
+const THREADS: usize = 8;
+const ROUNDS: i64 = 40;
+
+fn open(path: &Path) -> Store {
+    match Store::open(path) {
+        Ok(s) => s,
+        Err(e) => panic!("open {}: {e}", path.display()),
+    }
+}
+
+#[test]
+fn eight_connections_write_one_new_file_without_errors_or_lost_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = Arc::new(dir.path().join("shared.sqlite3"));
+    let barrier = Arc::new(Barrier::new(THREADS));
+
+    let workers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let path = Arc::clone(&path);
+            let barrier = Arc::clone(&barrier);
+            thread::spawn(move || {
+                barrier.wait();
+                let store = open(&path);
+                // Everybody also races on one shared row: the first insert
+                // must not collide with the others' (no "UNIQUE constraint
+                // failed", no lost row).
+                store
+                    .cache_store("shared@example.org", &format!("hash-{t}"), 1)
+                    .unwrap();
+                for round in 0..ROUNDS {
+                    let now = 1_000 + round;
+                    let jid = format!("user{t}-{}@example.org", round % 5);
+                    store
+                        .cache_store(&jid, &format!("hash-{t}-{round}"), now)
+                        .unwrap();
+                    assert!(store.cache_touch(&jid, now + 1).unwrap());
+                    let members: Vec<String> =
+                        (0..=round).map(|m| format!("m{m}@example.org")).collect();
+                    store
+                        .set_roster_group(&format!("group{t}@example.org"), &members)
+                        .unwrap();
+                    store
+                        .set_roster_hash(&jid, &format!("roster-{round}"), now)
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        if let Err(panic) = w.join() {
+            std::panic::resume_unwind(panic);
+        }
+    }
+
+    let store = open(&path);
+    assert_eq!(store.integrity_check().unwrap(), "ok");
+    assert_eq!(store.cache_count().unwrap(), THREADS * 5 + 1);
+    let shared = store.cache_get("shared@example.org").unwrap().unwrap();
+    assert!(shared.pwhash.starts_with("hash-"));
+    for t in 0..THREADS {
+        for slot in 0..5 {
+            let jid = format!("user{t}-{slot}@example.org");
+            // The last round that wrote this slot.
+            let round = (0..ROUNDS).filter(|r| r % 5 == slot).max().unwrap();
+            let entry = store.cache_get(&jid).unwrap().unwrap();
+            assert_eq!(entry.pwhash, format!("hash-{t}-{round}"), "{jid}");
+            assert_eq!(entry.firstauth, 1_000 + slot, "{jid}");
+            assert_eq!(entry.remoteauth, 1_000 + round, "{jid}");
+            assert_eq!(entry.anyauth, 1_000 + round + 1, "{jid}");
+            let info = store.roster_info(&jid).unwrap().unwrap();
+            assert_eq!(info.responsehash, Some(format!("roster-{round}")), "{jid}");
+        }
+        let members = store
+            .roster_group(&format!("group{t}@example.org"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(members.len(), ROUNDS as usize, "group{t}");
+    }
+}
