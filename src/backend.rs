@@ -312,9 +312,9 @@ impl Query {
 }
 
 impl BackendError {
-    /// True when Nextcloud answered but something is set up wrong on one
-    /// side (URL, secret, API app): worth an error rather than a warning,
-    /// since retrying will not help.
+    /// True when the trouble points at the set-up (API URL, secret,
+    /// certificates, the JSXC app) rather than a passing outage: worth an
+    /// error-level log line, since waiting will not make it go away.
     pub fn is_misconfiguration(&self) -> bool {
         matches!(
             self,

@@ -57,6 +57,57 @@ pub enum Mode {
     },
 }
 
+/// Where a `--listen` socket is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddress {
+    /// A TCP address such as `127.0.0.1:23663` or `[::1]:23663`.
+    Tcp(std::net::SocketAddr),
+    /// A Unix socket path (`unix:/run/saslauthd/mux`).
+    Unix(PathBuf),
+}
+
+/// One `--listen PROTO=ADDR`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenSpec {
+    /// The protocol spoken on this socket.
+    pub protocol: Protocol,
+    /// Where to listen.
+    pub address: ListenAddress,
+}
+
+/// Socket service settings (SPEC §3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketOptions {
+    /// Own listeners (`--listen`).
+    pub listen: Vec<ListenSpec>,
+    /// Permission bits of Unix sockets we create.
+    pub mode: u32,
+    /// Owner (user name or uid) of Unix sockets we create.
+    pub owner: Option<String>,
+    /// Group (name or gid) of Unix sockets we create.
+    pub group: Option<String>,
+    /// Most connections served at once; more wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// A connection with no request for this long is closed.
+    pub idle_timeout: Duration,
+    /// On SIGTERM, in-flight requests get this long to finish.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for SocketOptions {
+    fn default() -> Self {
+        SocketOptions {
+            listen: Vec::new(),
+            mode: 0o660,
+            owner: None,
+            group: None,
+            max_connections: 1024,
+            idle_timeout: Duration::from_secs(60 * 60),
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
 /// Everything a run needs, with no option left unresolved.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -95,6 +146,8 @@ pub struct Config {
     pub interactive: bool,
     /// ejabberdctl to run for shared roster updates.
     pub ejabberdctl: Option<PathBuf>,
+    /// Own listeners and limits for socket service.
+    pub sockets: SocketOptions,
     /// Codec settings (Postfix recipient delimiter, saslauthd framing).
     pub codec: CodecOptions,
     /// Legacy pre-2.0 database options that were given (name, path).
@@ -283,6 +336,28 @@ struct Cli {
     /// saslauthd: number of request fields [default: auto]
     #[arg(long, value_name = "N", value_parser = PossibleValuesParser::new(SASLAUTHD_FIELDS_NAMES))]
     saslauthd_fields: Option<String>,
+    /// Serve PROTO on ADDR (host:port or unix:PATH) without systemd;
+    /// repeatable, e.g. --listen prosody=127.0.0.1:23663
+    #[arg(long, value_name = "PROTO=ADDR", value_parser = parse_listen_one)]
+    listen: Vec<ListenSpec>,
+    /// Permission bits of Unix sockets created by --listen [default: 0660]
+    #[arg(long, value_name = "OCTAL", value_parser = parse_mode)]
+    socket_mode: Option<u32>,
+    /// Owner of Unix sockets created by --listen (user name or uid)
+    #[arg(long, value_name = "USER")]
+    socket_owner: Option<String>,
+    /// Group of Unix sockets created by --listen (group name or gid)
+    #[arg(long, value_name = "GROUP")]
+    socket_group: Option<String>,
+    /// Most socket connections served at once [default: 1024]
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    max_connections: Option<usize>,
+    /// Close socket connections idle this long [default: 1h]
+    #[arg(long, value_name = "SPAN", value_parser = parse_span)]
+    idle_timeout: Option<i64>,
+    /// On SIGTERM, let in-flight requests finish for this long [default: 10s]
+    #[arg(long, value_name = "SPAN", value_parser = parse_span)]
+    shutdown_timeout: Option<i64>,
     /// Accepted for compatibility; no effect (see --ejabberdctl)
     #[arg(short = 'T', long)]
     update_roster: bool,
@@ -330,13 +405,20 @@ enum Key {
     Ejabberdctl,
     RecipientDelimiter,
     SaslauthdFields,
+    Listen,
+    SocketMode,
+    SocketOwner,
+    SocketGroup,
+    MaxConnections,
+    IdleTimeout,
+    ShutdownTimeout,
     UpdateRoster,
     DomainDb,
     CacheDb,
     SharedRosterDb,
 }
 
-const SETTINGS: [(&str, Key); 22] = [
+const SETTINGS: [(&str, Key); 29] = [
     ("url", Key::Url),
     ("secret", Key::Secret),
     ("secret-file", Key::SecretFile),
@@ -355,6 +437,13 @@ const SETTINGS: [(&str, Key); 22] = [
     ("ejabberdctl", Key::Ejabberdctl),
     ("recipient-delimiter", Key::RecipientDelimiter),
     ("saslauthd-fields", Key::SaslauthdFields),
+    ("listen", Key::Listen),
+    ("socket-mode", Key::SocketMode),
+    ("socket-owner", Key::SocketOwner),
+    ("socket-group", Key::SocketGroup),
+    ("max-connections", Key::MaxConnections),
+    ("idle-timeout", Key::IdleTimeout),
+    ("shutdown-timeout", Key::ShutdownTimeout),
     ("update-roster", Key::UpdateRoster),
     ("domain-db", Key::DomainDb),
     ("cache-db", Key::CacheDb),
@@ -399,6 +488,13 @@ struct Layer {
     ejabberdctl: Option<PathBuf>,
     recipient_delimiter: Option<String>,
     saslauthd_fields: Option<SaslauthdFields>,
+    listen: Option<Vec<ListenSpec>>,
+    socket_mode: Option<u32>,
+    socket_owner: Option<String>,
+    socket_group: Option<String>,
+    max_connections: Option<usize>,
+    idle_timeout: Option<i64>,
+    shutdown_timeout: Option<i64>,
     domain_db: Option<PathBuf>,
     cache_db: Option<PathBuf>,
     shared_roster_db: Option<PathBuf>,
@@ -427,6 +523,13 @@ impl Layer {
             Key::Ejabberdctl => self.ejabberdctl = Some(PathBuf::from(value)),
             Key::RecipientDelimiter => self.recipient_delimiter = Some(value.to_owned()),
             Key::SaslauthdFields => self.saslauthd_fields = Some(parse_saslauthd_fields(value)?),
+            Key::Listen => self.listen = Some(parse_listen_list(value)?),
+            Key::SocketMode => self.socket_mode = Some(parse_mode(value)?),
+            Key::SocketOwner => self.socket_owner = Some(value.to_owned()),
+            Key::SocketGroup => self.socket_group = Some(value.to_owned()),
+            Key::MaxConnections => self.max_connections = Some(parse_count(value)?),
+            Key::IdleTimeout => self.idle_timeout = Some(parse_span(value)?),
+            Key::ShutdownTimeout => self.shutdown_timeout = Some(parse_span(value)?),
             // Checked so that a typo is reported, then dropped: it has no effect.
             Key::UpdateRoster => {
                 parse_switch(value)?;
@@ -467,6 +570,13 @@ impl Layer {
             ejabberdctl: self.ejabberdctl.or(lower.ejabberdctl),
             recipient_delimiter: self.recipient_delimiter.or(lower.recipient_delimiter),
             saslauthd_fields: self.saslauthd_fields.or(lower.saslauthd_fields),
+            listen: self.listen.or(lower.listen),
+            socket_mode: self.socket_mode.or(lower.socket_mode),
+            socket_owner: self.socket_owner.or(lower.socket_owner),
+            socket_group: self.socket_group.or(lower.socket_group),
+            max_connections: self.max_connections.or(lower.max_connections),
+            idle_timeout: self.idle_timeout.or(lower.idle_timeout),
+            shutdown_timeout: self.shutdown_timeout.or(lower.shutdown_timeout),
             domain_db: self.domain_db.or(lower.domain_db),
             cache_db: self.cache_db.or(lower.cache_db),
             shared_roster_db: self.shared_roster_db.or(lower.shared_roster_db),
@@ -512,6 +622,13 @@ impl Layer {
                 .map(parse_saslauthd_fields)
                 .transpose()
                 .map_err(|e| invalid("saslauthd-fields", e))?,
+            listen: (!cli.listen.is_empty()).then(|| cli.listen.clone()),
+            socket_mode: cli.socket_mode,
+            socket_owner: cli.socket_owner.clone(),
+            socket_group: cli.socket_group.clone(),
+            max_connections: cli.max_connections,
+            idle_timeout: cli.idle_timeout,
+            shutdown_timeout: cli.shutdown_timeout,
             domain_db: cli.domain_db.clone(),
             cache_db: cli.cache_db.clone(),
             shared_roster_db: cli.shared_roster_db.clone(),
@@ -774,7 +891,15 @@ where
     };
     let merged = cli_layer.over(env_layer).over(file_layer);
 
-    let mode = mode(&cli, merged.protocol)?;
+    // Sockets that say their own protocol (--listen, systemd socket names)
+    // need no -t; generic is then the fallback for unnamed descriptors.
+    let sockets_given = merged.listen.as_ref().is_some_and(|l| !l.is_empty())
+        || env("LISTEN_FDS").is_some_and(|n| !n.is_empty());
+    let protocol = match merged.protocol {
+        None if sockets_given => Some(Protocol::Generic),
+        other => other,
+    };
+    let mode = mode(&cli, protocol)?;
     let one_shot = !matches!(mode, Mode::Serve(_));
 
     let url = merged.url.ok_or_else(|| {
@@ -851,6 +976,22 @@ where
         debug: one_shot || merged.debug.unwrap_or(false),
         interactive: one_shot || merged.interactive.unwrap_or(false),
         ejabberdctl: merged.ejabberdctl,
+        sockets: {
+            let d = SocketOptions::default();
+            let span = |v: Option<i64>, default: Duration| {
+                v.map(|s| Duration::from_secs(u64::try_from(s).unwrap_or(0)))
+                    .unwrap_or(default)
+            };
+            SocketOptions {
+                listen: merged.listen.unwrap_or_default(),
+                mode: merged.socket_mode.unwrap_or(d.mode),
+                owner: merged.socket_owner,
+                group: merged.socket_group,
+                max_connections: merged.max_connections.unwrap_or(d.max_connections),
+                idle_timeout: span(merged.idle_timeout, d.idle_timeout),
+                shutdown_timeout: span(merged.shutdown_timeout, d.shutdown_timeout),
+            }
+        },
         codec: CodecOptions {
             recipient_delimiter: merged.recipient_delimiter.unwrap_or_default(),
             saslauthd_fields: merged.saslauthd_fields.unwrap_or_default(),
@@ -938,6 +1079,52 @@ fn parse_cache_storage(text: &str) -> Result<CacheStorage, String> {
             CACHE_STORAGE_NAMES.join(", ")
         )),
     }
+}
+
+/// `PROTO=ADDR`: ADDR is `unix:PATH` or a TCP `host:port` (`[v6]:port`).
+fn parse_listen_one(text: &str) -> Result<ListenSpec, String> {
+    let (proto, addr) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?}: expected PROTO=ADDR, e.g. prosody=127.0.0.1:23663"))?;
+    let protocol = parse_protocol(proto.trim())?;
+    let addr = addr.trim();
+    let address = if let Some(path) = addr.strip_prefix("unix:") {
+        if !path.starts_with('/') {
+            return Err(format!("{addr:?}: a Unix socket path must be absolute"));
+        }
+        ListenAddress::Unix(PathBuf::from(path))
+    } else {
+        ListenAddress::Tcp(addr.parse().map_err(|_| {
+            format!("{addr:?}: expected IP:PORT ([::1]:PORT for IPv6) or unix:/PATH")
+        })?)
+    };
+    Ok(ListenSpec { protocol, address })
+}
+
+/// Several `PROTO=ADDR` separated by commas or spaces (file and
+/// environment form of `--listen`).
+fn parse_listen_list(text: &str) -> Result<Vec<ListenSpec>, String> {
+    text.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|part| !part.is_empty())
+        .map(parse_listen_one)
+        .collect()
+}
+
+/// Octal permission bits such as `0660` or `660`.
+fn parse_mode(text: &str) -> Result<u32, String> {
+    u32::from_str_radix(text.trim(), 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("{text:?}: expected octal permission bits such as 0660"))
+}
+
+/// A positive count.
+fn parse_count(text: &str) -> Result<usize, String> {
+    text.trim()
+        .parse::<usize>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{text:?}: expected a positive number"))
 }
 
 fn parse_saslauthd_fields(text: &str) -> Result<SaslauthdFields, String> {

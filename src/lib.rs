@@ -19,8 +19,10 @@
 pub mod backend;
 pub mod clock;
 pub mod config;
+pub mod listen;
 pub mod logging;
 pub mod proto;
+pub mod roster;
 pub mod run;
 pub mod secret;
 pub mod serve;

@@ -10,9 +10,15 @@ use tracing::{debug, error, info, warn};
 use crate::backend::{BackendOptions, HttpBackend};
 use crate::clock::SystemClock;
 use crate::config::{self, Config, Mode};
+use crate::listen;
 use crate::logging;
 use crate::proto::Reply;
-use crate::serve;
+use crate::serve::{self, ListenContext, StreamLimits};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+const VERSION: &str = env!("CARGO_PKG_VERSION");
 use crate::verify::{GlobalOnly, Verifier};
 
 /// Exit status for "yes" answers and clean ends.
@@ -94,24 +100,7 @@ pub async fn run(config: Config) -> ExitCode {
         debug!("one-shot query: {}", describe(&config.mode));
     }
     match config.mode.clone() {
-        Mode::Serve(protocol) => {
-            info!(
-                "xcauth {} serving {} on standard input",
-                env!("CARGO_PKG_VERSION"),
-                protocol.name()
-            );
-            spawn_sighup_handler();
-            match serve::serve_stdio(protocol.codec(&config.codec), verifier).await {
-                Ok(()) => {
-                    info!("end of input, exiting");
-                    ExitCode::from(EXIT_TRUE)
-                }
-                Err(e) => {
-                    error!("standard input/output failed: {e}");
-                    ExitCode::from(EXIT_FALSE)
-                }
-            }
-        }
+        Mode::Serve(protocol) => serve(&config, protocol, verifier).await,
         Mode::AuthTest {
             user,
             domain,
@@ -134,6 +123,140 @@ pub async fn run(config: Config) -> ExitCode {
                 ExitCode::from(EXIT_FALSE)
             }
         },
+    }
+}
+
+/// Serves until end of input (stdio) or SIGTERM (sockets).
+async fn serve(
+    config: &Config,
+    protocol: crate::proto::Protocol,
+    verifier: Arc<Verifier>,
+) -> ExitCode {
+    spawn_sighup_handler();
+    let shutdown = CancellationToken::new();
+    spawn_stop_handler(shutdown.clone());
+    let sockets = &config.sockets;
+    let mut listeners = match listen::systemd_listeners(protocol) {
+        Ok(l) => l,
+        Err(e) => {
+            error!("socket activation: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    for spec in &sockets.listen {
+        match listen::bind(spec, sockets) {
+            Ok(bound) => listeners.push(bound),
+            Err(e) => {
+                error!("{e}");
+                eprintln!("xcauth: {e}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        }
+    }
+    if listeners.is_empty() {
+        match listen::classify_stdin() {
+            Ok(listen::Stdin::Stdio) => {}
+            Ok(listen::Stdin::Connected(conn)) => {
+                info!(
+                    "xcauth {VERSION} serving {} on an inherited connection",
+                    protocol.name()
+                );
+                let result = serve::serve_connected(
+                    conn,
+                    protocol.codec(&config.codec),
+                    verifier,
+                    StreamLimits::socket(sockets.idle_timeout),
+                    shutdown,
+                )
+                .await;
+                return finish_stream(result);
+            }
+            Ok(listen::Stdin::Listening(fd, family)) => match listen::adopt_listening(fd, family) {
+                Ok(listener) => listeners.push(listen::Bound {
+                    protocol,
+                    listener,
+                    label: "inherited socket on standard input".into(),
+                }),
+                Err(e) => {
+                    error!("inherited listening socket: {e}");
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            },
+            Err(e) => {
+                error!("standard input: {e}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        }
+    }
+    if listeners.is_empty() {
+        info!(
+            "xcauth {VERSION} serving {} on standard input",
+            protocol.name()
+        );
+        notify(&[sd_notify::NotifyState::Ready]);
+        let result = serve::serve_stdio(protocol.codec(&config.codec), verifier, shutdown).await;
+        return finish_stream(result);
+    }
+    let ctx = ListenContext {
+        verifier,
+        codec: config.codec.clone(),
+        limits: StreamLimits::socket(sockets.idle_timeout),
+        connections: Arc::new(Semaphore::new(sockets.max_connections)),
+        shutdown: shutdown.clone(),
+        tasks: TaskTracker::new(),
+    };
+    info!("xcauth {VERSION} ready");
+    notify(&[sd_notify::NotifyState::Ready]);
+    let stopping = shutdown.clone();
+    tokio::spawn(async move {
+        stopping.cancelled().await;
+        notify(&[sd_notify::NotifyState::Stopping]);
+        info!("stopping: finishing requests in flight");
+    });
+    serve::serve_listeners(listeners, ctx, sockets.shutdown_timeout).await;
+    info!("stopped");
+    ExitCode::from(EXIT_TRUE)
+}
+
+fn finish_stream(result: std::io::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => {
+            info!("end of input, exiting");
+            ExitCode::from(EXIT_TRUE)
+        }
+        Err(e) => {
+            error!("stream failed: {e}");
+            ExitCode::from(EXIT_FALSE)
+        }
+    }
+}
+
+/// Tells systemd about our state when it asked (NOTIFY_SOCKET); a no-op
+/// otherwise.
+fn notify(states: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(false, states) {
+        debug!("sd_notify: {e}");
+    }
+}
+
+/// SIGTERM and SIGINT start a graceful stop.
+fn spawn_stop_handler(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (term, int) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    );
+    match (term, int) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = term.recv() => info!("SIGTERM received"),
+                    _ = int.recv() => info!("SIGINT received"),
+                }
+                shutdown.cancel();
+            });
+        }
+        _ => warn!("cannot handle SIGTERM/SIGINT"),
     }
 }
 

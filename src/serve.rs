@@ -1,38 +1,73 @@
 //! Transports: the per-stream loop that reads bytes, decodes requests, has
 //! them answered (concurrently, answered in order) and writes the replies;
-//! and standard input/output as the first stream kind.
+//! standard input/output; and accept loops for listening sockets with a
+//! connection limit and graceful shutdown.
 
 use std::future::Future;
 use std::io;
 use std::os::fd::AsFd;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use futures_util::FutureExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tracing::debug;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
 
-use crate::proto::{Codec, Decoded, Reply, Request};
+use crate::listen::{Bound, Listener};
+use crate::proto::{Codec, CodecOptions, Decoded, Reply, Request};
 use crate::verify::Verifier;
 
 /// Requests of one stream worked on at the same time; past this the stream
 /// is not read until answers have gone out (back-pressure on the peer).
 pub const MAX_IN_FLIGHT: usize = 256;
 
+/// A request started but not finished must be complete within this time,
+/// so a peer that sends half a frame and goes silent is dropped.
+pub const PARTIAL_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Bytes asked of the kernel per read.
 const READ_CHUNK: usize = 16 * 1024;
 
 type Pending = Pin<Box<dyn Future<Output = Reply> + Send>>;
 
+/// Limits for one stream.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StreamLimits {
+    /// Close after this long without any request (sockets only; a server
+    /// that spawned us on stdin may be quiet for days).
+    pub idle: Option<Duration>,
+    /// Close when a partial request is not completed within this time.
+    pub partial: Option<Duration>,
+}
+
+impl StreamLimits {
+    /// The limits used for socket connections.
+    pub fn socket(idle: Duration) -> Self {
+        StreamLimits {
+            idle: Some(idle),
+            partial: Some(PARTIAL_REQUEST_TIMEOUT),
+        }
+    }
+}
+
 /// Serves one stream until end of input, `quit`/`exit`, ejabberd's
-/// length-0 frame or an I/O error. Answers go out in request order.
+/// length-0 frame, a limit, `shutdown` or an I/O error. Answers go out in
+/// request order; after `shutdown` no new request is read, but those
+/// already read are answered.
 pub async fn serve_stream<R, W>(
     mut reader: R,
     mut writer: W,
     mut codec: Box<dyn Codec>,
     verifier: Arc<Verifier>,
+    limits: StreamLimits,
+    shutdown: CancellationToken,
 ) -> io::Result<()>
 where
     R: AsyncRead + Unpin,
@@ -42,6 +77,7 @@ where
     let mut output = BytesMut::with_capacity(READ_CHUNK);
     let mut pending: FuturesOrdered<Pending> = FuturesOrdered::new();
     let mut reading = true;
+    let mut last_progress = Instant::now();
     loop {
         // Turn every whole request already read into work.
         while reading && pending.len() < MAX_IN_FLIGHT {
@@ -68,8 +104,19 @@ where
             return Ok(());
         }
         let can_read = reading && pending.len() < MAX_IN_FLIGHT;
+        // Which silence limit applies now: a half-read request, or an idle
+        // stream with nothing in flight.
+        let limit = if !input.is_empty() {
+            limits.partial
+        } else if pending.is_empty() {
+            limits.idle
+        } else {
+            None
+        };
+        let deadline = limit.map(|l| last_progress + l);
         tokio::select! {
             read = reader.read_buf(&mut input), if can_read => {
+                last_progress = Instant::now();
                 if read? == 0 {
                     reading = false;
                     while let Decoded::Request(request) = codec.decode_eof(&mut input) {
@@ -85,7 +132,26 @@ where
             Some(reply) = pending.next(), if !pending.is_empty() => {
                 codec.encode(&reply, &mut output);
             }
+            _ = sleep_until(deadline), if reading && deadline.is_some() => {
+                debug!(
+                    "closing a stream silent for {:?} ({})",
+                    limit.unwrap_or_default(),
+                    if input.is_empty() { "idle" } else { "partial request" }
+                );
+                reading = false;
+                input.clear();
+            }
+            _ = shutdown.cancelled(), if reading => {
+                reading = false;
+            }
         }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -106,7 +172,11 @@ fn start(
 /// Serves standard input and output. Pipes are driven by the reactor
 /// directly; anything else (a terminal, a file) through tokio's blocking
 /// stdio.
-pub async fn serve_stdio(codec: Box<dyn Codec>, verifier: Arc<Verifier>) -> io::Result<()> {
+pub async fn serve_stdio(
+    codec: Box<dyn Codec>,
+    verifier: Arc<Verifier>,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
     let stdin = std::io::stdin().as_fd().try_clone_to_owned()?;
     let stdout = std::io::stdout().as_fd().try_clone_to_owned()?;
     let reader: Box<dyn AsyncRead + Unpin + Send> =
@@ -119,5 +189,141 @@ pub async fn serve_stdio(codec: Box<dyn Codec>, verifier: Arc<Verifier>) -> io::
             Ok(pipe) => Box::new(pipe),
             Err(_) => Box::new(tokio::io::stdout()),
         };
-    serve_stream(reader, writer, codec, verifier).await
+    serve_stream(
+        reader,
+        writer,
+        codec,
+        verifier,
+        StreamLimits::default(),
+        shutdown,
+    )
+    .await
+}
+
+/// Settings shared by every accept loop of a process.
+#[derive(Clone)]
+pub struct ListenContext {
+    /// Answers requests.
+    pub verifier: Arc<Verifier>,
+    /// Codec settings.
+    pub codec: CodecOptions,
+    /// Limits applied to each connection.
+    pub limits: StreamLimits,
+    /// Connections served at once, over all listeners.
+    pub connections: Arc<Semaphore>,
+    /// Stops accepting and reading.
+    pub shutdown: CancellationToken,
+    /// Tracks connection tasks so shutdown can wait for them.
+    pub tasks: TaskTracker,
+}
+
+/// Accepts on every listener until `ctx.shutdown`, serving each connection
+/// in its own task; then waits up to `drain` for in-flight requests.
+pub async fn serve_listeners(listeners: Vec<Bound>, ctx: ListenContext, drain: Duration) {
+    let mut loops = Vec::new();
+    for bound in listeners {
+        info!("listening on {} ({})", bound.label, bound.protocol.name());
+        loops.push(tokio::spawn(accept_loop(bound, ctx.clone())));
+    }
+    ctx.shutdown.cancelled().await;
+    for l in &loops {
+        l.abort();
+    }
+    ctx.tasks.close();
+    if tokio::time::timeout(drain, ctx.tasks.wait()).await.is_err() {
+        warn!(
+            "{} connections still busy after {drain:?}; exiting anyway",
+            ctx.tasks.len()
+        );
+    }
+}
+
+async fn accept_loop(bound: Bound, ctx: ListenContext) {
+    loop {
+        // Take a connection slot first: past the limit, clients wait in the
+        // kernel's backlog instead of costing us memory.
+        let permit = tokio::select! {
+            p = Arc::clone(&ctx.connections).acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            _ = ctx.shutdown.cancelled() => return,
+        };
+        let accepted = tokio::select! {
+            a = accept(&bound.listener) => a,
+            _ = ctx.shutdown.cancelled() => return,
+        };
+        match accepted {
+            Ok((reader, writer, peer)) => {
+                debug!("connection on {} from {peer}", bound.label);
+                let codec = bound.protocol.codec(&ctx.codec);
+                let verifier = Arc::clone(&ctx.verifier);
+                let (limits, shutdown) = (ctx.limits, ctx.shutdown.clone());
+                ctx.tasks.spawn(async move {
+                    if let Err(e) =
+                        serve_stream(reader, writer, codec, verifier, limits, shutdown).await
+                    {
+                        debug!("connection from {peer} ended: {e}");
+                    }
+                    drop(permit);
+                });
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                warn!("accept on {} failed: {e}", bound.label);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+type BoxedRead = Box<dyn AsyncRead + Unpin + Send>;
+type BoxedWrite = Box<dyn AsyncWrite + Unpin + Send>;
+
+async fn accept(listener: &Listener) -> io::Result<(BoxedRead, BoxedWrite, String)> {
+    match listener {
+        Listener::Tcp(l) => {
+            let (stream, addr) = l.accept().await?;
+            stream.set_nodelay(true)?;
+            let (r, w) = stream.into_split();
+            Ok((Box::new(r), Box::new(w), addr.to_string()))
+        }
+        Listener::Unix(l) => {
+            let (stream, _) = l.accept().await?;
+            let peer = match stream.peer_cred() {
+                Ok(cred) => format!(
+                    "uid {} pid {}",
+                    cred.uid(),
+                    cred.pid().map_or_else(|| "?".to_owned(), |p| p.to_string())
+                ),
+                Err(_) => "unknown Unix peer".to_owned(),
+            };
+            let (r, w) = stream.into_split();
+            Ok((Box::new(r), Box::new(w), peer))
+        }
+    }
+}
+
+/// Serves a connected socket inherited on standard input (inetd "nowait").
+pub async fn serve_connected(
+    connected: crate::listen::Connected,
+    codec: Box<dyn Codec>,
+    verifier: Arc<Verifier>,
+    limits: StreamLimits,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    match connected {
+        crate::listen::Connected::Tcp(s) => {
+            s.set_nonblocking(true)?;
+            let stream = tokio::net::TcpStream::from_std(s)?;
+            let (r, w) = stream.into_split();
+            serve_stream(r, w, codec, verifier, limits, shutdown).await
+        }
+        crate::listen::Connected::Unix(s) => {
+            s.set_nonblocking(true)?;
+            let stream = tokio::net::UnixStream::from_std(s)?;
+            let (r, w) = stream.into_split();
+            serve_stream(r, w, codec, verifier, limits, shutdown).await
+        }
+    }
 }

@@ -1407,7 +1407,9 @@ mod tests {
             store.put_domain(domain, "s", "u", domain, None, 1).unwrap();
             store.cache_store(&jid, "h", 1).unwrap();
             store.set_fullname(&jid, "O'Brïen").unwrap();
-            store.set_roster_group(&group, &[jid.clone()]).unwrap();
+            store
+                .set_roster_group(&group, std::slice::from_ref(&jid))
+                .unwrap();
 
             assert_eq!(
                 store.cache_get(&jid).unwrap().map(|e| e.jid),
@@ -1554,6 +1556,12 @@ mod tests {
             Some(strings(&["alice@example.orgx"]))
         );
         assert_eq!(store.cache_count().unwrap(), 1);
+    }
+
+    #[test]
+    fn store_can_be_shared_between_threads() {
+        fn shared<T: Send + Sync>() {}
+        shared::<Store>();
     }
 
     #[test]

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use rusqlite::Connection;
+use rusqlite::{Connection, OpenFlags};
 use serde_json::Value;
 use tempfile::TempDir;
 use xcauth::store::{format_timestamp, DomainUpdate, Store};
@@ -53,9 +53,14 @@ fn open(path: &Path) -> Store {
     }
 }
 
+/// A read-only connection (also used on the pristine fixture).
+fn read_only(path: &Path) -> Connection {
+    Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap()
+}
+
 /// `CREATE TABLE` text of every table, sorted by name.
 fn schema_text(path: &Path) -> Vec<(String, String)> {
-    let conn = Connection::open(path).unwrap();
+    let conn = read_only(path);
     let mut stmt = conn
         .prepare("SELECT name, sql FROM sqlite_master WHERE type = 'table' ORDER BY name")
         .unwrap();
@@ -64,7 +69,7 @@ fn schema_text(path: &Path) -> Vec<(String, String)> {
 }
 
 fn pragma(path: &Path, name: &str) -> String {
-    let conn = Connection::open(path).unwrap();
+    let conn = read_only(path);
     conn.pragma_query_value(None, name, |r| {
         let v: rusqlite::types::Value = r.get(0)?;
         Ok(match v {
@@ -373,7 +378,7 @@ fn a_new_file_has_exactly_the_original_tables() {
     assert_eq!(pragma(&path, "user_version"), "1");
     // Same columns, types and defaults as the original's tables.
     let columns = |p: &Path| -> Vec<(String, String, String, Option<String>, i64)> {
-        let conn = Connection::open(p).unwrap();
+        let conn = read_only(p);
         let mut out = Vec::new();
         for (table, _) in &reference {
             let mut stmt = conn

@@ -32,7 +32,6 @@ impl Codec for EjabberdCodec {
             return Decoded::NeedMore;
         };
         let len = usize::from(u16::from_be_bytes([high, low]));
-        debug_assert!(len <= MAX_FRAME);
         if len == 0 {
             buf.advance(HEADER);
             return Decoded::End;

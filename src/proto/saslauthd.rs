@@ -28,7 +28,8 @@
 //! 3. A field that cannot be an address (longer than 64 bytes) or a complete
 //!    field that does not look like one: the start of the next request from
 //!    a client that sends several four-field requests in a row.
-//! 4. An incomplete field of up to 64 bytes: wait for more bytes.
+//! 4. An incomplete field of up to 64 bytes: wait for more bytes (unless
+//!    the peer has closed its side; then the four fields are the request).
 //!
 //! The rule can misjudge only odd traffic: a pipelining four-field client
 //! whose next LOGIN is empty or an IP address, or a five-field client whose
@@ -70,6 +71,8 @@ pub struct SaslauthdCodec {
     fields: SaslauthdFields,
     /// Set while skipping the rest of a request that had an over-long field.
     dropping: Option<Dropping>,
+    /// The peer has closed its side: no fifth field can follow any more.
+    eof: bool,
 }
 
 /// Progress through a request that will be answered `NO` whatever follows.
@@ -107,6 +110,7 @@ impl SaslauthdCodec {
         SaslauthdCodec {
             fields,
             dropping: None,
+            eof: false,
         }
     }
 
@@ -130,14 +134,21 @@ impl SaslauthdCodec {
                 if rest.is_empty() {
                     return Fifth::Absent;
                 }
+                // At end of input an incomplete field cannot become a
+                // CLIENT_ADDR: answer the four fields we have.
+                let wait = if self.eof {
+                    Fifth::Absent
+                } else {
+                    Fifth::NeedMore
+                };
                 let Some(len) = length_at(rest, 0) else {
-                    return Fifth::NeedMore;
+                    return wait;
                 };
                 if len > MAX_CLIENT_ADDR {
                     return Fifth::Absent;
                 }
                 match rest.get(HEADER..HEADER + len) {
-                    None => Fifth::NeedMore,
+                    None => wait,
                     Some(text) if text.is_empty() || looks_like_client_addr(text) => {
                         Fifth::Present(HEADER + len)
                     }
@@ -243,6 +254,21 @@ impl Codec for SaslauthdCodec {
         let request = build_request(field(0), field(1), field(2), field(3));
         buf.advance(total);
         Decoded::Request(request)
+    }
+
+    /// A complete request still in the buffer (in Auto mode, four fields
+    /// followed by the start of something) is answered; a partial one is
+    /// dropped and the stream ends.
+    fn decode_eof(&mut self, buf: &mut BytesMut) -> Decoded {
+        self.eof = true;
+        match self.decode(buf) {
+            Decoded::Request(request) => Decoded::Request(request),
+            Decoded::NeedMore | Decoded::End => {
+                buf.clear();
+                self.dropping = None;
+                Decoded::End
+            }
+        }
     }
 
     fn encode(&self, reply: &Reply, out: &mut BytesMut) {
@@ -628,6 +654,41 @@ mod tests {
         let mut buf = BytesMut::from(&input[..input.len() - 1]);
         assert_eq!(codec.decode(&mut buf), Decoded::NeedMore);
         assert_eq!(buf.len(), input.len() - 1);
+        assert_eq!(codec.decode_eof(&mut buf), Decoded::End);
+    }
+
+    #[test]
+    fn eof_decides_for_four_fields_when_the_rest_is_incomplete() {
+        let mut input = request(&[b"alice", b"pw", b"imap", b"example.org"]);
+        input.extend_from_slice(&[0, 11, b'1']);
+        let mut codec = SaslauthdCodec::new(SaslauthdFields::Auto);
+        let mut buf = BytesMut::from(&input[..]);
+        assert_eq!(codec.decode(&mut buf), Decoded::NeedMore);
+        assert_eq!(
+            codec.decode_eof(&mut buf),
+            Decoded::Request(auth("alice", "example.org", "pw"))
+        );
+        assert_eq!(codec.decode_eof(&mut buf), Decoded::End);
+        assert!(buf.is_empty());
+
+        // A fixed count of five waits for the fifth field; at EOF the partial
+        // request is dropped.
+        let mut codec = SaslauthdCodec::new(SaslauthdFields::Five);
+        let mut buf = BytesMut::from(&input[..]);
+        assert_eq!(codec.decode(&mut buf), Decoded::NeedMore);
+        assert_eq!(codec.decode_eof(&mut buf), Decoded::End);
+
+        // The same after an over-long field.
+        let long = vec![b'x'; MAX_FIELD + 1];
+        let mut input = request(&[b"alice", &long, b"imap", b"example.org"]);
+        input.push(0);
+        let mut codec = SaslauthdCodec::new(SaslauthdFields::Auto);
+        let mut buf = BytesMut::from(&input[..]);
+        assert_eq!(codec.decode(&mut buf), Decoded::NeedMore);
+        assert!(matches!(
+            codec.decode_eof(&mut buf),
+            Decoded::Request(Request::Invalid { .. })
+        ));
         assert_eq!(codec.decode_eof(&mut buf), Decoded::End);
     }
 

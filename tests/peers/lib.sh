@@ -1,0 +1,133 @@
+# Helpers for tests/peers/run: results, background processes stopped by
+# PID, bounded polling. Sourced, not run.
+
+PASSED=0
+FAILED=0
+SKIPPED=0
+
+pass() {
+    PASSED=$((PASSED + 1))
+    echo "PASS $1"
+}
+
+# fail NAME [WHY]
+fail() {
+    FAILED=$((FAILED + 1))
+    echo "FAIL $1${2:+: $2}"
+}
+
+# skip NAME WHY
+skip() {
+    SKIPPED=$((SKIPPED + 1))
+    echo "SKIP $1: $2"
+}
+
+# Prints the summary; returns non-zero when anything failed.
+summary() {
+    [ "$SKIPPED" -gt 0 ] && echo "skipped: $SKIPPED"
+    echo "$PASSED passed, $FAILED failed"
+    [ "$FAILED" -eq 0 ]
+}
+
+# Milliseconds since the epoch, for deadlines and durations.
+now_ms() {
+    date +%s%3N
+}
+
+# wait_until SECONDS WHAT COMMAND...: polls COMMAND every 0.1 s until it
+# succeeds; false (with a note on stderr) when the deadline passes first.
+wait_until() {
+    local limit=$1 what=$2
+    shift 2
+    local deadline=$(($(now_ms) + limit * 1000))
+    until "$@"; do
+        if [ "$(now_ms)" -gt "$deadline" ]; then
+            echo "peers: gave up after ${limit}s waiting for $what" >&2
+            return 1
+        fi
+        sleep 0.1
+    done
+}
+
+# Background processes by name: PID_OF[name]=pid, in start order.
+declare -A PID_OF=()
+STARTED=()
+
+# start_bg NAME COMMAND...: runs COMMAND in the background with its output
+# in $WORK/NAME.out and $WORK/NAME.err.
+start_bg() {
+    local name=$1
+    shift
+    "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" &
+    PID_OF[$name]=$!
+    STARTED+=("$name")
+}
+
+# running NAME: is that background process still alive?
+running() {
+    local pid=${PID_OF[$1]:-}
+    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
+}
+
+not_running() {
+    ! running "$1"
+}
+
+# stop_bg NAME: SIGTERM, up to 15 s to exit, then SIGKILL. Children that
+# the process started per connection (socket activation) are stopped too,
+# each by its own PID.
+stop_bg() {
+    local name=$1 pid=${PID_OF[$1]:-} child
+    [ -n "$pid" ] || return 0
+    local children
+    children=$(pgrep -P "$pid" 2>/dev/null || true)
+    kill -TERM "$pid" 2>/dev/null || true
+    for child in $children; do
+        kill -TERM "$child" 2>/dev/null || true
+    done
+    if ! wait_until 15 "$name (pid $pid) to stop" not_running "$name" 2>/dev/null; then
+        echo "peers: $name (pid $pid) ignored SIGTERM; killing it" >&2
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    for child in $children; do
+        kill -KILL "$child" 2>/dev/null || true
+    done
+    wait "$pid" 2>/dev/null || true
+    unset "PID_OF[$name]"
+}
+
+# Stops everything still running, newest first.
+stop_all() {
+    local i
+    for ((i = ${#STARTED[@]} - 1; i >= 0; i--)); do
+        if [ -n "${PID_OF[${STARTED[$i]}]:-}" ]; then
+            stop_bg "${STARTED[$i]}"
+        fi
+    done
+}
+
+# A free TCP port on 127.0.0.1 (the kernel's pick; free when asked).
+free_port() {
+    /usr/bin/python3 -c 'import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])'
+}
+
+# tcp_open PORT: does 127.0.0.1:PORT accept connections?
+tcp_open() {
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# unix_open PATH: does the Unix socket at PATH accept connections?
+unix_open() {
+    [ -S "$1" ] && /usr/bin/python3 -c 'import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(2)
+s.connect(sys.argv[1])' "$1" 2>/dev/null
+}
+
+# file_has PATTERN FILE: does FILE have a line matching the extended regex?
+file_has() {
+    grep -qE -- "$1" "$2" 2>/dev/null
+}
