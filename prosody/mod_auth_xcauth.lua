@@ -68,9 +68,9 @@ local function parse_address(text)
 end
 
 local kind, address, port = parse_address(address_setting);
-if not kind then
-	error("xcauth_socket must be IPv4:PORT, [IPv6]:PORT or an absolute Unix socket path, not "
-		.. ("%q"):format(address_setting));
+if not kind or (kind == "tcp" and not require "util.net".pton(address)) then
+	error("xcauth_socket must be IPv4:PORT, [IPv6]:PORT (an IP address, not a name) "
+		.. "or an absolute Unix socket path, not " .. ("%q"):format(address_setting));
 end
 
 local unix;
@@ -218,11 +218,12 @@ function listener.ondisconnect(c, err)
 		return;
 	end
 	local _, waiting = detach();
+	err = tostring(err or "closed by xcauth");
 	if #waiting > 0 then
 		module:log("warn", "Connection to xcauth at %s lost with %d request(s) unanswered: %s",
-			address_setting, #waiting, tostring(err));
+			address_setting, #waiting, err);
 	else
-		module:log("debug", "Connection to xcauth at %s closed: %s", address_setting, tostring(err));
+		module:log("debug", "Connection to xcauth at %s ended: %s", address_setting, err);
 	end
 	for _, req in ipairs(waiting) do
 		if not req.done and req.sends < MAX_SENDS then

@@ -1229,6 +1229,43 @@ fn parse_timeouts(text: &str) -> Result<(Duration, Duration), String> {
     Ok((one(connect)?, one(total)?))
 }
 
+/// What the administration subcommands take from the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminSettings {
+    /// Database path, default [`DEFAULT_DB`].
+    pub db: PathBuf,
+    /// ejabberdctl to mirror deletions into ejabberd, if configured.
+    pub ejabberdctl: Option<PathBuf>,
+    /// Where the server caches passwords.
+    pub cache_storage: CacheStorage,
+    /// The config file that was read, if any.
+    pub config_file: Option<PathBuf>,
+}
+
+/// Resolves `db`, `ejabberdctl` and `cache-storage` as [`load`] does
+/// (environment > config file > defaults; the file is `config_file`, else
+/// `XCAUTH_CONFIG_FILE`, else [`DEFAULT_CONFIG_FILE`] if present), without
+/// asking for a URL or secret. The subcommands' own options go on top.
+pub fn admin_settings(
+    config_file: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<AdminSettings, ConfigError> {
+    let (path, explicit) = match (config_file, env(CONFIG_FILE_ENV).filter(|p| !p.is_empty())) {
+        (Some(path), _) => (path.to_path_buf(), true),
+        (None, Some(path)) => (PathBuf::from(path), true),
+        (None, None) => (PathBuf::from(DEFAULT_CONFIG_FILE), false),
+    };
+    let file = read_config_file(&path, explicit)?;
+    let config_file = file.as_ref().map(|_| path);
+    let merged = env_layer(env)?.over(file.map(|f| f.layer).unwrap_or_default());
+    Ok(AdminSettings {
+        db: merged.db.unwrap_or_else(|| PathBuf::from(DEFAULT_DB)),
+        ejabberdctl: merged.ejabberdctl,
+        cache_storage: merged.cache_storage.unwrap_or_default(),
+        config_file,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,9 +16,12 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod backend;
+pub mod cache;
 pub mod clock;
 pub mod config;
+pub mod domains;
 pub mod listen;
 pub mod logging;
 pub mod proto;

@@ -49,7 +49,7 @@ use tokio::task::JoinHandle;
 use unicode_general_category::{get_general_category, GeneralCategory};
 
 use crate::config::ENV_PREFIX;
-use crate::store::{split_list, Store, StoreError};
+use crate::store::{split_list, RosterInfo, Store, StoreError};
 
 /// How long the `auth` answer may wait for the roster sync (SPEC §9); the
 /// sync goes on in the background after that.
@@ -510,21 +510,21 @@ impl RosterSync {
         roster: &Value,
         now: i64,
     ) -> Result<SyncReport, RosterError> {
-        let _one_at_a_time = self.running.lock().await;
         let jid = format!("{user}@{domain}");
         let hash = response_hash(body);
-        let info = self
-            .db({
-                let jid = jid.clone();
-                move |s| s.roster_info(&jid)
-            })
-            .await?;
-        if info.as_ref().and_then(|i| i.responsehash.as_deref()) == Some(hash.as_str()) {
-            return Ok(SyncReport {
-                unchanged: true,
-                ..SyncReport::default()
-            });
+        let unchanged = SyncReport {
+            unchanged: true,
+            ..SyncReport::default()
+        };
+        // Checked before queueing behind another sync, and again after, as
+        // that one may have been for the same user.
+        if self.stored_state(&jid, &hash).await?.is_none() {
+            return Ok(unchanged);
         }
+        let _one_at_a_time = self.running.lock().await;
+        let Some(info) = self.stored_state(&jid, &hash).await? else {
+            return Ok(unchanged);
+        };
         let plan = Plan::from_roster(roster, domain)?;
         self.db({
             let jid = jid.clone();
@@ -555,6 +555,23 @@ impl RosterSync {
             }
         }
         outcome.map(|()| report)
+    }
+
+    /// The stored `rosterinfo` row of `jid` (`Some(None)` if there is
+    /// none), or `None` when its hash is `hash`: nothing to do.
+    async fn stored_state(
+        &self,
+        jid: &str,
+        hash: &str,
+    ) -> Result<Option<Option<RosterInfo>>, RosterError> {
+        let info = self
+            .db({
+                let jid = jid.to_owned();
+                move |s| s.roster_info(&jid)
+            })
+            .await?;
+        let same = info.as_ref().and_then(|i| i.responsehash.as_deref()) == Some(hash);
+        Ok((!same).then_some(info))
     }
 
     /// Steps 1–3 of SPEC §9.

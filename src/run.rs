@@ -19,7 +19,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
-use crate::verify::{GlobalOnly, Verifier};
+use crate::backend::Backend;
+use crate::cache::{Cache, MemoryStorage, Ttls};
+use crate::config::CacheStorage;
+use crate::domains::DbDomains;
+use crate::roster::{CommandCtl, RosterSync, SrgCreateStyle};
+use crate::store::Store;
+use crate::verify::{Domains, GlobalOnly, Verifier};
 
 /// Exit status for "yes" answers and clean ends.
 const EXIT_TRUE: u8 = 0;
@@ -31,6 +37,9 @@ const EXIT_USAGE: u8 = 2;
 /// Everything `main` does, given the process arguments.
 pub fn main_with_args<I: IntoIterator<Item = OsString>>(args: I) -> ExitCode {
     let args: Vec<OsString> = args.into_iter().collect();
+    if args.get(1).is_some_and(|a| crate::admin::is_subcommand(a)) {
+        return crate::admin::main(args);
+    }
     let config = match config::load(args, &|key| std::env::var(key).ok()) {
         Ok(config) => config,
         Err(config::ConfigError::Cli(e)) => e.exit(),
@@ -90,12 +99,14 @@ pub async fn run(config: Config) -> ExitCode {
             path.display()
         );
     }
-    let domains = Arc::new(GlobalOnly::new(config.url.clone(), config.secret.clone()));
-    let verifier = Arc::new(Verifier::new(
-        Arc::new(backend),
-        Arc::new(SystemClock),
-        domains,
-    ));
+    let verifier = match build_verifier(&config, Arc::new(backend)) {
+        Ok(v) => Arc::new(v),
+        Err(e) => {
+            error!("{e}");
+            eprintln!("xcauth: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     if !matches!(config.mode, Mode::Serve(_)) {
         debug!("one-shot query: {}", describe(&config.mode));
     }
@@ -107,6 +118,7 @@ pub async fn run(config: Config) -> ExitCode {
             password,
         } => {
             let ok = verifier.auth(&user, &domain, &password).await.is_success();
+            verifier.settle().await;
             print_bool(ok)
         }
         Mode::IsUserTest { user, domain } => {
@@ -124,6 +136,72 @@ pub async fn run(config: Config) -> ExitCode {
             }
         },
     }
+}
+
+/// The decision with what the configuration asks for: the database (for
+/// per-domain settings, the `db` cache and roster state), the cache, and
+/// the shared roster sync.
+fn build_verifier(config: &Config, backend: Arc<dyn Backend>) -> Result<Verifier, String> {
+    let needs_db = config.cache_storage == CacheStorage::Db || config.ejabberdctl.is_some();
+    let db_exists = config.db.as_os_str() == ":memory:" || config.db.exists();
+    let store = if needs_db || db_exists {
+        match Store::open(&config.db) {
+            Ok(store) => Some(Arc::new(store)),
+            Err(e) if needs_db => {
+                return Err(format!("database {}: {e}", config.db.display()));
+            }
+            Err(e) => {
+                warn!(
+                    "database {}: {e}; per-domain settings unavailable, using the global URL and secret",
+                    config.db.display()
+                );
+                None
+            }
+        }
+    } else {
+        debug!(
+            "no database at {}; using the global URL and secret for every domain",
+            config.db.display()
+        );
+        None
+    };
+    let domains: Arc<dyn Domains> = match &store {
+        Some(store) => Arc::new(DbDomains::new(
+            Arc::clone(store),
+            config.url.clone(),
+            config.secret.clone(),
+        )),
+        None => Arc::new(GlobalOnly::new(config.url.clone(), config.secret.clone())),
+    };
+    let mut verifier = Verifier::new(backend, Arc::new(SystemClock), domains);
+    let ttls = Ttls {
+        query: config.cache_query_ttl,
+        verification: config.cache_verification_ttl,
+        unreachable: config.cache_unreachable_ttl,
+    };
+    match (config.cache_storage, &store) {
+        (CacheStorage::None, _) => {}
+        (CacheStorage::Memory, _) => {
+            let storage = Arc::new(MemoryStorage::default());
+            verifier = verifier.with_cache(Arc::new(Cache::new(
+                storage,
+                ttls,
+                config.bcrypt_rounds_memory,
+            )));
+        }
+        (CacheStorage::Db, Some(store)) => {
+            let storage: Arc<dyn crate::cache::CacheStorage> = Arc::clone(store) as _;
+            verifier =
+                verifier.with_cache(Arc::new(Cache::new(storage, ttls, config.bcrypt_rounds_db)));
+        }
+        (CacheStorage::Db, None) => return Err("the db cache needs a database (--db)".into()),
+    }
+    if let (Some(path), Some(store)) = (&config.ejabberdctl, &store) {
+        let ctl = Arc::new(CommandCtl::new(path.clone()));
+        let sync = RosterSync::new(ctl, Arc::clone(store), SrgCreateStyle::Auto);
+        verifier = verifier.with_roster_sync(Arc::new(sync));
+    }
+    Ok(verifier)
 }
 
 /// Serves until end of input (stdio) or SIGTERM (sockets).
@@ -164,11 +242,12 @@ async fn serve(
                 let result = serve::serve_connected(
                     conn,
                     protocol.codec(&config.codec),
-                    verifier,
+                    Arc::clone(&verifier),
                     StreamLimits::socket(sockets.idle_timeout),
                     shutdown,
                 )
                 .await;
+                settle(&verifier, sockets.shutdown_timeout).await;
                 return finish_stream(result);
             }
             Ok(listen::Stdin::Listening(fd, family)) => match listen::adopt_listening(fd, family) {
@@ -194,11 +273,17 @@ async fn serve(
             protocol.name()
         );
         notify(&[sd_notify::NotifyState::Ready]);
-        let result = serve::serve_stdio(protocol.codec(&config.codec), verifier, shutdown).await;
+        let result = serve::serve_stdio(
+            protocol.codec(&config.codec),
+            Arc::clone(&verifier),
+            shutdown,
+        )
+        .await;
+        settle(&verifier, sockets.shutdown_timeout).await;
         return finish_stream(result);
     }
     let ctx = ListenContext {
-        verifier,
+        verifier: Arc::clone(&verifier),
         codec: config.codec.clone(),
         limits: StreamLimits::socket(sockets.idle_timeout),
         connections: Arc::new(Semaphore::new(sockets.max_connections)),
@@ -214,8 +299,19 @@ async fn serve(
         info!("stopping: finishing requests in flight");
     });
     serve::serve_listeners(listeners, ctx, sockets.shutdown_timeout).await;
+    settle(&verifier, sockets.shutdown_timeout).await;
     info!("stopped");
     ExitCode::from(EXIT_TRUE)
+}
+
+/// Lets cache writes and roster syncs finish, within `limit`.
+async fn settle(verifier: &Verifier, limit: std::time::Duration) {
+    if tokio::time::timeout(limit, verifier.settle())
+        .await
+        .is_err()
+    {
+        warn!("background work (cache writes, roster sync) still running after {limit:?}; exiting anyway");
+    }
 }
 
 fn finish_stream(result: std::io::Result<()>) -> ExitCode {

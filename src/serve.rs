@@ -99,6 +99,10 @@ where
             writer.write_all(&output).await?;
             writer.flush().await?;
             output.clear();
+            // Silence is counted from our last answer too: a request that
+            // took longer than the idle limit must not close the stream
+            // the moment it is answered.
+            last_progress = Instant::now();
         }
         if !reading && pending.is_empty() {
             return Ok(());

@@ -6,9 +6,13 @@ use std::sync::Arc;
 
 use tracing::{debug, info, warn};
 
+use tokio_util::task::TaskTracker;
+
 use crate::backend::{Answer, Backend, BackendError, Endpoint, Query};
+use crate::cache::Cache;
 use crate::clock::Clock;
 use crate::proto::{Reply, Request};
+use crate::roster::{self, RosterSync};
 use crate::secret::Secret;
 use crate::token::{TokenCheck, TokenKey};
 
@@ -67,8 +71,13 @@ impl Domains for GlobalOnly {
 pub enum AuthOutcome {
     /// A valid JSXC token.
     Token,
+    /// A fresh cache entry matched (back end not asked).
+    Cache,
     /// The back end said yes.
     Backend,
+    /// The back end was unreachable; a cache entry within the unreachable
+    /// TTL matched.
+    CacheWhileUnreachable(BackendError),
     /// The back end said no.
     Rejected,
     /// The back end could not be asked and nothing else allowed the login.
@@ -80,7 +89,13 @@ pub enum AuthOutcome {
 impl AuthOutcome {
     /// True for the outcomes that let the user in.
     pub fn is_success(&self) -> bool {
-        matches!(self, AuthOutcome::Token | AuthOutcome::Backend)
+        matches!(
+            self,
+            AuthOutcome::Token
+                | AuthOutcome::Cache
+                | AuthOutcome::Backend
+                | AuthOutcome::CacheWhileUnreachable(_)
+        )
     }
 }
 
@@ -89,10 +104,15 @@ pub struct Verifier {
     backend: Arc<dyn Backend>,
     clock: Arc<dyn Clock>,
     domains: Arc<dyn Domains>,
+    cache: Option<Arc<Cache>>,
+    roster: Option<Arc<RosterSync>>,
+    /// Cache writes and roster syncs that outlive the request.
+    background: TaskTracker,
 }
 
 impl Verifier {
-    /// A verifier asking `backend`, with "now" from `clock`.
+    /// A verifier asking `backend`, with "now" from `clock`, without cache
+    /// or roster sync.
     pub fn new(
         backend: Arc<dyn Backend>,
         clock: Arc<dyn Clock>,
@@ -102,7 +122,30 @@ impl Verifier {
             backend,
             clock,
             domains,
+            cache: None,
+            roster: None,
+            background: TaskTracker::new(),
         }
+    }
+
+    /// Adds the password cache.
+    pub fn with_cache(mut self, cache: Arc<Cache>) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// Adds the ejabberd shared roster sync after successful logins.
+    pub fn with_roster_sync(mut self, roster: Arc<RosterSync>) -> Self {
+        self.roster = Some(roster);
+        self
+    }
+
+    /// Waits until cache writes and roster syncs started so far are done
+    /// (before exit, and in tests).
+    pub async fn settle(&self) {
+        self.background.close();
+        self.background.wait().await;
+        self.background.reopen();
     }
 
     /// Answers one decoded request. `Quit` and `Invalid` never reach the
@@ -133,8 +176,17 @@ impl Verifier {
         }
     }
 
-    /// Is `password` right for `user@domain`? Token, then back end.
+    /// Is `password` right for `user@domain`? Token, cache, back end
+    /// (SPEC §6); after a success the shared roster is brought up to date.
     pub async fn auth(&self, user: &str, domain: &str, password: &Secret) -> AuthOutcome {
+        let outcome = self.decide_auth(user, domain, password).await;
+        if outcome.is_success() {
+            self.after_login(user, domain).await;
+        }
+        outcome
+    }
+
+    async fn decide_auth(&self, user: &str, domain: &str, password: &Secret) -> AuthOutcome {
         let now = self.clock.now();
         let Some(settings) = self.domains.lookup(domain) else {
             warn!("auth {user}@{domain}: no API URL configured for this domain");
@@ -156,27 +208,137 @@ impl Verifier {
             }
             TokenCheck::NotAToken => {}
         }
-        let query = Query::Auth(password.clone());
-        let outcome = match self.backend.query(&settings.endpoint, user, &query).await {
-            Ok(Answer::Authenticated) => AuthOutcome::Backend,
-            Ok(Answer::Rejected) => AuthOutcome::Rejected,
-            Ok(other) => AuthOutcome::Unreachable(BackendError::Malformed(format!(
-                "unexpected answer to auth: {}",
-                answer_kind(&other)
-            ))),
-            Err(e) => AuthOutcome::Unreachable(e),
-        };
-        match &outcome {
-            AuthOutcome::Backend => debug!("auth {user}@{domain}: accepted by back end"),
-            AuthOutcome::Rejected => {
-                info!("auth {user}@{domain}: wrong password (back end said noauth)")
+
+        let jid = format!("{user}@{domain}");
+        let cache = self.cache.as_ref().filter(|_| Cache::cacheable(password));
+        let mut cached = None;
+        if let Some(cache) = cache {
+            if let Some(entry) = cache.get(&jid).await {
+                let matched = if cache.fresh(&entry, now) {
+                    Some(cache.matches(&jid, &entry, password).await)
+                } else {
+                    None
+                };
+                if matched == Some(true) {
+                    debug!("auth {jid}: cache hit");
+                    cache.touch(&jid, &entry, now).await;
+                    return AuthOutcome::Cache;
+                }
+                cached = Some((entry, matched));
             }
-            AuthOutcome::Unreachable(e) => {
-                warn!("auth {user}@{domain}: failed, back end unreachable: {e}")
-            }
-            AuthOutcome::Token | AuthOutcome::NoBackend => {}
         }
-        outcome
+
+        let query = Query::Auth(password.clone());
+        let answer = self.backend.query(&settings.endpoint, user, &query).await;
+        match answer {
+            Ok(Answer::Authenticated) => {
+                debug!("auth {jid}: accepted by back end");
+                if let Some(cache) = cache {
+                    self.in_background({
+                        let (cache, jid, password) =
+                            (Arc::clone(cache), jid.clone(), password.clone());
+                        async move { cache.remember(&jid, &password, now).await }
+                    });
+                }
+                AuthOutcome::Backend
+            }
+            Ok(Answer::Rejected) => {
+                info!("auth {jid}: wrong password (back end said noauth)");
+                if let (Some(cache), Some((entry, matched))) = (cache, cached) {
+                    // A password the back end rejects must not keep working
+                    // from the cache during a later outage.
+                    self.in_background({
+                        let (cache, jid, password) =
+                            (Arc::clone(cache), jid.clone(), password.clone());
+                        async move {
+                            let matches = match matched {
+                                Some(m) => m,
+                                None => cache.matches(&jid, &entry, &password).await,
+                            };
+                            if matches {
+                                info!("auth {jid}: cached password no longer valid; entry removed");
+                                cache.forget(&jid, &entry).await;
+                            }
+                        }
+                    });
+                }
+                AuthOutcome::Rejected
+            }
+            other => {
+                let error = match other {
+                    Err(e) => e,
+                    Ok(a) => BackendError::Malformed(format!(
+                        "unexpected answer to auth: {}",
+                        answer_kind(&a)
+                    )),
+                };
+                if let (Some(cache), Some((entry, matched))) = (cache, cached) {
+                    if cache.usable_while_unreachable(&entry, now) {
+                        let matches = match matched {
+                            Some(m) => m,
+                            None => cache.matches(&jid, &entry, password).await,
+                        };
+                        if matches {
+                            warn!(
+                                "auth {jid}: back end unreachable ({error}); accepted from cache"
+                            );
+                            cache.touch(&jid, &entry, now).await;
+                            return AuthOutcome::CacheWhileUnreachable(error);
+                        }
+                    }
+                }
+                warn!("auth {jid}: failed, back end unreachable: {error}");
+                AuthOutcome::Unreachable(error)
+            }
+        }
+    }
+
+    /// Runs `work` after the answer, tracked so [`Verifier::settle`] and a
+    /// graceful stop can wait for it.
+    fn in_background<F>(&self, work: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.background.spawn(work);
+    }
+
+    /// SPEC §9: fetch the shared roster and sync ejabberd; the login waits
+    /// for it at most [`roster::LOGIN_WAIT`].
+    async fn after_login(&self, user: &str, domain: &str) {
+        let Some(sync) = &self.roster else {
+            return;
+        };
+        let Some(settings) = self.domains.lookup(domain) else {
+            return;
+        };
+        let backend = Arc::clone(&self.backend);
+        let sync = Arc::clone(sync);
+        let jid = format!("{user}@{domain}");
+        let (user, domain) = (user.to_owned(), domain.to_owned());
+        let now = self.clock.now();
+        let task = self.background.spawn(async move {
+            match backend
+                .query(&settings.endpoint, &user, &Query::SharedRoster)
+                .await
+            {
+                Ok(Answer::Roster { body, roster_json }) => {
+                    let value = serde_json::from_str(&roster_json).unwrap_or_default();
+                    let handle = sync.spawn_after_login(user, domain, body, value, now);
+                    let _ = handle.await;
+                }
+                Ok(other) => warn!(
+                    "shared roster of {user}@{domain}: unexpected answer {}",
+                    answer_kind(&other)
+                ),
+                Err(e) => warn!("shared roster of {user}@{domain}: back end unreachable: {e}"),
+            }
+        });
+        if tokio::time::timeout(roster::LOGIN_WAIT, task)
+            .await
+            .is_err()
+        {
+            debug!("shared roster of {jid}: still running after the login answer");
+        }
     }
 
     /// Does `user@domain` exist? `TryLater` when the back end cannot say.
@@ -203,12 +365,28 @@ impl Verifier {
                     "isuser {user}@{domain}: unexpected answer {}",
                     answer_kind(&other)
                 );
-                Reply::TryLater
+                self.isuser_unreachable(user, domain).await
             }
             Err(e) => {
                 warn!("isuser {user}@{domain}: back end unreachable: {e}");
-                Reply::TryLater
+                self.isuser_unreachable(user, domain).await
             }
+        }
+    }
+
+    /// `isuser` without an answer from the back end (SPEC §6): a user the
+    /// cache saw verified within the unreachable TTL is known; others are
+    /// "try later" (Postfix defers, XMPP servers hear "no").
+    async fn isuser_unreachable(&self, user: &str, domain: &str) -> Reply {
+        let Some(cache) = &self.cache else {
+            return Reply::TryLater;
+        };
+        let jid = format!("{user}@{domain}");
+        match cache.get(&jid).await {
+            Some(entry) if cache.usable_while_unreachable(&entry, self.clock.now()) => {
+                Reply::KnownWhileUnreachable
+            }
+            _ => Reply::TryLater,
         }
     }
 
@@ -407,5 +585,192 @@ mod tests {
         };
         assert_eq!(v.handle(isuser).await, Reply::TryLater);
         assert_eq!(backend.calls(), 0);
+    }
+
+    fn cached_verifier(
+        backend: Arc<Scripted>,
+        now: i64,
+    ) -> (
+        Arc<Verifier>,
+        Arc<FixedClock>,
+        Arc<crate::cache::MemoryStorage>,
+    ) {
+        let clock = Arc::new(FixedClock::new(now));
+        let domains = Arc::new(GlobalOnly::new(
+            Some("http://127.0.0.1:1/api".into()),
+            Secret::new("01234"),
+        ));
+        let storage = Arc::new(crate::cache::MemoryStorage::default());
+        let cache = Arc::new(Cache::new(
+            storage.clone(),
+            crate::cache::Ttls {
+                query: 3600,
+                verification: 86400,
+                unreachable: 7 * 86400,
+            },
+            4,
+        ));
+        let v = Verifier::new(backend, clock.clone(), domains).with_cache(cache);
+        (Arc::new(v), clock, storage)
+    }
+
+    fn entry(storage: &crate::cache::MemoryStorage) -> Option<crate::cache::Entry> {
+        use crate::cache::CacheStorage;
+        storage.get("user3@domain3").unwrap()
+    }
+
+    /// The reference timeline of SPEC §6, step by step.
+    #[tokio::test]
+    async fn reference_timeline() {
+        use BackendError::Timeout;
+        let backend = Scripted::new(vec![
+            Err(Timeout),
+            Ok(Answer::Authenticated),
+            Ok(Answer::Rejected),
+            Ok(Answer::Authenticated),
+            Ok(Answer::Authenticated),
+            Err(Timeout),
+            Err(Timeout),
+            Err(Timeout),
+        ]);
+        let (v, clock, storage) = cached_verifier(backend.clone(), 1);
+        let auth = |pw: &str| auth("user3", "domain3", pw);
+        let step = |t: i64, pw: &'static str| {
+            let (v, clock) = (v.clone(), clock.clone());
+            async move {
+                clock.set(t);
+                let reply = v.clone().handle(auth(pw)).await;
+                v.settle().await;
+                reply
+            }
+        };
+
+        assert_eq!(step(1, "pass3").await, Reply::No);
+        assert_eq!((backend.calls(), entry(&storage)), (1, None));
+        assert_eq!(step(1, "pass3").await, Reply::Yes);
+        let e = entry(&storage).expect("entry created");
+        assert_eq!((e.firstauth, e.remoteauth, e.anyauth), (1, 1, 1));
+        assert!(e.pwhash.starts_with("$2b$04$"));
+        assert_eq!(backend.calls(), 2);
+
+        assert_eq!(step(100, "pass3").await, Reply::Yes);
+        assert_eq!(backend.calls(), 2, "served from cache");
+        assert_eq!(entry(&storage).unwrap().anyauth, 100);
+
+        assert_eq!(step(200, "badpass").await, Reply::No);
+        assert_eq!(backend.calls(), 3);
+        assert_eq!(entry(&storage).unwrap().anyauth, 100, "entry unchanged");
+
+        assert_eq!(step(300, "newpass").await, Reply::Yes);
+        let e = entry(&storage).unwrap();
+        assert_eq!((e.firstauth, e.remoteauth, e.anyauth), (1, 300, 300));
+        assert_eq!(backend.calls(), 4);
+
+        let token = "ABbL+6M8K7HGF/vnfaZZi5XFZQAADhE";
+        assert_eq!(step(300, token).await, Reply::Yes);
+        assert_eq!(backend.calls(), 4);
+        assert_eq!(entry(&storage).unwrap(), e, "token leaves the entry alone");
+
+        assert_eq!(step(4000, "newpass").await, Reply::Yes);
+        let e = entry(&storage).unwrap();
+        assert_eq!((e.remoteauth, e.anyauth), (4000, 4000));
+        assert_eq!(backend.calls(), 5);
+
+        assert_eq!(step(8000, "newpass").await, Reply::Yes);
+        assert_eq!(entry(&storage).unwrap().anyauth, 8000);
+        assert_eq!(backend.calls(), 6);
+
+        let mut t = 8100;
+        while t < 4000 + 86400 {
+            assert_eq!(step(t, "newpass").await, Reply::Yes, "t={t}");
+            t += 1800;
+        }
+        assert_eq!(
+            backend.calls(),
+            6,
+            "all from cache until the verification TTL"
+        );
+
+        assert_eq!(step(t, "newpass").await, Reply::Yes);
+        assert_eq!(
+            backend.calls(),
+            7,
+            "verification TTL passed: asked, unreachable, cache ok"
+        );
+
+        assert_eq!(step(t + 6 * 86400, "newpass").await, Reply::No);
+        assert_eq!(backend.calls(), 8, "older than a week: fail");
+    }
+
+    #[tokio::test]
+    async fn rejected_password_that_matches_the_cache_is_forgotten() {
+        let backend = Scripted::new(vec![
+            Ok(Answer::Authenticated),
+            Ok(Answer::Rejected),
+            Err(BackendError::Timeout),
+        ]);
+        let (v, clock, storage) = cached_verifier(backend.clone(), 1);
+        assert_eq!(
+            v.clone().handle(auth("user3", "domain3", "old")).await,
+            Reply::Yes
+        );
+        v.settle().await;
+        assert!(entry(&storage).is_some());
+        // The password was changed in Nextcloud; after the query TTL the old
+        // one is rejected, and the entry goes.
+        clock.set(4000);
+        assert_eq!(
+            v.clone().handle(auth("user3", "domain3", "old")).await,
+            Reply::No
+        );
+        v.settle().await;
+        assert_eq!(entry(&storage), None);
+        // So an outage later does not let the old password in.
+        assert_eq!(
+            v.clone().handle(auth("user3", "domain3", "old")).await,
+            Reply::No
+        );
+    }
+
+    #[tokio::test]
+    async fn long_passwords_are_never_cached() {
+        let long = "x".repeat(73);
+        let backend = Scripted::new(vec![Ok(Answer::Authenticated), Ok(Answer::Authenticated)]);
+        let (v, _, storage) = cached_verifier(backend.clone(), 1);
+        assert_eq!(
+            v.clone().handle(auth("user3", "domain3", &long)).await,
+            Reply::Yes
+        );
+        v.settle().await;
+        assert_eq!(entry(&storage), None);
+        assert_eq!(
+            v.clone().handle(auth("user3", "domain3", &long)).await,
+            Reply::Yes
+        );
+        assert_eq!(backend.calls(), 2, "asked the back end both times");
+    }
+
+    #[tokio::test]
+    async fn isuser_during_an_outage_uses_the_cache_for_known_users() {
+        let backend = Scripted::new(vec![
+            Ok(Answer::Authenticated),
+            Err(BackendError::Timeout),
+            Err(BackendError::Timeout),
+        ]);
+        let (v, _, _) = cached_verifier(backend.clone(), 1);
+        assert_eq!(
+            v.clone().handle(auth("user3", "domain3", "pw")).await,
+            Reply::Yes
+        );
+        v.settle().await;
+        let isuser = |u: &str| Request::IsUser {
+            user: u.into(),
+            domain: "domain3".into(),
+        };
+        assert_eq!(
+            v.clone().handle(isuser("user3")).await,
+            Reply::KnownWhileUnreachable
+        );
+        assert_eq!(v.clone().handle(isuser("stranger")).await, Reply::TryLater);
     }
 }

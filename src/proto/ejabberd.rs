@@ -54,7 +54,7 @@ impl Codec for EjabberdCodec {
 
     fn encode(&self, reply: &Reply, out: &mut BytesMut) {
         out.put_slice(match reply {
-            Reply::Yes => &SUCCESS,
+            Reply::Yes | Reply::KnownWhileUnreachable => &SUCCESS,
             Reply::No | Reply::TryLater | Reply::Invalid(_) | Reply::Roster(_) => &FAILURE,
         });
     }

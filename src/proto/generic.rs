@@ -45,7 +45,7 @@ impl Codec for GenericCodec {
 
     fn encode(&self, reply: &Reply, out: &mut BytesMut) {
         match reply {
-            Reply::Yes => out.put_slice(b"1\n"),
+            Reply::Yes | Reply::KnownWhileUnreachable => out.put_slice(b"1\n"),
             Reply::No | Reply::TryLater | Reply::Invalid(_) => out.put_slice(b"0\n"),
             Reply::Roster(json) => {
                 // The answer must stay one line. Raw line breaks can only be

@@ -132,6 +132,10 @@ pub enum Reply {
     /// The answer cannot be known now (back end unreachable during an
     /// `isuser`); Postfix says `400`, others fall back to failure.
     TryLater,
+    /// `isuser` while the back end is unreachable, for a user the cache
+    /// verified recently: XMPP protocols say yes (a "no" would make
+    /// ejabberd bounce messages), Postfix still says `400`.
+    KnownWhileUnreachable,
     /// Shared roster JSON text (one line) for a `roster` request.
     Roster(String),
     /// The request was refused before any decision ([`Request::Invalid`]);

@@ -68,7 +68,11 @@ impl Codec for PostfixCodec {
         let (code, text): (&[u8], &str) = match reply {
             Reply::Yes => (b"200 ", "OK"),
             Reply::No => (b"500 ", "no such user"),
-            Reply::TryLater => (b"400 ", "back end unreachable, try again later"),
+            // Postfix defers the mail either way; a cached user is no proof
+            // that the mailbox still exists.
+            Reply::TryLater | Reply::KnownWhileUnreachable => {
+                (b"400 ", "back end unreachable, try again later")
+            }
             Reply::Invalid(reason) if reason.is_empty() => (b"500 ", "invalid request"),
             Reply::Invalid(reason) => (b"500 ", reason),
             Reply::Roster(_) => (b"500 ", "not supported"),

@@ -274,7 +274,13 @@ impl Codec for SaslauthdCodec {
     fn encode(&self, reply: &Reply, out: &mut BytesMut) {
         let text = match reply {
             Reply::Yes => SUCCESS,
-            Reply::No | Reply::TryLater | Reply::Invalid(_) | Reply::Roster(_) => FAILURE,
+            // Only `isuser` can be "known while unreachable"; saslauthd only
+            // asks `auth`, so it is never a success here.
+            Reply::No
+            | Reply::TryLater
+            | Reply::KnownWhileUnreachable
+            | Reply::Invalid(_)
+            | Reply::Roster(_) => FAILURE,
         };
         out.reserve(HEADER + text.len());
         // Both texts are short constants, far below 65535 bytes.

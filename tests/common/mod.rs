@@ -242,3 +242,231 @@ pub fn sasl_answer(x: &mut Xcauth) -> String {
 
 pub const YES: [u8; 4] = [0, 2, 0, 1];
 pub const NO: [u8; 4] = [0, 2, 0, 0];
+
+// --- socket service (tests/e2e_sockets.rs) --------------------------------
+
+/// A free TCP port on 127.0.0.1: the kernel's pick, free when asked. Another
+/// process may take it before the caller binds it, so callers retry.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, or `None` once
+/// `timeout` has passed.
+pub fn poll<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return Some(value);
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A client connection to a socket xcauth serves, TCP or Unix. Reads give
+/// up after 10 s (an error, so a test fails instead of hanging).
+pub enum Conn {
+    Tcp(TcpStream),
+    Unix(std::os::unix::net::UnixStream),
+}
+
+impl Conn {
+    /// Connects to `addr`, retrying until it accepts or 10 s have passed.
+    pub fn tcp(addr: &str) -> Conn {
+        let stream = poll(Duration::from_secs(10), || TcpStream::connect(addr).ok())
+            .unwrap_or_else(|| panic!("{addr} never accepted a connection"));
+        Self::from_tcp(stream)
+    }
+
+    /// Wraps a connected TCP stream.
+    pub fn from_tcp(stream: TcpStream) -> Conn {
+        let conn = Conn::Tcp(stream);
+        conn.set_timeout(Some(Duration::from_secs(10)));
+        conn
+    }
+
+    /// Connects to the Unix socket at `path`, retrying until it accepts or
+    /// 10 s have passed.
+    pub fn unix(path: &Path) -> Conn {
+        let stream = poll(Duration::from_secs(10), || {
+            std::os::unix::net::UnixStream::connect(path).ok()
+        })
+        .unwrap_or_else(|| panic!("{} never accepted a connection", path.display()));
+        Self::from_unix(stream)
+    }
+
+    /// Wraps a connected Unix stream.
+    pub fn from_unix(stream: std::os::unix::net::UnixStream) -> Conn {
+        let conn = Conn::Unix(stream);
+        conn.set_timeout(Some(Duration::from_secs(10)));
+        conn
+    }
+
+    /// Sets the read timeout.
+    pub fn set_timeout(&self, timeout: Option<Duration>) {
+        match self {
+            Conn::Tcp(s) => s.set_read_timeout(timeout),
+            Conn::Unix(s) => s.set_read_timeout(timeout),
+        }
+        .expect("set read timeout");
+    }
+
+    /// Writes all of `bytes`.
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.write_all(bytes).expect("write to xcauth");
+    }
+
+    /// Reads exactly `n` bytes.
+    pub fn read_n(&mut self, n: usize) -> Vec<u8> {
+        let mut buf = vec![0u8; n];
+        self.read_exact(&mut buf).expect("answer from xcauth");
+        buf
+    }
+
+    /// Reads one line, newline included.
+    pub fn line(&mut self) -> String {
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while line.last() != Some(&b'\n') {
+            self.read_exact(&mut byte).expect("answer line from xcauth");
+            line.push(byte[0]);
+        }
+        String::from_utf8(line).expect("utf-8 answer line")
+    }
+
+    /// Reads one saslauthd answer (`OK success`, `NO ...`).
+    pub fn sasl(&mut self) -> String {
+        let len = self.read_n(2);
+        let n = u16::from_be_bytes([len[0], len[1]]) as usize;
+        String::from_utf8(self.read_n(n)).expect("utf-8 answer")
+    }
+
+    /// Does the peer close the stream (read returns end of file) within
+    /// the read timeout, with no bytes before it?
+    pub fn closed_by_peer(&mut self) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(self.read(&mut byte), Ok(0))
+    }
+
+    /// Whether an answer byte arrives within `wait` (it is consumed).
+    pub fn answers_within(&mut self, wait: Duration) -> bool {
+        self.set_timeout(Some(wait));
+        let mut byte = [0u8; 1];
+        let got = matches!(self.read(&mut byte), Ok(1));
+        self.set_timeout(Some(Duration::from_secs(10)));
+        got
+    }
+
+    /// Closes the writing half: the server sees end of input.
+    pub fn shutdown_write(&self) {
+        let _ = match self {
+            Conn::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
+            Conn::Unix(s) => s.shutdown(std::net::Shutdown::Write),
+        };
+    }
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Tcp(s) => s.read(buf),
+            Conn::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Tcp(s) => s.write(buf),
+            Conn::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Conn::Tcp(s) => s.flush(),
+            Conn::Unix(s) => s.flush(),
+        }
+    }
+}
+
+/// A running xcauth serving sockets, logging at debug level into its own
+/// directory; killed when dropped.
+pub struct Served {
+    pub child: Guard,
+    pub log_dir: tempfile::TempDir,
+}
+
+impl Served {
+    /// The base command: `xcauth -d --url URL -l LOGDIR` with [`SECRET`] in
+    /// the environment and generous back-end timeouts. Standard streams are
+    /// the caller's to set.
+    pub fn command(url: &str, log_dir: &Path) -> Command {
+        let mut cmd = Command::new(xcauth_bin());
+        cmd.args(["-d", "--url", url, "--timeout", "5,10"])
+            .arg("--log")
+            .arg(log_dir)
+            .env("XCAUTH_SECRET", SECRET);
+        cmd
+    }
+
+    /// Spawns `cmd` (made by [`Served::command`] with `log_dir`).
+    pub fn spawn(mut cmd: Command, log_dir: tempfile::TempDir) -> Served {
+        let child = cmd.spawn().expect("start xcauth");
+        Served {
+            child: Guard(child),
+            log_dir,
+        }
+    }
+
+    /// Process id.
+    pub fn pid(&self) -> u32 {
+        self.child.0.id()
+    }
+
+    /// Sends a signal (`TERM`, `HUP`, ...) by process id.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} {}", self.pid());
+    }
+
+    /// Waits for the process to end, up to `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        poll(timeout, || self.child.0.try_wait().ok().flatten())
+    }
+
+    /// Has the process ended already?
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.0.try_wait().ok().flatten()
+    }
+
+    /// Contents of xcauth.log and xcauth.err so far.
+    pub fn logs(&self) -> String {
+        let mut all = String::new();
+        for name in ["xcauth.log", "xcauth.err"] {
+            all.push_str(
+                &std::fs::read_to_string(self.log_dir.path().join(name)).unwrap_or_default(),
+            );
+        }
+        all
+    }
+
+    /// Waits until the logs contain `text`, up to 10 s.
+    pub fn log_has(&self, text: &str) -> bool {
+        poll(Duration::from_secs(10), || {
+            self.logs().contains(text).then_some(())
+        })
+        .is_some()
+    }
+}

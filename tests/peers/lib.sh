@@ -1,5 +1,6 @@
 # Helpers for tests/peers/run: results, background processes stopped by
 # PID, bounded polling. Sourced, not run.
+# shellcheck shell=bash
 
 PASSED=0
 FAILED=0
@@ -66,34 +67,51 @@ start_bg() {
 # running NAME: is that background process still alive?
 running() {
     local pid=${PID_OF[$1]:-}
-    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
+    [ -n "$pid" ] && alive "$pid"
 }
 
 not_running() {
     ! running "$1"
 }
 
-# stop_bg NAME: SIGTERM, up to 15 s to exit, then SIGKILL. Children that
-# the process started per connection (socket activation) are stopped too,
-# each by its own PID.
-stop_bg() {
-    local name=$1 pid=${PID_OF[$1]:-} child
-    [ -n "$pid" ] || return 0
-    local children
-    children=$(pgrep -P "$pid" 2>/dev/null || true)
-    kill -TERM "$pid" 2>/dev/null || true
-    for child in $children; do
-        kill -TERM "$child" 2>/dev/null || true
+# alive PID: a process that has not exited (zombies count as gone: the
+# children of a stopped parent may wait for a reaper that never comes).
+alive() {
+    local state
+    state=$(ps -o stat= -p "$1" 2>/dev/null) && [[ $state != Z* ]]
+}
+
+# all_gone PID...: none of them alive.
+all_gone() {
+    local pid
+    for pid in "$@"; do
+        ! alive "$pid" || return 1
     done
+}
+
+# stop_bg NAME: SIGTERM, up to 15 s to exit, then SIGKILL. Children that
+# outlive it (socket activation starts one xcauth per connection) are
+# stopped the same way afterwards, each by its own PID.
+stop_bg() {
+    local name=$1 pid=${PID_OF[$1]:-} children
+    [ -n "$pid" ] || return 0
+    children=$(pgrep -P "$pid" 2>/dev/null | tr '\n' ' ')
+    kill -TERM "$pid" 2>/dev/null || true
     if ! wait_until 15 "$name (pid $pid) to stop" not_running "$name" 2>/dev/null; then
         echo "peers: $name (pid $pid) ignored SIGTERM; killing it" >&2
         kill -KILL "$pid" 2>/dev/null || true
     fi
-    for child in $children; do
-        kill -KILL "$child" 2>/dev/null || true
-    done
     wait "$pid" 2>/dev/null || true
     unset "PID_OF[$name]"
+    if [ -n "$children" ]; then
+        # shellcheck disable=SC2086 # a list of PIDs
+        kill -TERM $children 2>/dev/null || true
+        # shellcheck disable=SC2086
+        if ! wait_until 10 "the children of $name to stop" all_gone $children 2>/dev/null; then
+            # shellcheck disable=SC2086
+            kill -KILL $children 2>/dev/null || true
+        fi
+    fi
 }
 
 # Stops everything still running, newest first.

@@ -1,0 +1,707 @@
+//! End to end: the real `xcauth` binary serving sockets (SPEC §3) — its own
+//! `--listen` sockets, a socket inherited on standard input (inetd "nowait"
+//! and "wait"), systemd socket activation — against the stand-in Nextcloud
+//! on loopback, with concurrency, limits, timeouts and signals.
+
+mod common;
+
+use std::fs::File;
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::*;
+
+const T: Duration = Duration::from_secs(10);
+
+/// Tries to start xcauth on fresh ports this many times before giving up.
+const PORT_TRIES: usize = 5;
+
+/// Starts xcauth with its own listeners on `ports` fresh loopback ports:
+/// `args(ports)` gives the arguments after the base command. A port taken
+/// by another process in the meantime makes xcauth exit; then it is tried
+/// again with new ports. Returns once xcauth says it is ready.
+fn start_listening(
+    url: &str,
+    ports: usize,
+    args: impl Fn(&[u16]) -> Vec<String>,
+) -> (Served, Vec<u16>) {
+    for _ in 0..PORT_TRIES {
+        let chosen: Vec<u16> = (0..ports).map(|_| free_port()).collect();
+        let log_dir = tempfile::tempdir().expect("log dir");
+        let mut cmd = Served::command(url, log_dir.path());
+        cmd.args(args(&chosen))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut served = Served::spawn(cmd, log_dir);
+        let ready = poll(T, || {
+            if served.logs().contains(" ready") {
+                Some(true)
+            } else if served.exited().is_some() {
+                Some(false)
+            } else {
+                None
+            }
+        });
+        match ready {
+            Some(true) => return (served, chosen),
+            Some(false) if served.logs().contains("in use") => continue,
+            _ => panic!("xcauth did not start:\n{}", served.logs()),
+        }
+    }
+    panic!("no free ports after {PORT_TRIES} tries");
+}
+
+fn addr(port: u16) -> String {
+    format!("127.0.0.1:{port}")
+}
+
+fn mode_of(path: &Path) -> u32 {
+    std::fs::metadata(path)
+        .expect("socket exists")
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+fn sasl_alice(password: &str) -> Vec<u8> {
+    sasl_request(&[b"alice", password.as_bytes(), b"imap", b"example.org"])
+}
+
+fn token_for(user: &str) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs();
+    let expiry = u32::try_from(now + 3600).expect("expiry fits in 32 bits");
+    xcauth::token::make(SECRET.as_bytes(), user, "example.org", expiry)
+}
+
+/// Checks one connection of each protocol answers like that protocol.
+fn check_ejabberd(c: &mut Conn) {
+    c.send(&ejabberd_frame("auth:alice:example.org:alice-pw"));
+    assert_eq!(c.read_n(4), YES);
+    c.send(&ejabberd_frame("auth:alice:example.org:wrong"));
+    assert_eq!(c.read_n(4), NO);
+}
+
+fn check_generic(c: &mut Conn) {
+    c.send(b"auth:alice:example.org:alice-pw\nisuser:nobody:example.org\n");
+    assert_eq!(c.line(), "1\n");
+    assert_eq!(c.line(), "0\n");
+}
+
+fn check_postfix(c: &mut Conn) {
+    c.send(b"get alice@example.org\n");
+    assert!(c.line().starts_with("200 "));
+    c.send(b"get nobody@example.org\n");
+    assert!(c.line().starts_with("500 "));
+}
+
+fn check_saslauthd(c: &mut Conn) {
+    c.send(&sasl_alice("alice-pw"));
+    assert_eq!(c.sasl(), "OK success");
+    c.send(&sasl_alice("wrong"));
+    assert!(c.sasl().starts_with("NO"));
+}
+
+// --- own listeners ------------------------------------------------------------
+
+#[test]
+fn own_listeners_of_three_protocols_in_one_process() {
+    let nc = StandIn::start();
+    let dir = tempfile::tempdir().expect("dir");
+    let mux = dir.path().join("mux");
+    let (mut x, ports) = start_listening(&nc.url, 2, |p| {
+        vec![
+            "--listen".into(),
+            format!("ejabberd={}", addr(p[0])),
+            "--listen".into(),
+            format!("postfix={}", addr(p[1])),
+            "--listen".into(),
+            format!("saslauthd=unix:{}", mux.display()),
+        ]
+    });
+    assert_eq!(mode_of(&mux), 0o660, "Unix sockets are 0660 by default");
+    check_ejabberd(&mut Conn::tcp(&addr(ports[0])));
+    check_postfix(&mut Conn::tcp(&addr(ports[1])));
+    check_saslauthd(&mut Conn::unix(&mux));
+    // All three at once on open connections.
+    let mut e = Conn::tcp(&addr(ports[0]));
+    let mut p = Conn::tcp(&addr(ports[1]));
+    let mut s = Conn::unix(&mux);
+    e.send(&ejabberd_frame("isuser:bob:example.org"));
+    p.send(b"get bob@example.org\n");
+    s.send(&sasl_request(&[
+        b"bob@example.org",
+        b"bob-pw",
+        b"smtp",
+        b"",
+    ]));
+    assert_eq!(s.sasl(), "OK success");
+    assert!(p.line().starts_with("200 "));
+    assert_eq!(e.read_n(4), YES);
+    x.signal("TERM");
+    assert!(x.wait_exit(T).expect("exits after SIGTERM").success());
+}
+
+#[test]
+fn unix_socket_mode_owner_and_group_are_honoured() {
+    let nc = StandIn::start();
+    let dir = tempfile::tempdir().expect("dir");
+    let mux = dir.path().join("mux");
+    // As root, hand the socket to nobody:nogroup; otherwise to ourselves.
+    let me = std::fs::metadata(dir.path()).expect("dir meta");
+    let (uid, gid) = if me.uid() == 0 {
+        (65534, 65534)
+    } else {
+        (me.uid(), me.gid())
+    };
+    let (_x, _) = start_listening(&nc.url, 0, |_| {
+        vec![
+            "--listen".into(),
+            format!("generic=unix:{}", mux.display()),
+            "--socket-mode".into(),
+            "0600".into(),
+            "--socket-owner".into(),
+            uid.to_string(),
+            "--socket-group".into(),
+            gid.to_string(),
+        ]
+    });
+    let meta = std::fs::metadata(&mux).expect("socket");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert_eq!((meta.uid(), meta.gid()), (uid, gid));
+    check_generic(&mut Conn::unix(&mux));
+}
+
+#[test]
+fn a_stale_socket_file_is_replaced_and_a_busy_port_is_an_error() {
+    let nc = StandIn::start();
+    let dir = tempfile::tempdir().expect("dir");
+    let mux = dir.path().join("mux");
+    drop(UnixListener::bind(&mux).expect("stale socket"));
+    let (_x, _) = start_listening(&nc.url, 0, |_| {
+        vec![
+            "--listen".into(),
+            format!("saslauthd=unix:{}", mux.display()),
+        ]
+    });
+    check_saslauthd(&mut Conn::unix(&mux));
+
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let log_dir = tempfile::tempdir().expect("log dir");
+    let out = Served::command(&nc.url, log_dir.path())
+        .args(["--listen", &format!("generic={}", addr(port))])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run xcauth");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a port in use is a start-up error"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&addr(port)));
+}
+
+// --- inherited sockets (inetd) ------------------------------------------------
+
+/// Runs xcauth with `stdin` (and stdout: inetd gives the connection on
+/// both) as its standard streams.
+fn spawn_on_stdin(url: &str, proto: &str, stdin: OwnedFd, stdout: Option<OwnedFd>) -> Served {
+    let log_dir = tempfile::tempdir().expect("log dir");
+    let mut cmd = Served::command(url, log_dir.path());
+    cmd.args(["-t", proto])
+        .stdin(Stdio::from(stdin))
+        .stdout(stdout.map_or_else(Stdio::null, Stdio::from))
+        .stderr(Stdio::null());
+    Served::spawn(cmd, log_dir)
+}
+
+#[test]
+fn inetd_nowait_connected_unix_socket_on_stdin() {
+    let nc = StandIn::start();
+    let (ours, theirs) = UnixStream::pair().expect("socketpair");
+    let out = theirs.try_clone().expect("clone");
+    let mut x = spawn_on_stdin(&nc.url, "saslauthd", theirs.into(), Some(out.into()));
+    let mut c = Conn::from_unix(ours);
+    check_saslauthd(&mut c);
+    c.shutdown_write();
+    assert!(c.closed_by_peer(), "xcauth closes after end of input");
+    let status = x.wait_exit(T).expect("exits after the peer closed");
+    assert!(status.success(), "{status:?}");
+    assert!(x.logs().contains("inherited connection"), "{}", x.logs());
+}
+
+#[test]
+fn inetd_nowait_connected_tcp_socket_on_stdin() {
+    let nc = StandIn::start();
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+    let (server_side, _) = listener.accept().expect("accept");
+    drop(listener);
+    let out = server_side.try_clone().expect("clone");
+    let mut x = spawn_on_stdin(&nc.url, "ejabberd", server_side.into(), Some(out.into()));
+    let mut c = Conn::from_tcp(client);
+    check_ejabberd(&mut c);
+    // ejabberd's length-0 frame ends the stream as well as end of input.
+    c.send(&[0, 0]);
+    assert!(c.closed_by_peer());
+    let status = x.wait_exit(T).expect("exits after the peer closed");
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn inetd_wait_listening_tcp_socket_on_stdin() {
+    let nc = StandIn::start();
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let at = listener.local_addr().expect("addr").to_string();
+    let mut x = spawn_on_stdin(&nc.url, "generic", listener.into(), None);
+    // Several clients, all connected before any is answered.
+    let mut clients: Vec<Conn> = (0..5).map(|_| Conn::tcp(&at)).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        let pw = if i % 2 == 0 { "alice-pw" } else { "wrong" };
+        c.send(format!("auth:alice:example.org:{pw}\n").as_bytes());
+    }
+    for (i, c) in clients.iter_mut().enumerate() {
+        assert_eq!(c.line(), if i % 2 == 0 { "1\n" } else { "0\n" });
+    }
+    drop(clients);
+    check_generic(&mut Conn::tcp(&at));
+    assert!(x.exited().is_none(), "keeps accepting after clients leave");
+    x.signal("TERM");
+    assert!(x.wait_exit(T).expect("exits on SIGTERM").success());
+}
+
+#[test]
+fn inetd_wait_listening_unix_socket_on_stdin() {
+    let nc = StandIn::start();
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("s");
+    let listener = UnixListener::bind(&path).expect("bind");
+    let mut x = spawn_on_stdin(&nc.url, "postfix", listener.into(), None);
+    let mut a = Conn::unix(&path);
+    let mut b = Conn::unix(&path);
+    check_postfix(&mut b);
+    check_postfix(&mut a);
+    x.signal("TERM");
+    assert!(x.wait_exit(T).expect("exits on SIGTERM").success());
+}
+
+#[test]
+fn stdin_that_is_not_a_socket_is_the_stdio_helper() {
+    let nc = StandIn::start();
+    // /dev/null: end of input at once, a clean exit, nothing written.
+    let log_dir = tempfile::tempdir().expect("log dir");
+    let out = Served::command(&nc.url, log_dir.path())
+        .args(["-t", "generic"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run xcauth");
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stdout.is_empty());
+
+    // A regular file of requests.
+    let dir = tempfile::tempdir().expect("dir");
+    let requests = dir.path().join("requests");
+    std::fs::write(
+        &requests,
+        "auth:alice:example.org:alice-pw\nauth:alice:example.org:no\n",
+    )
+    .expect("write requests");
+    let out = Served::command(&nc.url, log_dir.path())
+        .args(["-t", "generic"])
+        .stdin(File::open(&requests).expect("open"))
+        .output()
+        .expect("run xcauth");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(out.stdout, b"1\n0\n");
+
+    // A pipe.
+    let mut x = Xcauth::start("ejabberd", &nc.url, &[]);
+    x.send(&ejabberd_frame("auth:alice:example.org:alice-pw"));
+    assert_eq!(x.read_exact(4, T), YES);
+    let (rest, ok) = x.finish();
+    assert!(rest.is_empty() && ok);
+    let logs = std::fs::read_to_string(log_dir.path().join("xcauth.log")).unwrap_or_default()
+        + &std::fs::read_to_string(log_dir.path().join("xcauth.err")).unwrap_or_default()
+        + &x.logs();
+    assert!(!logs.contains("non-socket"), "{logs}");
+    assert!(logs.contains("on standard input"), "{logs}");
+}
+
+// --- systemd socket activation --------------------------------------------------
+
+/// Moves standard input, output and error to descriptors 3, 4, 5 and
+/// execs the program with the systemd variables for them; the standard
+/// streams become /dev/null.
+const ACTIVATE: &str = r#"exec 3<&0 4>&1 5>&2 0</dev/null 1>/dev/null 2>/dev/null
+export LISTEN_PID=$$ LISTEN_FDS=$XC_FDS
+exec "$0" "$@""#;
+
+/// Runs xcauth with the given listening sockets as systemd descriptors
+/// 3.. (at most three) named `names` (`LISTEN_FDNAMES`).
+fn activate(url: &str, fds: Vec<OwnedFd>, names: &str, extra: &[&str]) -> Served {
+    assert!(!fds.is_empty() && fds.len() <= 3);
+    let count = fds.len();
+    let log_dir = tempfile::tempdir().expect("log dir");
+    let base = Served::command(url, log_dir.path());
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(ACTIVATE)
+        .arg(base.get_program())
+        .args(base.get_args())
+        .args(extra)
+        .env("XCAUTH_SECRET", SECRET)
+        .env("XC_FDS", count.to_string())
+        .env("LISTEN_FDNAMES", names);
+    let mut fds = fds.into_iter();
+    let mut next = || fds.next().map_or_else(Stdio::null, Stdio::from);
+    cmd.stdin(next()).stdout(next()).stderr(next());
+    Served::spawn(cmd, log_dir)
+}
+
+#[test]
+fn systemd_descriptor_names_select_protocols() {
+    let nc = StandIn::start();
+    let dir = tempfile::tempdir().expect("dir");
+    let ej = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let pf = TcpListener::bind("[::1]:0")
+        .or_else(|_| TcpListener::bind("127.0.0.1:0"))
+        .expect("bind");
+    let mux = dir.path().join("mux");
+    let sa = UnixListener::bind(&mux).expect("bind");
+    let (ej_at, pf_at) = (
+        ej.local_addr().expect("addr").to_string(),
+        pf.local_addr().expect("addr").to_string(),
+    );
+    // -t generic only for descriptors without a known name: none here.
+    let mut x = activate(
+        &nc.url,
+        vec![ej.into(), pf.into(), sa.into()],
+        "ejabberd:postfix:saslauthd",
+        &["-t", "generic"],
+    );
+    check_ejabberd(&mut Conn::tcp(&ej_at));
+    check_postfix(&mut Conn::tcp(&pf_at));
+    check_saslauthd(&mut Conn::unix(&mux));
+    assert!(x.log_has("systemd socket saslauthd"), "{}", x.logs());
+    x.signal("TERM");
+    assert!(x.wait_exit(T).expect("exits on SIGTERM").success());
+}
+
+#[test]
+fn systemd_descriptor_without_a_known_name_speaks_type() {
+    let nc = StandIn::start();
+    let a = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let b = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let (a_at, b_at) = (
+        a.local_addr().expect("addr").to_string(),
+        b.local_addr().expect("addr").to_string(),
+    );
+    // The original's xcauth.socket was named "deprecated"; the second
+    // descriptor has no name at all.
+    let _x = activate(
+        &nc.url,
+        vec![a.into(), b.into()],
+        "deprecated",
+        &["-t", "prosody"],
+    );
+    check_generic(&mut Conn::tcp(&a_at));
+    check_generic(&mut Conn::tcp(&b_at));
+}
+
+#[test]
+fn systemd_variables_for_another_process_are_ignored() {
+    let nc = StandIn::start();
+    let log_dir = tempfile::tempdir().expect("log dir");
+    // LISTEN_PID names another process: descriptors 3.. are not ours, and
+    // standard input (a pipe) is served instead.
+    let mut child = Served::command(&nc.url, log_dir.path())
+        .args(["-t", "generic"])
+        .env("LISTEN_PID", "1")
+        .env("LISTEN_FDS", "1")
+        .env("LISTEN_FDNAMES", "ejabberd")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start xcauth");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin
+            .write_all(b"auth:alice:example.org:alice-pw\n")
+            .expect("write");
+    }
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(out.stdout, b"1\n");
+}
+
+#[test]
+fn systemd_socket_activate_tool() {
+    let Ok(tool) = which("systemd-socket-activate") else {
+        eprintln!("SKIP: systemd-socket-activate not installed (Debian package systemd)");
+        return;
+    };
+    let nc = StandIn::start();
+    let dir = tempfile::tempdir().expect("dir");
+    let mux = dir.path().join("mux");
+    for _ in 0..PORT_TRIES {
+        let (p, q) = (free_port(), free_port());
+        let log_dir = tempfile::tempdir().expect("log dir");
+        let base = Served::command(&nc.url, log_dir.path());
+        let mut cmd = Command::new(&tool);
+        cmd.args(["-l", &addr(p), "-l", &addr(q), "-l"])
+            .arg(&mux)
+            .args(["--fdname=ejabberd:postfix", "--fdname=saslauthd"])
+            .args(["-E", "XCAUTH_SECRET", "--"])
+            .arg(base.get_program())
+            .args(base.get_args())
+            .env("XCAUTH_SECRET", SECRET)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut x = Served::spawn(cmd, log_dir);
+        // The tool binds before it execs xcauth; connections wait in the
+        // backlog until xcauth accepts.
+        let Some(_) = poll(T, || {
+            if TcpStream::connect(addr(p)).is_ok() && TcpStream::connect(addr(q)).is_ok() {
+                Some(())
+            } else if x.exited().is_some() {
+                Some(())
+            } else {
+                None
+            }
+        }) else {
+            panic!("systemd-socket-activate never listened");
+        };
+        if x.exited().is_some() {
+            let _ = std::fs::remove_file(&mux);
+            continue; // a port was taken meanwhile
+        }
+        check_ejabberd(&mut Conn::tcp(&addr(p)));
+        check_postfix(&mut Conn::tcp(&addr(q)));
+        check_saslauthd(&mut Conn::unix(&mux));
+        x.signal("TERM");
+        let status = x.wait_exit(T).expect("exits on SIGTERM");
+        assert!(status.success(), "{status:?}\n{}", x.logs());
+        return;
+    }
+    panic!("no free ports after {PORT_TRIES} tries");
+}
+
+fn which(name: &str) -> Result<std::path::PathBuf, ()> {
+    let path = std::env::var_os("PATH").ok_or(())?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+        .ok_or(())
+}
+
+// --- concurrency, limits, timeouts ------------------------------------------------
+
+fn listen_generic(url: &str, extra: &[&str]) -> (Served, String) {
+    let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    let (x, ports) = start_listening(url, 1, |p| {
+        let mut args = vec!["--listen".to_string(), format!("generic={}", addr(p[0]))];
+        args.extend(extra.iter().cloned());
+        args
+    });
+    (x, addr(ports[0]))
+}
+
+#[test]
+fn pipelined_requests_are_worked_on_together_and_answered_in_order() {
+    let nc = StandIn::start_with(&["--latency-ms", "400"]);
+    let (_x, at) = listen_generic(&nc.url, &[]);
+    let mut c = Conn::tcp(&at);
+    let mut batch = String::new();
+    let mut expected = String::new();
+    for i in 0..8 {
+        let (pw, answer) = if i % 3 == 0 {
+            ("alice-pw", "1\n")
+        } else {
+            ("nope", "0\n")
+        };
+        batch.push_str(&format!("auth:alice:example.org:{pw}\n"));
+        expected.push_str(answer);
+    }
+    let started = Instant::now();
+    c.send(batch.as_bytes());
+    let mut got = String::new();
+    for _ in 0..8 {
+        got.push_str(&c.line());
+    }
+    assert_eq!(got, expected, "answers in request order");
+    // One after the other would take 8 × 400 ms.
+    assert!(
+        started.elapsed() < Duration::from_millis(2400),
+        "pipelined requests were not worked on concurrently: {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_slow_back_end_answer_does_not_delay_another_connection() {
+    let nc = StandIn::start_with(&["--latency-ms", "3000"]);
+    let (_x, at) = listen_generic(&nc.url, &[]);
+    let mut slow = Conn::tcp(&at);
+    let mut fast = Conn::tcp(&at);
+    slow.send(b"auth:alice:example.org:alice-pw\n");
+    // The slow request has reached the back end.
+    assert!(poll(T, || (nc.requests() >= 1).then_some(())).is_some());
+    let token = token_for("bob");
+    fast.send(format!("auth:bob:example.org:{token}\n").as_bytes());
+    assert_eq!(fast.line(), "1\n", "token login answered");
+    assert!(
+        !slow.answers_within(Duration::from_millis(1)),
+        "the token login was answered before the slow one"
+    );
+    assert_eq!(slow.line(), "1\n");
+}
+
+#[test]
+fn connection_limit_queues_extra_clients() {
+    let nc = StandIn::start();
+    let (_x, at) = listen_generic(&nc.url, &["--max-connections", "2"]);
+    let mut one = Conn::tcp(&at);
+    let mut two = Conn::tcp(&at);
+    check_generic(&mut one);
+    check_generic(&mut two);
+    let mut three = Conn::tcp(&at);
+    three.send(b"isuser:bob:example.org\n");
+    assert!(
+        !three.answers_within(Duration::from_millis(500)),
+        "a third client is not served while two are connected"
+    );
+    drop(one);
+    assert_eq!(three.line(), "1\n", "served once a slot is free");
+    check_generic(&mut two);
+}
+
+#[test]
+fn idle_connections_are_closed_busy_ones_stay() {
+    let nc = StandIn::start_with(&["--latency-ms", "2500"]);
+    let (_x, at) = listen_generic(&nc.url, &["--idle-timeout", "1"]);
+    let mut idle = Conn::tcp(&at);
+    let mut busy = Conn::tcp(&at);
+    busy.send(b"auth:alice:example.org:alice-pw\n");
+    let started = Instant::now();
+    assert!(idle.closed_by_peer(), "idle connection closed");
+    assert!(started.elapsed() < Duration::from_millis(2500));
+    assert_eq!(busy.line(), "1\n", "busy connection answered");
+    // Idle time counts from the answer, not from the request: the next
+    // request on the same connection is served.
+    busy.send(b"isuser:bob:example.org\n");
+    assert_eq!(busy.line(), "1\n");
+}
+
+#[test]
+fn garbage_on_one_connection_does_not_affect_another() {
+    let nc = StandIn::start();
+    let (_x, ports) = start_listening(&nc.url, 2, |p| {
+        vec![
+            "--listen".into(),
+            format!("generic={}", addr(p[0])),
+            "--listen".into(),
+            format!("saslauthd={}", addr(p[1])),
+        ]
+    });
+    let (gen, sasl) = (addr(ports[0]), addr(ports[1]));
+    let mut good = Conn::tcp(&gen);
+    let mut junk = Conn::tcp(&gen);
+    // 1 MB without a line end, then binary noise and a line end.
+    let noise: Vec<u8> = (0..1_000_000u64).map(|i| (i * 7919 % 251) as u8).collect();
+    junk.send(&noise);
+    check_generic(&mut good);
+    junk.send(b"\n");
+    assert_eq!(junk.line(), "0\n", "the over-long line is refused");
+    check_generic(&mut junk);
+    // saslauthd: a field over 256 bytes is refused; the connection and
+    // the others go on.
+    let mut big = Conn::tcp(&sasl);
+    let long = vec![b'a'; 4000];
+    big.send(&sasl_request(&[&long, b"pw", b"imap", b"example.org"]));
+    assert!(big.sasl().starts_with("NO"));
+    check_saslauthd(&mut Conn::tcp(&sasl));
+    check_generic(&mut good);
+}
+
+// --- lifecycle ----------------------------------------------------------------
+
+#[test]
+fn sigterm_finishes_requests_in_flight_and_refuses_new_connections() {
+    let nc = StandIn::start_with(&["--latency-ms", "1500"]);
+    let (mut x, at) = listen_generic(&nc.url, &[]);
+    let mut c = Conn::tcp(&at);
+    c.send(b"auth:alice:example.org:alice-pw\n");
+    assert!(poll(T, || (nc.requests() >= 1).then_some(())).is_some());
+    x.signal("TERM");
+    // New connections are refused while the old request is still going.
+    let refused = poll(T, || TcpStream::connect(&at).is_err().then_some(()));
+    assert!(refused.is_some(), "still accepting after SIGTERM");
+    assert!(x.exited().is_none(), "waits for the request in flight");
+    assert_eq!(c.line(), "1\n", "the answer still arrives");
+    let status = x.wait_exit(T).expect("exits after the last answer");
+    assert!(status.success(), "{status:?}");
+    assert!(x.logs().contains("stopping"), "{}", x.logs());
+}
+
+#[test]
+fn sigterm_gives_up_on_requests_after_the_shutdown_timeout() {
+    let nc = StandIn::start_with(&["--latency-ms", "8000"]);
+    let (mut x, at) = listen_generic(&nc.url, &["--shutdown-timeout", "1"]);
+    let mut c = Conn::tcp(&at);
+    c.send(b"auth:alice:example.org:alice-pw\n");
+    assert!(poll(T, || (nc.requests() >= 1).then_some(())).is_some());
+    let started = Instant::now();
+    x.signal("TERM");
+    let status = x.wait_exit(T).expect("exits after the shutdown timeout");
+    assert!(status.success(), "{status:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(c.closed_by_peer(), "no answer, the connection is closed");
+}
+
+#[test]
+fn sighup_reopens_the_log_and_keeps_serving() {
+    let nc = StandIn::start();
+    let (x, at) = listen_generic(&nc.url, &[]);
+    let mut c = Conn::tcp(&at);
+    check_generic(&mut c);
+    let log = x.log_dir.path().join("xcauth.log");
+    std::fs::rename(&log, x.log_dir.path().join("xcauth.log.1")).expect("rotate");
+    x.signal("HUP");
+    check_generic(&mut c);
+    check_generic(&mut Conn::tcp(&at));
+    let reopened = poll(T, || {
+        std::fs::read_to_string(&log)
+            .ok()
+            .filter(|text| text.contains("SIGHUP"))
+    });
+    assert!(reopened.is_some(), "a new xcauth.log after SIGHUP");
+}
+
+#[test]
+fn unix_socket_peer_is_logged_with_uid_and_pid() {
+    let nc = StandIn::start();
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("s");
+    let (x, _) = start_listening(&nc.url, 0, |_| {
+        vec![
+            "--listen".into(),
+            format!("generic=unix:{}", path.display()),
+        ]
+    });
+    check_generic(&mut Conn::unix(&path));
+    let uid = std::fs::metadata(dir.path()).expect("meta").uid();
+    let want = format!("uid {uid} pid {}", std::process::id());
+    assert!(x.log_has(&want), "no {want:?} in\n{}", x.logs());
+}

@@ -1,0 +1,649 @@
+//! Shared roster sync end to end: a real SQLite file, the real `CommandCtl` running a recording fake ejabberdctl.
+//!
+//! Each test writes its own small wrapper script that sets the fake's
+//! environment (log file, members file, commands to fail or hang) and
+//! `exec`s `tests/fixtures/fake-ejabberdctl`, so tests running in parallel
+//! never share settings. What the fake logs is the argument vector it
+//! really received.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tempfile::TempDir;
+use xcauth::roster::{
+    response_hash, wait_at_most, CommandCtl, CtlError, Ejabberdctl, RosterSync, SrgCreateStyle,
+    SyncReport,
+};
+use xcauth::store::Store;
+
+const DOMAIN: &str = "example.org";
+
+fn fake_program() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake-ejabberdctl")
+}
+
+/// A shell word for `text` (single-quoted).
+fn sh_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+fn argv(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// The `sharedroster` reply body around a roster value.
+fn body_of(roster: &Value) -> String {
+    json!({"result": "success", "data": {"sharedRoster": roster}}).to_string()
+}
+
+struct Setup {
+    dir: TempDir,
+    log: PathBuf,
+    store: Arc<Store>,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        Setup::with_db(None)
+    }
+
+    /// A state file copied from `from`, or a new one.
+    fn with_db(from: Option<&Path>) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("xcauth.sqlite3");
+        if let Some(from) = from {
+            std::fs::copy(from, &db).unwrap();
+        }
+        let store = Arc::new(Store::open(&db).unwrap());
+        let log = dir.path().join("calls.jsonl");
+        Setup { dir, log, store }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes `name` with `contents` into the test directory.
+    fn file(&self, name: &str, contents: &str) -> PathBuf {
+        let path = self.path(name);
+        std::fs::write(&path, contents).unwrap();
+        path
+    }
+
+    /// A wrapper script `name` running the fake with the log file and
+    /// `settings` (FAKE_EJABBERDCTL_* suffix → value) in its environment.
+    fn wrapper(&self, name: &str, settings: &[(&str, &str)]) -> PathBuf {
+        let mut script = String::from("#!/bin/sh\n");
+        script.push_str(&format!(
+            "FAKE_EJABBERDCTL_LOG={}\nexport FAKE_EJABBERDCTL_LOG\n",
+            sh_quote(&self.log.to_string_lossy())
+        ));
+        for (key, value) in settings {
+            script.push_str(&format!(
+                "FAKE_EJABBERDCTL_{key}={}\nexport FAKE_EJABBERDCTL_{key}\n",
+                sh_quote(value)
+            ));
+        }
+        script.push_str(&format!(
+            "exec {} \"$@\"\n",
+            sh_quote(&fake_program().to_string_lossy())
+        ));
+        let path = self.path(name);
+        std::fs::write(&path, script).unwrap();
+        make_executable(&path);
+        path
+    }
+
+    fn sync_with(&self, ctl: CommandCtl) -> RosterSync {
+        let ctl: Arc<dyn Ejabberdctl> = Arc::new(ctl);
+        RosterSync::new(ctl, Arc::clone(&self.store), SrgCreateStyle::Auto)
+    }
+
+    /// A sync through a fake with `settings`.
+    fn sync(&self, settings: &[(&str, &str)]) -> RosterSync {
+        self.sync_with(CommandCtl::new(self.wrapper("ctl", settings)))
+    }
+
+    /// The calls the fake logged since the last look, and forgets them.
+    fn take_calls(&self) -> Vec<Vec<String>> {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let _ = std::fs::remove_file(&self.log);
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    fn group(&self, clean: &str) -> Option<Vec<String>> {
+        self.store
+            .roster_group(&format!("{clean}@{DOMAIN}"))
+            .unwrap()
+    }
+
+    fn grouplist(&self, user: &str) -> Option<String> {
+        self.store
+            .roster_info(&format!("{user}@{DOMAIN}"))
+            .unwrap()
+            .and_then(|i| i.grouplist)
+    }
+
+    fn fullname(&self, user: &str) -> Option<String> {
+        self.store
+            .roster_info(&format!("{user}@{DOMAIN}"))
+            .unwrap()
+            .and_then(|i| i.fullname)
+    }
+
+    fn hash(&self, user: &str) -> Option<String> {
+        self.store
+            .roster_info(&format!("{user}@{DOMAIN}"))
+            .unwrap()
+            .and_then(|i| i.responsehash)
+    }
+}
+
+fn make_executable(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// `user` logs in with `roster`; the sync must not fail as a whole.
+async fn login(sync: &RosterSync, user: &str, roster: &Value, now: i64) -> SyncReport {
+    match sync.sync(user, DOMAIN, &body_of(roster), roster, now).await {
+        Ok(report) => report,
+        Err(e) => panic!("sync failed: {e}"),
+    }
+}
+
+fn staff_roster() -> Value {
+    json!({
+        "alice": {"name": "Alice", "groups": ["staff"]},
+        "bob": {"name": "Bob", "groups": ["staff", "Everyone\u{200B}"]}
+    })
+}
+
+/// The state after alice's first login with [`staff_roster`]; the log is
+/// emptied.
+async fn baseline(setup: &Setup, sync: &RosterSync) {
+    login(sync, "alice", &staff_roster(), 100).await;
+    setup.take_calls();
+}
+
+#[tokio::test]
+async fn first_login_creates_the_group_and_fixes_its_members() {
+    let setup = Setup::new();
+    let members = setup.file("members", "carol@example.org\nalice@example.org\n");
+    let sync = setup.sync(&[("MEMBERS", &members.to_string_lossy())]);
+    let report = login(&sync, "alice", &staff_roster(), 100).await;
+
+    let expected = vec![
+        argv(&["set_vcard", "alice", DOMAIN, "FN", "Alice"]),
+        argv(&["set_vcard", "bob", DOMAIN, "FN", "Bob"]),
+        argv(&["srg_create", "staff", DOMAIN, "staff", "staff", "staff"]),
+        argv(&["srg_get_members", "staff", DOMAIN]),
+        argv(&["srg_user_add", "bob", DOMAIN, "staff", DOMAIN]),
+        argv(&["srg_user_del", "carol", DOMAIN, "staff", DOMAIN]),
+    ];
+    assert_eq!(setup.take_calls(), expected);
+    assert_eq!(report.calls, expected);
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    assert!(!report.unchanged);
+    assert_eq!(report.groups, ["staff"]);
+
+    assert_eq!(
+        setup.group("staff"),
+        Some(argv(&["alice@example.org", "bob@example.org"]))
+    );
+    assert_eq!(setup.grouplist("alice").as_deref(), Some("staff"));
+    assert_eq!(
+        setup.hash("alice"),
+        Some(response_hash(&body_of(&staff_roster())))
+    );
+    assert_eq!(setup.fullname("alice").as_deref(), Some("Alice"));
+    assert_eq!(setup.fullname("bob").as_deref(), Some("Bob"));
+    assert_eq!(setup.group("Everyone"), None, "U+200B group ignored");
+}
+
+#[tokio::test]
+async fn the_same_reply_again_runs_nothing() {
+    let setup = Setup::new();
+    let sync = setup.sync(&[]);
+    baseline(&setup, &sync).await;
+
+    let report = login(&sync, "alice", &staff_roster(), 200).await;
+    assert!(report.unchanged);
+    assert!(report.calls.is_empty());
+    assert!(setup.take_calls().is_empty());
+
+    // Other bytes, same content: looked at, but nothing to change.
+    let roster = staff_roster();
+    let spaced = format!(" {}", body_of(&roster));
+    let report = sync
+        .sync("alice", DOMAIN, &spaced, &roster, 300)
+        .await
+        .unwrap();
+    assert!(!report.unchanged);
+    assert!(setup.take_calls().is_empty());
+    assert_eq!(setup.hash("alice"), Some(response_hash(&spaced)));
+}
+
+#[tokio::test]
+async fn an_added_member_is_added_and_named() {
+    let setup = Setup::new();
+    let sync = setup.sync(&[]);
+    baseline(&setup, &sync).await;
+
+    let mut roster = staff_roster();
+    roster["carol"] = json!({"name": "Carol", "groups": ["staff"]});
+    login(&sync, "alice", &roster, 200).await;
+    assert_eq!(
+        setup.take_calls(),
+        vec![
+            argv(&["set_vcard", "carol", DOMAIN, "FN", "Carol"]),
+            argv(&["srg_user_add", "carol", DOMAIN, "staff", DOMAIN]),
+        ]
+    );
+    assert_eq!(
+        setup.group("staff"),
+        Some(argv(&[
+            "alice@example.org",
+            "bob@example.org",
+            "carol@example.org"
+        ]))
+    );
+}
+
+#[tokio::test]
+async fn a_removed_member_is_deleted() {
+    let setup = Setup::new();
+    let sync = setup.sync(&[]);
+    baseline(&setup, &sync).await;
+
+    let roster = json!({"alice": {"name": "Alice", "groups": ["staff"]}});
+    login(&sync, "alice", &roster, 200).await;
+    assert_eq!(
+        setup.take_calls(),
+        vec![argv(&["srg_user_del", "bob", DOMAIN, "staff", DOMAIN])]
+    );
+    assert_eq!(setup.group("staff"), Some(argv(&["alice@example.org"])));
+}
+
+#[tokio::test]
+async fn a_renamed_user_gets_only_a_new_vcard_name() {
+    let setup = Setup::new();
+    let sync = setup.sync(&[]);
+    baseline(&setup, &sync).await;
+
+    let mut roster = staff_roster();
+    roster["bob"]["name"] = json!("Robert \"Bob\" Brown");
+    login(&sync, "alice", &roster, 200).await;
+    assert_eq!(
+        setup.take_calls(),
+        vec![argv(&[
+            "set_vcard",
+            "bob",
+            DOMAIN,
+            "FN",
+            "Robert \"Bob\" Brown"
+        ])]
+    );
+    assert_eq!(
+        setup.fullname("bob").as_deref(),
+        Some("Robert \"Bob\" Brown")
+    );
+}
+
+#[tokio::test]
+async fn a_user_who_moved_to_another_group_leaves_the_old_one() {
+    let setup = Setup::new();
+    let sync = setup.sync(&[]);
+    baseline(&setup, &sync).await;
+
+    // alice is now only in devs; staff is not even in her reply any more.
+    let roster = json!({
+        "alice": {"name": "Alice", "groups": ["devs"]},
+        "dave": {"name": "Dave", "groups": ["devs"]}
+    });
+    let report = login(&sync, "alice", &roster, 200).await;
+    assert_eq!(
+        setup.take_calls(),
+        vec![
+            argv(&["set_vcard", "dave", DOMAIN, "FN", "Dave"]),
+            argv(&["srg_create", "devs", DOMAIN, "devs", "devs", "devs"]),
+            argv(&["srg_get_members", "devs", DOMAIN]),
+            argv(&["srg_user_add", "alice", DOMAIN, "devs", DOMAIN]),
+            argv(&["srg_user_add", "dave", DOMAIN, "devs", DOMAIN]),
+            argv(&["srg_user_del", "alice", DOMAIN, "staff", DOMAIN]),
+        ]
+    );
+    assert_eq!(report.groups, ["devs"]);
+    assert_eq!(setup.grouplist("alice").as_deref(), Some("devs"));
+    assert_eq!(setup.group("staff"), Some(argv(&["bob@example.org"])));
+
+    // Back in staff and out of devs: she is added to staff again (the
+    // stored group forgot her) and leaves devs.
+    login(&sync, "alice", &staff_roster(), 300).await;
+    assert_eq!(
+        setup.take_calls(),
+        vec![
+            argv(&["srg_user_add", "alice", DOMAIN, "staff", DOMAIN]),
+            argv(&["srg_user_del", "alice", DOMAIN, "devs", DOMAIN]),
+        ]
+    );
+    assert_eq!(setup.grouplist("alice").as_deref(), Some("staff"));
+    assert_eq!(setup.group("devs"), Some(argv(&["dave@example.org"])));
+}
+
+#[tokio::test]
+async fn an_empty_roster_removes_the_user_from_its_groups() {
+    let setup = Setup::new();
+    let sync = setup.sync(&[]);
+    baseline(&setup, &sync).await;
+
+    let report = login(&sync, "alice", &json!([]), 200).await;
+    assert_eq!(
+        setup.take_calls(),
+        vec![argv(&["srg_user_del", "alice", DOMAIN, "staff", DOMAIN])]
+    );
+    assert!(report.groups.is_empty());
+    assert_eq!(setup.grouplist("alice").as_deref(), Some(""));
+    assert_eq!(setup.group("staff"), Some(argv(&["bob@example.org"])));
+
+    // Nothing left to do the next time.
+    let report = login(&sync, "bob", &json!([]), 300).await;
+    assert!(report.calls.is_empty());
+}
+
+#[tokio::test]
+async fn group_names_are_cleaned() {
+    let setup = Setup::new();
+    let sync = setup.sync(&[]);
+    let roster = json!({
+        "alice": {"groups": ["Team @ Home ☃!", "Tab\there", "Big\u{200B}"]}
+    });
+    login(&sync, "alice", &roster, 100).await;
+    let clean = "Team  Home ☃!";
+    assert_eq!(
+        setup.take_calls(),
+        vec![
+            argv(&[
+                "srg_create",
+                "Tabhere",
+                DOMAIN,
+                "Tabhere",
+                "Tabhere",
+                "Tabhere"
+            ]),
+            argv(&["srg_get_members", "Tabhere", DOMAIN]),
+            argv(&["srg_user_add", "alice", DOMAIN, "Tabhere", DOMAIN]),
+            argv(&["srg_create", clean, DOMAIN, clean, clean, clean]),
+            argv(&["srg_get_members", clean, DOMAIN]),
+            argv(&["srg_user_add", "alice", DOMAIN, clean, DOMAIN]),
+        ]
+    );
+    assert_eq!(setup.group(clean), Some(argv(&["alice@example.org"])));
+    assert_eq!(
+        setup.grouplist("alice").as_deref(),
+        Some("Tabhere\tTeam  Home ☃!")
+    );
+}
+
+#[tokio::test]
+async fn odd_names_arrive_as_exact_arguments_and_nothing_runs() {
+    let setup = Setup::new();
+    let pwned = setup.path("pwned");
+    let p = pwned.to_string_lossy();
+    let uid = format!("Zoë \"Q\" O'Brien; $(touch {p})");
+    let name = format!("Zoë `touch {p}` 'x' \"y\" $HOME\nsecond line");
+    let group = format!("a;b $(touch {p}) | rm -rf / & 'q' \"团队\"");
+    let roster = json!({
+        "alice": {"groups": [group]},
+        uid.clone(): {"name": name, "groups": [group]}
+    });
+    let sync = setup.sync(&[]);
+    let report = login(&sync, "alice", &roster, 100).await;
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    let d = DOMAIN;
+    let g = group.as_str();
+    assert_eq!(
+        setup.take_calls(),
+        vec![
+            argv(&["set_vcard", &uid, d, "FN", &name]),
+            argv(&["srg_create", g, d, g, g, g]),
+            argv(&["srg_get_members", g, d]),
+            // Sorted by JID: "Z" comes before "a".
+            argv(&["srg_user_add", &uid, d, g, d]),
+            argv(&["srg_user_add", "alice", d, g, d]),
+        ]
+    );
+    assert!(!pwned.exists(), "something was run through a shell");
+    assert_eq!(setup.fullname(&uid).as_deref(), Some(name.as_str()));
+}
+
+#[tokio::test]
+async fn member_names_with_a_domain_keep_it() {
+    let setup = Setup::new();
+    let sync = setup.sync(&[]);
+    let roster = json!({
+        "alice": {"groups": ["g"]},
+        "eve@other.net": {"name": "Eve", "groups": ["g"]}
+    });
+    login(&sync, "alice", &roster, 100).await;
+    let calls = setup.take_calls();
+    assert!(calls.contains(&argv(&["set_vcard", "eve", "other.net", "FN", "Eve"])));
+    assert!(calls.contains(&argv(&["srg_user_add", "eve", "other.net", "g", DOMAIN])));
+    assert_eq!(
+        setup.group("g"),
+        Some(argv(&["alice@example.org", "eve@other.net"]))
+    );
+}
+
+#[tokio::test]
+async fn failing_ejabberdctl_is_reported_and_retried() {
+    let setup = Setup::new();
+    let failing = setup.sync_with(CommandCtl::new(
+        setup.wrapper("failing", &[("FAIL", "set_vcard")]),
+    ));
+    let report = login(&failing, "alice", &staff_roster(), 100).await;
+    assert_eq!(report.failures.len(), 2);
+    for failure in &report.failures {
+        assert_eq!(failure.args[0], "set_vcard");
+        match &failure.error {
+            CtlError::Failed { status, output } => {
+                assert_eq!(*status, Some(1));
+                assert!(output.contains("failed as asked"), "{output}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // The rest went on.
+    assert_eq!(
+        setup.group("staff"),
+        Some(argv(&["alice@example.org", "bob@example.org"]))
+    );
+    assert_eq!(setup.fullname("bob"), None);
+    assert_eq!(setup.hash("alice"), None, "next login must try again");
+    setup.take_calls();
+
+    let working = setup.sync(&[]);
+    let report = login(&working, "alice", &staff_roster(), 200).await;
+    assert!(report.failures.is_empty());
+    assert_eq!(
+        setup.take_calls(),
+        vec![
+            argv(&["set_vcard", "alice", DOMAIN, "FN", "Alice"]),
+            argv(&["set_vcard", "bob", DOMAIN, "FN", "Bob"]),
+        ]
+    );
+    assert!(setup.hash("alice").is_some());
+}
+
+#[tokio::test]
+async fn a_hanging_ejabberdctl_is_killed_and_reported() {
+    let setup = Setup::new();
+    let limit = Duration::from_millis(400);
+    let sync = setup.sync_with(
+        CommandCtl::new(setup.wrapper("hanging", &[("HANG", "srg_get_members")]))
+            .with_timeout(limit),
+    );
+    let started = Instant::now();
+    let report = login(&sync, "alice", &staff_roster(), 100).await;
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert_eq!(report.failures.len(), 1);
+    assert_eq!(
+        report.failures[0].args,
+        argv(&["srg_get_members", "staff", DOMAIN])
+    );
+    assert_eq!(report.failures[0].error, CtlError::Timeout(limit));
+    // Unknown members count as none: both are added.
+    assert_eq!(
+        setup.group("staff"),
+        Some(argv(&["alice@example.org", "bob@example.org"]))
+    );
+}
+
+#[tokio::test]
+async fn a_missing_program_is_reported_not_fatal() {
+    let setup = Setup::new();
+    let sync = setup.sync_with(CommandCtl::new(setup.path("no-such-ejabberdctl")));
+    let report = login(&sync, "alice", &staff_roster(), 100).await;
+    assert!(!report.failures.is_empty());
+    assert!(report
+        .failures
+        .iter()
+        .all(|f| matches!(f.error, CtlError::Spawn(_))));
+    assert_eq!(setup.grouplist("alice").as_deref(), Some("staff"));
+    assert_eq!(setup.group("staff"), None, "creation failed: retried later");
+}
+
+#[tokio::test]
+async fn the_secret_is_not_passed_on() {
+    // std serialises environment changes with the spawning of children.
+    std::env::set_var("XCAUTH_SECRET", "do-not-leak");
+    let setup = Setup::new();
+    let env_log = setup.path("env.log");
+    let sync = setup.sync(&[("ENV_LOG", &env_log.to_string_lossy())]);
+    login(&sync, "alice", &staff_roster(), 100).await;
+    let seen = std::fs::read_to_string(&env_log).unwrap();
+    assert_eq!(seen.lines().count(), setup.take_calls().len());
+    assert!(seen.lines().all(str::is_empty), "{seen:?}");
+}
+
+#[tokio::test]
+async fn the_sync_goes_on_when_the_login_stops_waiting() {
+    let setup = Setup::new();
+    let limit = Duration::from_millis(500);
+    let sync = Arc::new(setup.sync_with(
+        CommandCtl::new(setup.wrapper("slow", &[("HANG", "set_vcard")])).with_timeout(limit),
+    ));
+    let roster = staff_roster();
+    let mut handle = sync.spawn_after_login(
+        "alice".into(),
+        DOMAIN.into(),
+        body_of(&roster),
+        roster.clone(),
+        100,
+    );
+    // The login answer gives up long before the first set_vcard times out.
+    assert!(tokio::time::timeout(Duration::from_millis(50), &mut handle)
+        .await
+        .is_err());
+    let report = handle.await.unwrap().unwrap();
+    assert_eq!(report.failures.len(), 2);
+    assert_eq!(
+        setup.group("staff"),
+        Some(argv(&["alice@example.org", "bob@example.org"]))
+    );
+
+    // A quick one is waited for.
+    let quick = Arc::new(setup.sync(&[]));
+    let first = quick.spawn_after_login(
+        "bob".into(),
+        DOMAIN.into(),
+        body_of(&roster),
+        roster.clone(),
+        200,
+    );
+    let done = wait_at_most(first, Duration::from_secs(60)).await;
+    assert!(matches!(done, Some(Ok(ref r)) if !r.unchanged), "{done:?}");
+}
+
+#[tokio::test]
+async fn auto_style_asks_ejabberd_only_for_names_that_need_it() {
+    let setup = Setup::new();
+    let sync = setup.sync(&[("API", "list")]);
+    let roster = json!({"alice": {"groups": ["plain", "Sales, EMEA"]}});
+    login(&sync, "alice", &roster, 100).await;
+    let g = "Sales, EMEA";
+    let calls: Vec<Vec<String>> = setup
+        .take_calls()
+        .into_iter()
+        .filter(|c| c[0] != "srg_get_members" && c[0] != "srg_user_add")
+        .collect();
+    assert_eq!(
+        calls,
+        vec![
+            argv(&["help", "srg_create"]),
+            argv(&["srg_create", g, DOMAIN, g, g, ""]),
+            argv(&["srg_add_displayed", g, DOMAIN, g]),
+            argv(&["srg_create", "plain", DOMAIN, "plain", "plain", "plain"]),
+        ]
+    );
+
+    let legacy = Setup::new();
+    let sync = legacy.sync(&[("API", "legacy")]);
+    login(&sync, "alice", &roster, 100).await;
+    let calls = legacy.take_calls();
+    assert!(calls.contains(&argv(&["help", "srg_create"])));
+    assert!(calls.contains(&argv(&["srg_create", g, DOMAIN, g, g, g])));
+    assert!(!calls.iter().any(|c| c[0] == "srg_add_displayed"));
+}
+
+/// The fixture written by the Python original: alice's last sync put
+/// alice, bob, carol and dave into `staff` but never recorded her groups.
+fn python_fixture() -> PathBuf {
+    const NAME: &str = "python-2.0.4.sqlite3";
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let candidates = [
+        manifest.join("testdata").join(NAME),
+        manifest.join("../shared/fixtures").join(NAME),
+        Path::new("/work/shared/fixtures").join(NAME),
+    ];
+    match candidates.iter().find(|p| p.is_file()) {
+        Some(p) => p.clone(),
+        None => panic!("fixture {NAME} not found in {candidates:?}"),
+    }
+}
+
+#[tokio::test]
+async fn state_written_by_the_python_original_is_picked_up() {
+    let setup = Setup::with_db(Some(&python_fixture()));
+    let sync = setup.sync(&[]);
+    let everyone = json!({
+        "alice": {"name": "Alice", "groups": ["staff"]},
+        "bob": {"name": "Bob", "groups": ["staff"]},
+        "carol": {"name": "Carol", "groups": ["staff"]},
+        "dave": {"name": "Dave", "groups": ["staff"]}
+    });
+    let report = login(&sync, "alice", &everyone, 1_800_000_000).await;
+    assert!(!report.unchanged);
+    assert!(setup.take_calls().is_empty(), "ejabberd already matches");
+    assert_eq!(setup.grouplist("alice").as_deref(), Some("staff"));
+
+    let mut without_dave = everyone.clone();
+    without_dave.as_object_mut().unwrap().remove("dave");
+    login(&sync, "alice", &without_dave, 1_800_000_100).await;
+    assert_eq!(
+        setup.take_calls(),
+        vec![argv(&["srg_user_del", "dave", DOMAIN, "staff", DOMAIN])]
+    );
+    assert_eq!(
+        setup.group("staff"),
+        Some(argv(&[
+            "alice@example.org",
+            "bob@example.org",
+            "carol@example.org"
+        ]))
+    );
+}
