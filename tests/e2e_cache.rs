@@ -1,0 +1,327 @@
+//! End to end: the cache and the domain table on the original's SQLite
+//! file, several processes on one file, and bcrypt never stalling others.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+const T: Duration = Duration::from_secs(20);
+
+fn fixture_copy(dir: &Path) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/python-2.0.4.sqlite3");
+    let dst = dir.join("xcauth.sqlite3");
+    std::fs::copy(src, &dst).expect("copy fixture");
+    dst
+}
+
+fn dead_url() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port");
+    format!("http://127.0.0.1:{port}/index.php/apps/ojsxc/ajax/externalApi.php")
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+#[test]
+fn original_database_logs_users_in_during_an_outage() {
+    let dir = tempfile::tempdir().expect("dir");
+    let db = fixture_copy(dir.path());
+    let db_arg = db.to_str().expect("path");
+    let mut x = Xcauth::start(
+        "generic",
+        &dead_url(),
+        &[
+            "--db",
+            db_arg,
+            "--cache-storage",
+            "db",
+            "--cache-unreachable-ttl",
+            "1000w",
+        ],
+    );
+    for (line, want) in [
+        ("auth:alice:example.org:pw-alice", "1\n"),
+        ("auth:bob:example.org:pw-bob", "1\n"),
+        ("auth:zoë:example.org:pw-zoë", "1\n"),
+        ("auth:colon:example.org:pw-colon:a:b", "1\n"),
+        ("auth:alice:example.org:pw-bob", "0\n"),
+        ("auth:nobody:example.org:pw-alice", "0\n"),
+        // isuser during the outage: known users yes, others no.
+        ("isuser:alice:example.org", "1\n"),
+        ("isuser:nobody:example.org", "0\n"),
+    ] {
+        x.send(format!("{line}\n").as_bytes());
+        assert_eq!(x.read_line(T), want, "{line}");
+    }
+    x.finish();
+    // What we wrote (anyauth) is still the original's text format.
+    let conn = rusqlite::Connection::open(&db).expect("open");
+    let any: String = conn
+        .query_row(
+            "SELECT anyauth FROM authcache WHERE jid = 'alice@example.org'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("row");
+    assert_eq!(any.len(), "2026-11-28 12:00:00".len(), "{any}");
+    assert_eq!(&any[4..5], "-");
+    assert_eq!(&any[10..11], " ");
+}
+
+#[test]
+fn domain_rows_choose_secret_and_back_end() {
+    let nc = StandIn::start();
+    let dir = tempfile::tempdir().expect("dir");
+    let db = fixture_copy(dir.path());
+    // A row of ours pointing at the stand-in, with its own auth domain.
+    let conn = rusqlite::Connection::open(&db).expect("open");
+    conn.execute(
+        "INSERT INTO domains (xmppdomain, authsecret, authurl, authdomain) VALUES ('xmpp.example.org', ?1, ?2, 'example.org')",
+        [SECRET, nc.url.as_str()],
+    )
+    .expect("insert");
+    drop(conn);
+    let db_arg = db.to_str().expect("path");
+    // The global URL is dead: only the row can make this succeed.
+    let mut x = Xcauth::start("generic", &dead_url(), &["--db", db_arg]);
+    x.send(b"auth:alice:xmpp.example.org:alice-pw\n");
+    assert_eq!(x.read_line(T), "1\n");
+    let stats: serde_json::Value =
+        serde_json::from_str(&http(&nc.addr, "GET", "/_standin/stats", "")).expect("stats");
+    assert_eq!(stats["last"]["domain"], "example.org", "auth domain sent");
+    // chat.example.net has its own secret: tokens signed with it are valid
+    // there, tokens signed with the global secret are not.
+    let expiry = (now() + 600) as u32;
+    let net = xcauth::token::make(b"net-secret", "carl", "chat.example.net", expiry);
+    let global = xcauth::token::make(SECRET.as_bytes(), "carl", "chat.example.net", expiry);
+    x.send(
+        format!("auth:carl:chat.example.net:{net}\nauth:carl:chat.example.net:{global}\n")
+            .as_bytes(),
+    );
+    assert_eq!(x.read_line(T), "1\n");
+    assert_eq!(x.read_line(T), "0\n");
+    x.finish();
+}
+
+/// ejabberd starts a pool of helpers at once on the same file.
+#[test]
+fn eight_processes_share_one_new_database() {
+    let nc = StandIn::start();
+    let dir = tempfile::tempdir().expect("dir");
+    let db = dir.path().join("new.sqlite3");
+    let db_arg = db.to_str().expect("path").to_owned();
+    let users = [
+        ("alice", "alice-pw"),
+        ("bob", "bob-pw"),
+        ("colette", "pa:ss:w0rd"),
+        ("dave", "dave-pw"),
+    ];
+    let mut procs: Vec<Xcauth> = (0..8)
+        .map(|_| {
+            Xcauth::start(
+                "ejabberd",
+                &nc.url,
+                &[
+                    "--db",
+                    &db_arg,
+                    "--cache-storage",
+                    "db",
+                    "--cache-bcrypt-rounds",
+                    "4",
+                    // Every login asks the back end and rewrites its entry.
+                    "--cache-query-ttl",
+                    "0",
+                ],
+            )
+        })
+        .collect();
+    for round in 0..25 {
+        for (i, x) in procs.iter_mut().enumerate() {
+            let (user, pw) = users[(i + round) % users.len()];
+            x.send(&ejabberd_frame(&format!("auth:{user}:example.org:{pw}")));
+        }
+        for x in procs.iter_mut() {
+            assert_eq!(x.read_exact(4, T), YES);
+        }
+    }
+    let mut logs = String::new();
+    for x in procs.iter_mut() {
+        let (_, ok) = x.finish();
+        assert!(ok);
+        logs.push_str(&x.logs());
+    }
+    assert!(!logs.contains("locked"), "{logs}");
+    assert!(!logs.contains("already exists"), "{logs}");
+    assert!(!logs.contains("cannot cache"), "{logs}");
+    let conn = rusqlite::Connection::open(&db).expect("open");
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .expect("check");
+    assert_eq!(check, "ok");
+    let jids: Vec<String> = conn
+        .prepare("SELECT jid FROM authcache ORDER BY jid")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .expect("rows");
+    assert_eq!(
+        jids,
+        [
+            "alice@example.org",
+            "bob@example.org",
+            "colette@example.org",
+            "dave@example.org"
+        ]
+    );
+}
+
+#[test]
+fn sigkill_during_writes_leaves_a_sound_database() {
+    let nc = StandIn::start();
+    let dir = tempfile::tempdir().expect("dir");
+    let db = dir.path().join("killed.sqlite3");
+    let db_arg = db.to_str().expect("path").to_owned();
+    let mut x = Xcauth::start(
+        "ejabberd",
+        &nc.url,
+        &[
+            "--db",
+            &db_arg,
+            "--cache-storage",
+            "db",
+            "--cache-bcrypt-rounds",
+            "4",
+            "--cache-query-ttl",
+            "0",
+        ],
+    );
+    let mut batch = Vec::new();
+    for _ in 0..200 {
+        batch.extend(ejabberd_frame("auth:alice:example.org:alice-pw"));
+    }
+    x.send(&batch);
+    // Some answers are back, so writes are under way; then kill -9.
+    x.read_exact(4 * 20, T);
+    x.child.0.kill().expect("SIGKILL");
+    x.child.0.wait().expect("reaped");
+    let conn = rusqlite::Connection::open(&db).expect("open after kill");
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .expect("check");
+    assert_eq!(check, "ok");
+    // And xcauth opens it again and serves from it.
+    let mut again = Xcauth::start(
+        "generic",
+        &dead_url(),
+        &["--db", &db_arg, "--cache-storage", "db"],
+    );
+    again.send(b"auth:alice:example.org:alice-pw\n");
+    assert_eq!(again.read_line(T), "1\n");
+    again.finish();
+}
+
+/// A cost-12 bcrypt check for one user must not hold up another user's
+/// token login on another connection.
+#[test]
+fn bcrypt_check_does_not_stall_other_logins() {
+    let nc = StandIn::start();
+    let dir = tempfile::tempdir().expect("dir");
+    let db = dir.path().join("slow.sqlite3");
+    let db_arg = db.to_str().expect("path").to_owned();
+    // Seed a cost-12 entry for alice (one back-end login, then exit).
+    let mut seed = Xcauth::start(
+        "generic",
+        &nc.url,
+        &[
+            "--db",
+            &db_arg,
+            "--cache-storage",
+            "db",
+            "--cache-bcrypt-rounds",
+            "12",
+        ],
+    );
+    seed.send(b"auth:alice:example.org:alice-pw\n");
+    assert_eq!(seed.read_line(T), "1\n");
+    seed.finish();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port");
+    let listen = format!("generic=127.0.0.1:{port}");
+    let log_dir = tempfile::tempdir().expect("logs");
+    let child = Command::new(xcauth_bin())
+        .args([
+            "-d",
+            "--url",
+            &nc.url,
+            "--db",
+            &db_arg,
+            "--cache-storage",
+            "db",
+            "--listen",
+            &listen,
+        ])
+        .arg("--log")
+        .arg(log_dir.path())
+        .env("XCAUTH_SECRET", SECRET)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start");
+    let _guard = Guard(child);
+    let connect = || {
+        let deadline = std::time::Instant::now() + T;
+        loop {
+            match std::net::TcpStream::connect(("127.0.0.1", port)) {
+                Ok(s) => return s,
+                Err(_) if std::time::Instant::now() < deadline => {
+                    std::thread::yield_now();
+                }
+                Err(e) => panic!("connect: {e}"),
+            }
+        }
+    };
+    let mut slow = connect();
+    let mut fast = connect();
+    // Nextcloud is now down, so alice's password goes to the cost-12 check.
+    nc.fault("http500");
+    slow.write_all(b"auth:alice:example.org:alice-pw\n")
+        .expect("write");
+    let token = xcauth::token::make(
+        SECRET.as_bytes(),
+        "bob",
+        "example.org",
+        (now() + 600) as u32,
+    );
+    fast.write_all(format!("auth:bob:example.org:{token}\n").as_bytes())
+        .expect("write");
+    let mut answer = [0u8; 2];
+    fast.read_exact(&mut answer).expect("fast answer");
+    assert_eq!(&answer, b"1\n");
+    // The token answer came while the bcrypt check is still running.
+    slow.set_nonblocking(true).expect("nonblocking");
+    let mut probe = [0u8; 2];
+    assert!(
+        matches!(slow.read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the cost-12 check should still be running"
+    );
+    slow.set_nonblocking(false).expect("blocking");
+    slow.set_read_timeout(Some(T)).expect("timeout");
+    slow.read_exact(&mut answer).expect("slow answer");
+    assert_eq!(
+        &answer, b"1\n",
+        "cached password accepted during the outage"
+    );
+}
