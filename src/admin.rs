@@ -16,7 +16,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::io::{self, BufRead, IsTerminal, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -311,8 +311,9 @@ enum Action {
     UserDelete {
         jid: String,
     },
+    /// `key` is `GROUP@DOMAIN`, the `rostergroups` key.
     GroupDelete {
-        group: String,
+        key: String,
     },
     HostDelete {
         domain: String,
@@ -477,7 +478,7 @@ fn action(command: Command) -> Result<Action, AdminError> {
         }
         Command::Domain(DomainCommand::Remove { domain }) => Action::DomainRemove { domain },
         Command::User(UserCommand::Delete { jid }) => Action::UserDelete { jid },
-        Command::Group(GroupCommand::Delete { group }) => Action::GroupDelete { group },
+        Command::Group(GroupCommand::Delete { group }) => Action::GroupDelete { key: group },
         Command::Host(HostCommand::Delete { domain }) => Action::HostDelete { domain },
         Command::Roster(RosterCommand::Refresh { jid }) => Action::RosterRefresh { jid },
         Command::Cache(CacheCommand::List) => Action::CacheList,
@@ -727,7 +728,7 @@ fn perform(action: Action, cx: &Context<'_>) -> Result<Report, StoreError> {
                 }
             }
         }
-        Action::GroupDelete { group: key } => {
+        Action::GroupDelete { key } => {
             let known = cx.store.delete_roster_group(&key)?;
             if known {
                 r.line(format!("deleted group {}", shown(&key)));
@@ -967,6 +968,7 @@ mod tests {
     use super::*;
     use crate::roster::CtlError;
     use async_trait::async_trait;
+    use std::path::Path;
     use std::sync::Mutex;
 
     /// Records every call; fails the commands named in `fail`.
@@ -1229,14 +1231,14 @@ mod tests {
 
         let r = f.run(
             Action::GroupDelete {
-                group: "it's@example.org".into(),
+                key: "it's@example.org".into(),
             },
             true,
         );
         assert_eq!(r.status, EXIT_PARTIAL);
         let r = f.run(
             Action::GroupDelete {
-                group: "it's@example.org".into(),
+                key: "it's@example.org".into(),
             },
             true,
         );
@@ -1251,7 +1253,7 @@ mod tests {
             .unwrap();
         let r = f.run(
             Action::GroupDelete {
-                group: "staff_%;ë@example.org".into(),
+                key: "staff_%;ë@example.org".into(),
             },
             true,
         );
@@ -1259,7 +1261,7 @@ mod tests {
         assert_eq!(f.store.roster_group("staff_%;ë@example.org").unwrap(), None);
         let r = f.run(
             Action::GroupDelete {
-                group: "gone@example.org".into(),
+                key: "gone@example.org".into(),
             },
             true,
         );
@@ -1275,7 +1277,7 @@ mod tests {
         f.store.set_roster_group("x@example.org", &[]).unwrap();
         let r = f.run(
             Action::GroupDelete {
-                group: "x@example.org".into(),
+                key: "x@example.org".into(),
             },
             false,
         );
@@ -1292,7 +1294,11 @@ mod tests {
         }
         let list = f.run(Action::CacheList, false);
         assert_eq!(list.out.len(), 5, "{list:?}");
-        assert!(list.out[1].starts_with("a@ex_am%ple.org  1970-01-01 00:00:01"));
+        // Sorted by JID: `X` sorts before `_`.
+        assert_eq!(
+            list.out[2],
+            "a@ex_am%ple.org  1970-01-01 00:00:01  1970-01-01 00:00:01        1970-01-01 00:00:01"
+        );
         assert_eq!(list.out[4], "3 cache entries");
         assert!(!list.out.join("\n").contains("secret-hash"));
 

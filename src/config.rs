@@ -242,7 +242,9 @@ XCAUTH_SECRET_FILE). The command line beats the environment, which beats the \
 config file. When no secret is set, the systemd credential `xcauth-secret` \
 is used.
 
-Time spans are seconds, or a number with s, m, h, d or w (90, 30m, 1h, 2d, 1w).";
+Time spans are seconds, or a number with s, m, h, d or w (90, 30m, 1h, 2d, 1w).
+
+Administration (domains, cached users, groups, roster refresh): xcauth help";
 
 /// The command line as clap sees it. Values are parsed by the same
 /// functions as environment and file values, so all three accept the same

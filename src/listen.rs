@@ -64,6 +64,15 @@ pub fn classify_stdin() -> io::Result<Stdin> {
     classify(fd)
 }
 
+/// Points descriptor 0 at `/dev/null` (after its listening socket was
+/// adopted through a duplicate), so closing our listener really closes the
+/// socket.
+pub fn release_stdin() -> io::Result<()> {
+    let null = std::fs::File::open("/dev/null")?;
+    nix::unistd::dup2(null.as_raw_fd(), 0)?;
+    Ok(())
+}
+
 fn classify(fd: OwnedFd) -> io::Result<Stdin> {
     let kind = match getsockopt(&fd, sockopt::SockType) {
         Ok(kind) => kind,
@@ -124,13 +133,15 @@ pub fn systemd_listeners(fallback: Protocol) -> io::Result<Vec<Bound>> {
     for idx in 0..fds.len() {
         let name = names.get(idx).cloned().unwrap_or_default();
         let protocol = Protocol::from_name(&name).unwrap_or(fallback);
+        // listenfd checks family and type but not that the socket listens:
+        // a unit with Accept=yes hands over a connection instead.
         let listener = match fds.take_tcp_listener(idx) {
-            Ok(Some(l)) => {
+            Ok(Some(l)) if is_listening(&l) => {
                 l.set_nonblocking(true)?;
                 Listener::Tcp(tokio::net::TcpListener::from_std(l)?)
             }
             _ => match fds.take_unix_listener(idx) {
-                Ok(Some(l)) => {
+                Ok(Some(l)) if is_listening(&l) => {
                     l.set_nonblocking(true)?;
                     Listener::Unix(tokio::net::UnixListener::from_std(l)?)
                 }
@@ -154,6 +165,11 @@ pub fn systemd_listeners(fallback: Protocol) -> io::Result<Vec<Bound>> {
         });
     }
     Ok(bound)
+}
+
+/// Whether `fd` is a socket in the listening state.
+fn is_listening(fd: &impl AsFd) -> bool {
+    getsockopt(fd, sockopt::AcceptConn).unwrap_or(false)
 }
 
 /// Binds one `--listen` socket. A stale Unix socket file is replaced; any

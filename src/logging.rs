@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tracing::Level;
-use tracing_appender::non_blocking::WorkerGuard;
+use tracing_appender::non_blocking::{NonBlocking, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::fmt::writer::MakeWriterExt;
 use tracing_subscriber::layer::SubscriberExt;
@@ -41,6 +41,20 @@ pub enum Target {
     Dir(PathBuf),
 }
 
+/// Lines queued for the writer thread before a logging call waits. The
+/// library default (128 000) allocates and touches several megabytes up
+/// front; a few thousand absorb any burst we produce.
+const QUEUED_LINES: usize = 4096;
+
+/// Writes on a background thread so a slow disk never delays an answer;
+/// nothing is dropped (a full queue makes the logging call wait).
+fn background<W: Write + Send + 'static>(writer: W) -> (NonBlocking, WorkerGuard) {
+    NonBlockingBuilder::default()
+        .buffered_lines_limit(QUEUED_LINES)
+        .lossy(false)
+        .finish(writer)
+}
+
 /// Keeps the background log writers alive; dropping it flushes them.
 pub struct LogGuard {
     _guards: Vec<WorkerGuard>,
@@ -60,7 +74,7 @@ pub fn init(target: &Target, debug: bool) -> io::Result<LogGuard> {
         .with_default(LevelFilter::WARN);
     match target {
         Target::Stderr => {
-            let (writer, guard) = tracing_appender::non_blocking(io::stderr());
+            let (writer, guard) = background(io::stderr());
             let layer = tracing_subscriber::fmt::layer()
                 .with_writer(writer)
                 .with_target(false)
@@ -75,8 +89,8 @@ pub fn init(target: &Target, debug: bool) -> io::Result<LogGuard> {
         Target::Dir(dir) => {
             let log = ReopeningFile::open(dir.join("xcauth.log"))?;
             let err = ReopeningFile::open(dir.join("xcauth.err"))?;
-            let (log_writer, log_guard) = tracing_appender::non_blocking(log);
-            let (err_writer, err_guard) = tracing_appender::non_blocking(err);
+            let (log_writer, log_guard) = background(log);
+            let (err_writer, err_guard) = background(err);
             let all = tracing_subscriber::fmt::layer()
                 .with_writer(log_writer)
                 .with_target(false)

@@ -66,10 +66,17 @@ pub fn main_with_args<I: IntoIterator<Item = OsString>>(args: I) -> ExitCode {
     for warning in &config.warnings {
         warn!("{warning}");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // One helper on standard input (how ejabberd and Prosody run us) is
+    // served best by a single-threaded reactor: no cross-thread wake-ups,
+    // less memory. Socket service spreads connections over all cores.
+    // bcrypt and SQLite run on the blocking pool either way.
+    let sockets = !config.sockets.listen.is_empty() || std::env::var_os("LISTEN_FDS").is_some();
+    let mut builder = if sockets {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             error!("cannot start the async runtime: {e}");
@@ -125,7 +132,7 @@ pub async fn run(config: Config) -> ExitCode {
             let ok = verifier.isuser(&user, &domain).await == Reply::Yes;
             print_bool(ok)
         }
-        Mode::RosterTest { user, domain } => match verifier.roster(&user, &domain).await {
+        Mode::RosterTest { user, domain } => match verifier.roster_and_sync(&user, &domain).await {
             Some(json) => {
                 println!("{json}");
                 ExitCode::from(EXIT_TRUE)
@@ -251,11 +258,18 @@ async fn serve(
                 return finish_stream(result);
             }
             Ok(listen::Stdin::Listening(fd, family)) => match listen::adopt_listening(fd, family) {
-                Ok(listener) => listeners.push(listen::Bound {
-                    protocol,
-                    listener,
-                    label: "inherited socket on standard input".into(),
-                }),
+                Ok(listener) => {
+                    // Our duplicate is now the only reference we keep: once it
+                    // is closed at shutdown, the kernel refuses new clients.
+                    if let Err(e) = listen::release_stdin() {
+                        warn!("cannot detach standard input from the listening socket: {e}");
+                    }
+                    listeners.push(listen::Bound {
+                        protocol,
+                        listener,
+                        label: "inherited socket on standard input".into(),
+                    });
+                }
                 Err(e) => {
                     error!("inherited listening socket: {e}");
                     return ExitCode::from(EXIT_USAGE);
@@ -293,12 +307,14 @@ async fn serve(
     info!("xcauth {VERSION} ready");
     notify(&[sd_notify::NotifyState::Ready]);
     let stopping = shutdown.clone();
-    tokio::spawn(async move {
+    let told = tokio::spawn(async move {
         stopping.cancelled().await;
         notify(&[sd_notify::NotifyState::Stopping]);
         info!("stopping: finishing requests in flight");
     });
     serve::serve_listeners(listeners, ctx, sockets.shutdown_timeout).await;
+    // STOPPING=1 must reach systemd before the runtime goes away.
+    let _ = told.await;
     settle(&verifier, sockets.shutdown_timeout).await;
     info!("stopped");
     ExitCode::from(EXIT_TRUE)

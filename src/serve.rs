@@ -79,8 +79,15 @@ where
     let mut reading = true;
     let mut last_progress = Instant::now();
     loop {
-        // Turn every whole request already read into work.
-        while reading && pending.len() < MAX_IN_FLIGHT {
+        // Turn every whole request already read into work. Stopping at the
+        // in-flight limit may leave whole requests in `input`: they must be
+        // decoded before waiting for more bytes, which may never come.
+        let mut buffered = false;
+        while reading {
+            if pending.len() >= MAX_IN_FLIGHT {
+                buffered = true;
+                break;
+            }
             match codec.decode(&mut input) {
                 Decoded::NeedMore => break,
                 Decoded::Request(request) => {
@@ -106,6 +113,9 @@ where
         }
         if !reading && pending.is_empty() {
             return Ok(());
+        }
+        if buffered && pending.len() < MAX_IN_FLIGHT {
+            continue;
         }
         let can_read = reading && pending.len() < MAX_IN_FLIGHT;
         // Which silence limit applies now: a half-read request, or an idle
@@ -329,5 +339,65 @@ pub async fn serve_connected(
             let (r, w) = stream.into_split();
             serve_stream(r, w, codec, verifier, limits, shutdown).await
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{Answer, Backend, BackendError, Endpoint, Query};
+    use crate::clock::FixedClock;
+    use crate::proto::Protocol;
+    use crate::secret::Secret;
+    use crate::verify::GlobalOnly;
+
+    struct Down;
+
+    #[async_trait::async_trait]
+    impl Backend for Down {
+        async fn query(&self, _: &Endpoint, _: &str, _: &Query) -> Result<Answer, BackendError> {
+            Err(BackendError::ConnectionRefused)
+        }
+    }
+
+    /// Far more pipelined requests than the in-flight limit, all already
+    /// buffered when the peer stops writing: every one is answered.
+    #[tokio::test]
+    async fn requests_beyond_the_in_flight_limit_are_all_answered() {
+        let verifier = Arc::new(Verifier::new(
+            Arc::new(Down),
+            Arc::new(FixedClock::new(1000)),
+            Arc::new(GlobalOnly::new(
+                Some("http://127.0.0.1:1/".into()),
+                Secret::new("s"),
+            )),
+        ));
+        let n = MAX_IN_FLIGHT * 3 + 7;
+        let mut input = Vec::new();
+        for i in 0..n {
+            let token = crate::token::make(b"s", &format!("u{i}"), "d", 2000);
+            let text = format!("auth:u{i}:d:{token}");
+            input.extend_from_slice(&(text.len() as u16).to_be_bytes());
+            input.extend_from_slice(text.as_bytes());
+        }
+        let (mut client, server) = tokio::io::duplex(1 << 20);
+        client.write_all(&input).await.expect("write");
+        let (reader, writer) = tokio::io::split(server);
+        let serving = tokio::spawn(serve_stream(
+            reader,
+            writer,
+            Protocol::Ejabberd.codec(&CodecOptions::default()),
+            verifier,
+            StreamLimits::default(),
+            CancellationToken::new(),
+        ));
+        let mut answers = vec![0u8; 4 * n];
+        tokio::time::timeout(Duration::from_secs(10), client.read_exact(&mut answers))
+            .await
+            .expect("answers within 10 s (none may be left unread in the buffer)")
+            .expect("all answers");
+        assert!(answers.chunks(4).all(|a| a == [0, 2, 0, 1]));
+        drop(client);
+        serving.await.expect("task").expect("served");
     }
 }

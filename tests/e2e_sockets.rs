@@ -447,7 +447,7 @@ fn systemd_variables_for_another_process_are_ignored() {
 
 #[test]
 fn systemd_socket_activate_tool() {
-    let Ok(tool) = which("systemd-socket-activate") else {
+    let Some(tool) = which("systemd-socket-activate") else {
         eprintln!("SKIP: systemd-socket-activate not installed (Debian package systemd)");
         return;
     };
@@ -457,6 +457,7 @@ fn systemd_socket_activate_tool() {
     for _ in 0..PORT_TRIES {
         let (p, q) = (free_port(), free_port());
         let log_dir = tempfile::tempdir().expect("log dir");
+        let tool_err = log_dir.path().join("socket-activate.err");
         let base = Served::command(&nc.url, log_dir.path());
         let mut cmd = Command::new(&tool);
         cmd.args(["-l", &addr(p), "-l", &addr(q), "-l"])
@@ -468,24 +469,26 @@ fn systemd_socket_activate_tool() {
             .env("XCAUTH_SECRET", SECRET)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stderr(File::create(&tool_err).expect("stderr file"));
         let mut x = Served::spawn(cmd, log_dir);
-        // The tool binds before it execs xcauth; connections wait in the
-        // backlog until xcauth accepts.
-        let Some(_) = poll(T, || {
-            if TcpStream::connect(addr(p)).is_ok() && TcpStream::connect(addr(q)).is_ok() {
-                Some(())
-            } else if x.exited().is_some() {
-                Some(())
+        // The tool binds every socket and says so on standard error, then
+        // execs xcauth at the first connection; a port taken meanwhile
+        // makes it exit instead.
+        let ready = poll(T, || {
+            let said = std::fs::read_to_string(&tool_err).unwrap_or_default();
+            if said.matches("Listening on").count() == 3 {
+                Some(true)
             } else {
-                None
+                x.exited().map(|_| false)
             }
-        }) else {
-            panic!("systemd-socket-activate never listened");
-        };
-        if x.exited().is_some() {
-            let _ = std::fs::remove_file(&mux);
-            continue; // a port was taken meanwhile
+        });
+        match ready {
+            Some(true) => {}
+            Some(false) => {
+                let _ = std::fs::remove_file(&mux);
+                continue;
+            }
+            None => panic!("systemd-socket-activate never listened"),
         }
         check_ejabberd(&mut Conn::tcp(&addr(p)));
         check_postfix(&mut Conn::tcp(&addr(q)));
@@ -498,12 +501,12 @@ fn systemd_socket_activate_tool() {
     panic!("no free ports after {PORT_TRIES} tries");
 }
 
-fn which(name: &str) -> Result<std::path::PathBuf, ()> {
-    let path = std::env::var_os("PATH").ok_or(())?;
+/// The program `name` on `PATH`, if any.
+fn which(name: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|dir| dir.join(name))
         .find(|p| p.is_file())
-        .ok_or(())
 }
 
 // --- concurrency, limits, timeouts ------------------------------------------------
@@ -619,7 +622,12 @@ fn garbage_on_one_connection_does_not_affect_another() {
     let mut good = Conn::tcp(&gen);
     let mut junk = Conn::tcp(&gen);
     // 1 MB without a line end, then binary noise and a line end.
-    let noise: Vec<u8> = (0..1_000_000u64).map(|i| (i * 7919 % 251) as u8).collect();
+    let noise: Vec<u8> = (0..1_000_000u64)
+        .map(|i| match (i * 7919 % 251) as u8 {
+            b'\n' => b'x',
+            byte => byte,
+        })
+        .collect();
     junk.send(&noise);
     check_generic(&mut good);
     junk.send(b"\n");
@@ -704,4 +712,17 @@ fn unix_socket_peer_is_logged_with_uid_and_pid() {
     let uid = std::fs::metadata(dir.path()).expect("meta").uid();
     let want = format!("uid {uid} pid {}", std::process::id());
     assert!(x.log_has(&want), "no {want:?} in\n{}", x.logs());
+}
+
+#[test]
+fn systemd_connected_descriptor_is_refused() {
+    // A unit with Accept=yes passes a connection, not a listener.
+    let nc = StandIn::start();
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let _client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+    let (server_side, _) = listener.accept().expect("accept");
+    let mut x = activate(&nc.url, vec![server_side.into()], "ejabberd", &[]);
+    let status = x.wait_exit(T).expect("gives up at start");
+    assert_eq!(status.code(), Some(2), "{}", x.logs());
+    assert!(x.logs().contains("Accept=no"), "{}", x.logs());
 }

@@ -1,0 +1,151 @@
+//! End to end: the shared roster sync driven by the real binary, with a
+//! recording stand-in for ejabberdctl.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+fn fake_ctl() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake-ejabberdctl")
+}
+
+fn calls(log: &Path) -> Vec<Vec<String>> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON argv line"))
+        .collect()
+}
+
+fn run_xcauth(nc: &StandIn, dir: &Path, args: &[&str], stdin: &[u8]) -> String {
+    let log = dir.join("ctl.log");
+    let mut child = Command::new(xcauth_bin())
+        .args(["--url", &nc.url, "--ejabberdctl"])
+        .arg(fake_ctl())
+        .arg("--db")
+        .arg(dir.join("state.sqlite3"))
+        .arg("--log")
+        .arg(dir)
+        .args(args)
+        .env("XCAUTH_SECRET", SECRET)
+        .env("FAKE_EJABBERDCTL_LOG", &log)
+        .env("FAKE_EJABBERDCTL_API", "legacy")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start xcauth");
+    {
+        use std::io::Write;
+        let mut input = child.stdin.take().expect("stdin");
+        input.write_all(stdin).expect("write");
+    }
+    let out = child.wait_with_output().expect("wait");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn roster_test_runs_the_sync_to_completion() {
+    let nc = StandIn::start();
+    let dir = tempfile::tempdir().expect("dir");
+    let out = run_xcauth(&nc, dir.path(), &["-R", "alice", "example.org"], b"");
+    let roster: serde_json::Value = serde_json::from_str(out.trim()).expect("roster JSON");
+    assert_eq!(roster["alice"]["name"], "Alice Liddell");
+    let calls = calls(&dir.path().join("ctl.log"));
+    let has = |argv: &[&str]| calls.iter().any(|c| c == argv);
+    assert!(
+        has(&[
+            "srg_create",
+            "staff",
+            "example.org",
+            "staff",
+            "staff",
+            "staff"
+        ]),
+        "{calls:?}"
+    );
+    assert!(
+        has(&["srg_user_add", "bob", "example.org", "staff", "example.org"]),
+        "{calls:?}"
+    );
+    assert!(
+        has(&["set_vcard", "alice", "example.org", "FN", "Alice Liddell"]),
+        "{calls:?}"
+    );
+    // Non-ASCII names arrive as one argument each, untouched.
+    assert!(
+        has(&[
+            "set_vcard",
+            "zoe",
+            "example.org",
+            "FN",
+            "Zoë Ångström-Łukasiewicz"
+        ]),
+        "{calls:?}"
+    );
+}
+
+#[test]
+fn login_syncs_once_and_an_unchanged_roster_costs_no_calls() {
+    let nc = StandIn::start();
+    let dir = tempfile::tempdir().expect("dir");
+    let log = dir.path().join("ctl.log");
+    let out = run_xcauth(
+        &nc,
+        dir.path(),
+        &["-t", "generic"],
+        b"auth:alice:example.org:alice-pw\n",
+    );
+    assert_eq!(out, "1\n");
+    let first = calls(&log);
+    assert!(first.iter().any(|c| c[0] == "srg_user_add"), "{first:?}");
+    // Same roster again: the stored hash matches, no ejabberdctl call.
+    let out = run_xcauth(
+        &nc,
+        dir.path(),
+        &["-t", "generic"],
+        b"auth:alice:example.org:alice-pw\n",
+    );
+    assert_eq!(out, "1\n");
+    assert_eq!(calls(&log).len(), first.len(), "no new calls");
+}
+
+#[test]
+fn failing_ejabberdctl_never_fails_a_login() {
+    let nc = StandIn::start();
+    let dir = tempfile::tempdir().expect("dir");
+    let mut child = Command::new(xcauth_bin())
+        .args([
+            "--url",
+            &nc.url,
+            "-t",
+            "ejabberd",
+            "--ejabberdctl",
+            "/nonexistent/ejabberdctl",
+        ])
+        .arg("--db")
+        .arg(dir.path().join("state.sqlite3"))
+        .arg("--log")
+        .arg(dir.path())
+        .env("XCAUTH_SECRET", SECRET)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start");
+    {
+        use std::io::Write;
+        let mut input = child.stdin.take().expect("stdin");
+        input
+            .write_all(&ejabberd_frame("auth:alice:example.org:alice-pw"))
+            .expect("write");
+    }
+    let t0 = std::time::Instant::now();
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.stdout, YES);
+    assert!(t0.elapsed() < Duration::from_secs(10));
+}
