@@ -10,7 +10,7 @@
 --   xcauth_timeout = 15                   -- seconds to wait for an answer
 --
 -- xcauth must serve the "generic" (alias "prosody") protocol on that socket,
--- e.g. the shipped xcauth-prosody.socket unit (port 23663) or
+-- e.g. the shipped xcprosody.socket unit (port 23663) or
 -- `xcauth -t prosody --listen prosody=127.0.0.1:23663`.
 --
 -- Why a socket and not Prosody's mod_auth_external: that module spawns the

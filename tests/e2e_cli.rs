@@ -119,6 +119,26 @@ fn config_file_supplies_url_and_secret_file() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "True\n");
 }
 
+/// The shipped sample configuration is valid as it stands.
+#[test]
+fn sample_config_file_parses() {
+    let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/xcauth.conf");
+    let nc = StandIn::start();
+    let out = Command::new(xcauth_bin())
+        .arg("-c")
+        .arg(&sample)
+        .args(["--url", &nc.url, "-I", "bob", "example.org"])
+        .env("XCAUTH_SECRET", SECRET)
+        .output()
+        .expect("run");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "True\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Every protocol at debug level with known passwords: none of them, and
 /// not the secret, may appear in standard error, the log files or on
 /// standard output.
