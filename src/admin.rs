@@ -24,7 +24,7 @@ use clap::builder::NonEmptyStringValueParser;
 use clap::{Parser, Subcommand};
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::{self, CacheStorage, ConfigError};
+use crate::config::{self, parse_url, plain_http_warning, CacheStorage, ConfigError};
 use crate::roster::{CommandCtl, Ejabberdctl};
 use crate::secret::Secret;
 use crate::store::{format_timestamp, DomainUpdate, Store, StoreError};
@@ -256,15 +256,6 @@ enum CacheCommand {
         #[arg(value_name = "JID", value_parser = NonEmptyStringValueParser::new())]
         jid: Option<String>,
     },
-}
-
-/// An http(s) URL.
-fn parse_url(text: &str) -> Result<String, String> {
-    let url = url::Url::parse(text).map_err(|e| format!("not a URL ({e})"))?;
-    match url.scheme() {
-        "https" | "http" => Ok(text.to_owned()),
-        other => Err(format!("not an http(s) URL (scheme `{other}`)")),
-    }
 }
 
 /// `NAME@DOMAIN` with both halves non-empty.
@@ -643,7 +634,7 @@ fn perform(action: Action, cx: &Context<'_>) -> Result<Report, StoreError> {
                 shown(&url)
             ));
             if let Some(warning) = plain_http_warning(&url) {
-                r.note(warning);
+                r.note(format!("warning: {}", shown(&warning)));
             }
         }
         Action::DomainChange { domain, update } => {
@@ -849,25 +840,6 @@ fn note_cache_storage(r: &mut Report, storage: CacheStorage) {
         "note: the configuration says cache-storage={name}, so the server does not use \
          these rows"
     ));
-}
-
-/// A warning for `http://` to anything but this host.
-fn plain_http_warning(text: &str) -> Option<String> {
-    let url = url::Url::parse(text).ok()?;
-    if url.scheme() != "http" {
-        return None;
-    }
-    let local = match url.host()? {
-        url::Host::Domain(name) => name.eq_ignore_ascii_case("localhost"),
-        url::Host::Ipv4(ip) => ip.is_loopback(),
-        url::Host::Ipv6(ip) => ip.is_loopback(),
-    };
-    (!local).then(|| {
-        format!(
-            "warning: {} uses plain http: passwords travel unencrypted; use https",
-            shown(text)
-        )
-    })
 }
 
 // ----- text -----------------------------------------------------------------

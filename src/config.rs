@@ -1039,7 +1039,7 @@ fn values_of<const N: usize>(values: &[String], option: &str) -> Result<[String;
 
 /// A warning for `http://` to anything but this host: passwords would
 /// cross the network in clear text (the signature protects only integrity).
-fn plain_http_warning(text: &str) -> Option<String> {
+pub(crate) fn plain_http_warning(text: &str) -> Option<String> {
     let url = url::Url::parse(text).ok()?;
     if url.scheme() != "http" {
         return None;
@@ -1054,7 +1054,7 @@ fn plain_http_warning(text: &str) -> Option<String> {
     })
 }
 
-fn parse_url(text: &str) -> Result<String, String> {
+pub(crate) fn parse_url(text: &str) -> Result<String, String> {
     let url = url::Url::parse(text).map_err(|e| format!("`{text}` is not a URL ({e})"))?;
     match url.scheme() {
         "https" | "http" => Ok(text.to_owned()),

@@ -124,6 +124,7 @@ struct OpenLog {
     file: File,
     inode: (u64, u64),
     checked: Instant,
+    every: Duration,
     generation: u64,
 }
 
@@ -136,6 +137,12 @@ fn open_append(path: &Path) -> io::Result<(File, (u64, u64))> {
 impl ReopeningFile {
     /// Opens (creating) `path` for appending.
     pub fn open(path: PathBuf) -> io::Result<Self> {
+        Self::open_checking_every(path, ROTATION_CHECK)
+    }
+
+    /// Like [`ReopeningFile::open`], looking for rotation at most once per
+    /// `every`.
+    pub fn open_checking_every(path: PathBuf, every: Duration) -> io::Result<Self> {
         let (file, inode) = open_append(&path)
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
         Ok(ReopeningFile {
@@ -144,6 +151,7 @@ impl ReopeningFile {
                 file,
                 inode,
                 checked: Instant::now(),
+                every,
                 generation: REOPEN_GENERATION.load(Ordering::SeqCst),
             })),
         })
@@ -155,7 +163,7 @@ impl OpenLog {
         let generation = REOPEN_GENERATION.load(Ordering::SeqCst);
         let hup = generation != self.generation;
         self.generation = generation;
-        let due = self.checked.elapsed() >= ROTATION_CHECK;
+        let due = self.checked.elapsed() >= self.every;
         if !hup && !due {
             return;
         }
@@ -190,5 +198,42 @@ impl Write for ReopeningFile {
             Ok(mut log) => log.file.flush(),
             Err(_) => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rotated_file_is_reopened_at_its_path() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("xcauth.log");
+        let mut log =
+            ReopeningFile::open_checking_every(path.clone(), Duration::ZERO).expect("open");
+        log.write_all(b"before\n").expect("write");
+        std::fs::rename(&path, dir.path().join("xcauth.log.1")).expect("rotate");
+        log.write_all(b"after\n").expect("write");
+        assert_eq!(std::fs::read_to_string(&path).expect("new file"), "after\n");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("xcauth.log.1")).expect("old"),
+            "before\n"
+        );
+    }
+
+    #[test]
+    fn sighup_reopens_before_the_rotation_check_is_due() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("xcauth.log");
+        // A long check interval: only the SIGHUP request makes it re-open.
+        let mut log = ReopeningFile::open_checking_every(path.clone(), Duration::from_secs(3600))
+            .expect("open");
+        log.write_all(b"one\n").expect("write");
+        std::fs::rename(&path, dir.path().join("old.log")).expect("rotate");
+        log.write_all(b"two\n").expect("write");
+        assert!(!path.exists(), "not re-opened before the signal");
+        request_reopen();
+        log.write_all(b"three\n").expect("write");
+        assert_eq!(std::fs::read_to_string(&path).expect("new file"), "three\n");
     }
 }

@@ -119,6 +119,23 @@ fn config_file_supplies_url_and_secret_file() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "True\n");
 }
 
+#[test]
+fn legacy_database_options_are_accepted_with_a_clear_notice() {
+    let nc = StandIn::start();
+    let (out, err, code) = oneshot(
+        &nc,
+        &[
+            "--domain-db",
+            "/var/lib/xcauth/domains.db",
+            "-I",
+            "bob",
+            "example.org",
+        ],
+    );
+    assert_eq!((out.as_str(), code), ("True\n", 0));
+    assert!(err.contains("Berkeley-DB") && err.contains("2.0"), "{err}");
+}
+
 /// The shipped sample configuration is valid as it stands.
 #[test]
 fn sample_config_file_parses() {
