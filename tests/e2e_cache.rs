@@ -210,8 +210,23 @@ fn sigkill_during_writes_leaves_a_sound_database() {
         batch.extend(ejabberd_frame("auth:alice:example.org:alice-pw"));
     }
     x.send(&batch);
-    // Some answers are back, so writes are under way; then kill -9.
+    // Some answers are back and the first cache write has landed, so
+    // writes are under way; then kill -9.
     x.read_exact(4 * 20, T);
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let rows: i64 = rusqlite::Connection::open(&db)
+            .and_then(|c| c.query_row("SELECT count(*) FROM authcache", [], |r| r.get(0)))
+            .unwrap_or(0);
+        if rows > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no cache write within {T:?}"
+        );
+        std::thread::yield_now();
+    }
     x.child.0.kill().expect("SIGKILL");
     x.child.0.wait().expect("reaped");
     let conn = rusqlite::Connection::open(&db).expect("open after kill");
