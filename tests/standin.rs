@@ -365,6 +365,7 @@ fn sharedroster_shape_and_empty_roster() {
             "alice": {"name": "Alice Liddell", "groups": ["chess"]},
             "colette": {"name": "Colette Dubois", "groups": ["chess"]},
             "zoe": {"name": "Zoë Ångström-Łukasiewicz", "groups": ["chess", "Ops & Co."]},
+            "zoë": {"name": "Zoë Umlaut", "groups": ["chess"]},
         }}})
     );
 
@@ -372,7 +373,7 @@ fn sharedroster_shape_and_empty_roster() {
     let roster = alice["data"]["sharedRoster"]
         .as_object()
         .expect("an object");
-    assert_eq!(roster.len(), 5);
+    assert_eq!(roster.len(), 6);
     assert_eq!(roster["alice"]["groups"], json!(["staff", "chess"]));
     assert_eq!(roster["carol@example.org"]["groups"], json!(["staff"]));
 
