@@ -138,6 +138,10 @@ impl Ejabberdctl for CommandCtl {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        // ejabberdctl decodes its arguments in the locale's charset: under
+        // C/POSIX "jürgen" would reach ejabberd as "jÃ¼rgen", and still exit
+        // 0. Our arguments are UTF-8, so say so.
+        cmd.env("LC_ALL", "C.UTF-8");
         // Our own settings (XCAUTH_SECRET above all) are none of its business.
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with(ENV_PREFIX) {
