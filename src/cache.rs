@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+use subtle::ConstantTimeEq;
 use tracing::warn;
 
 use crate::secret::Secret;
@@ -341,7 +342,7 @@ impl Cache {
         let entry = memo.get(jid)?;
         let same = |slot: &Option<([u8; 32], String)>| {
             slot.as_ref()
-                .is_some_and(|(d, h)| h == pwhash && constant_time_eq(d, digest))
+                .is_some_and(|(d, h)| h == pwhash && bool::from(d.ct_eq(digest)))
         };
         if same(&entry.good) {
             Some(true)
@@ -368,8 +369,4 @@ impl Cache {
             slot.bad = value;
         }
     }
-}
-
-fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

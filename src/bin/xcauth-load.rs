@@ -66,6 +66,13 @@ enum Kind {
     Cached,
 }
 
+/// Where xcauth keeps the cache for `--kind cached`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum CacheWhere {
+    Db,
+    Memory,
+}
+
 /// The name clap shows for a value (`ejabberd`, `pingpong`, …).
 fn name<T: ValueEnum>(value: T) -> String {
     value
@@ -156,6 +163,10 @@ struct Args {
     /// Process id of the xcauth behind --connect, for the RSS of --idle.
     #[arg(long)]
     pid: Option<u32>,
+    /// Cached kind: where xcauth keeps the cache (`db` on a new file, or
+    /// `memory`); bcrypt cost 12 either way.
+    #[arg(long, value_enum, default_value = "db")]
+    cache_storage: CacheWhere,
     /// Cached kind: how many in-process bcrypt cost-12 checks to time for
     /// the comparison line.
     #[arg(long, default_value_t = 5)]
@@ -170,7 +181,14 @@ struct Args {
 
 impl Args {
     fn label(&self) -> String {
-        format!("{} {}", name(self.protocol), name(self.kind))
+        match self.kind {
+            Kind::Cached => format!(
+                "{} cached({})",
+                name(self.protocol),
+                name(self.cache_storage)
+            ),
+            kind => format!("{} {}", name(self.protocol), name(kind)),
+        }
     }
 
     fn asks_backend(&self) -> bool {
@@ -398,7 +416,9 @@ fn xcauth_command(ctx: &Ctx, dir: &Path) -> Result<Command> {
         .arg("--db")
         .arg(dir.join("xcauth.sqlite3"));
     if args.kind == Kind::Cached {
-        cmd.args(["--cache-storage", "db", "--cache-bcrypt-rounds", "12"]);
+        cmd.arg("--cache-storage")
+            .arg(name(args.cache_storage))
+            .args(["--cache-bcrypt-rounds", "12"]);
     }
     cmd.args(&args.extra);
     Ok(cmd)
@@ -899,19 +919,26 @@ fn pingpong(
     Ok(out)
 }
 
-/// Cached kind: one login through the back end seeds the entry; waits (by
-/// reading the database, not by logging in again, which would start more
-/// cost-12 hashes) until xcauth has stored it.
-fn seed_cache(ctx: &Ctx, xcauth: &mut Piped) -> Result<()> {
+/// Cached kind: one login through the back end seeds the entry; then
+/// waits until xcauth has stored it. For the db cache that is seen in the
+/// file; the memory cache is probed with a login every 100 ms until one
+/// does not reach the back end (each premature probe starts another
+/// cost-12 hash, so probing faster would only pile them up).
+fn seed_cache(ctx: &Ctx, xcauth: &mut Piped, http: &Http) -> Result<()> {
     if !xcauth.round_trip(0)? {
         bail!("the seeding login was refused; is the user in the stand-in's table?");
     }
+    let standin = ctx.standin.context("--kind cached needs --standin")?;
     let db = xcauth.dir.path().join("xcauth.sqlite3");
     let jid = format!("{}@{}", ctx.args.user, ctx.args.domain);
     let t0 = Instant::now();
     loop {
-        let stored =
-            rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        let stored = match ctx.args.cache_storage {
+            CacheWhere::Db => {
+                rusqlite::Connection::open_with_flags(
+                    &db,
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+                )
                 .and_then(|c| {
                     c.query_row(
                         "SELECT count(*) FROM authcache WHERE jid = ?1",
@@ -919,10 +946,20 @@ fn seed_cache(ctx: &Ctx, xcauth: &mut Piped) -> Result<()> {
                         |row| row.get::<_, i64>(0),
                     )
                 })
-                .unwrap_or(0);
-        if stored > 0 {
+                .unwrap_or(0)
+                    > 0
+            }
+            CacheWhere::Memory => {
+                std::thread::sleep(Duration::from_millis(100));
+                let before = standin.requests(http)?;
+                let ok = xcauth.round_trip(0)?;
+                ok && standin.requests(http)? == before
+            }
+        };
+        if stored {
             println!(
-                "cache seeded: {jid} stored (bcrypt cost 12) {:.0} ms after the first login",
+                "cache seeded: {jid} stored ({} cache, bcrypt cost 12) within {:.0} ms of the first login",
+                name(ctx.args.cache_storage),
                 t0.elapsed().as_secs_f64() * 1e3
             );
             return Ok(());
@@ -962,7 +999,7 @@ fn run_pingpong(ctx: &Ctx) -> Result<()> {
     let http = Http::new()?;
     let mut xcauth = Piped::xcauth(ctx)?;
     if args.kind == Kind::Cached {
-        seed_cache(ctx, &mut xcauth)?;
+        seed_cache(ctx, &mut xcauth, &http)?;
     }
     let mut echo = if args.baseline {
         Some(Piped::echo(ctx)?)
