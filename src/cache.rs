@@ -370,3 +370,88 @@ impl Cache {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache() -> Cache {
+        Cache::new(
+            Arc::new(MemoryStorage::default()),
+            Ttls {
+                query: 3600,
+                verification: 86400,
+                unreachable: 604800,
+            },
+            4,
+        )
+    }
+
+    fn entry(pwhash: &str) -> Entry {
+        Entry {
+            pwhash: pwhash.into(),
+            firstauth: 0,
+            remoteauth: 0,
+            anyauth: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn remembered_password_is_answered_by_the_memo_for_that_hash_only() {
+        let c = cache();
+        let pw = Secret::new("correct horse");
+        c.remember("a@d", &pw, 10).await;
+        let stored = c.get("a@d").await.expect("stored");
+        assert!(stored.pwhash.starts_with("$2b$04$"));
+        assert!(c.matches("a@d", &stored, &pw).await);
+        assert!(!c.matches("a@d", &stored, &Secret::new("wrong")).await);
+
+        // The memo answers without bcrypt: for a "hash" bcrypt cannot even
+        // parse, only the memo can say yes...
+        c.memo_store("b@d", c.digest(&pw), "unparseable", true);
+        assert!(c.matches("b@d", &entry("unparseable"), &pw).await);
+        // ...and only for the exact stored hash and password it saw.
+        assert!(!c.matches("b@d", &entry("unparseable-too"), &pw).await);
+        assert!(
+            !c.matches("b@d", &entry("unparseable"), &Secret::new("other"))
+                .await
+        );
+    }
+
+    #[tokio::test]
+    async fn forgetting_an_entry_drops_its_memo() {
+        let c = cache();
+        let pw = Secret::new("pw");
+        c.remember("a@d", &pw, 10).await;
+        let stored = c.get("a@d").await.expect("stored");
+        c.forget("a@d", &stored).await;
+        assert_eq!(c.get("a@d").await, None);
+        assert!(c.memo_map().get("a@d").is_none());
+    }
+
+    #[test]
+    fn long_passwords_are_not_cacheable() {
+        assert!(Cache::cacheable(&Secret::new("x".repeat(72))));
+        assert!(!Cache::cacheable(&Secret::new("x".repeat(73))));
+    }
+
+    #[test]
+    fn ttl_rules() {
+        let c = cache();
+        let e = Entry {
+            pwhash: String::new(),
+            firstauth: 0,
+            remoteauth: 1000,
+            anyauth: 2000,
+        };
+        assert!(c.fresh(&e, 2000 + 3599));
+        assert!(!c.fresh(&e, 2000 + 3600), "query TTL");
+        let old_check = Entry {
+            anyauth: 90_000,
+            ..e.clone()
+        };
+        assert!(!c.fresh(&old_check, 1000 + 86400), "verification TTL");
+        assert!(c.usable_while_unreachable(&e, 1000 + 604_799));
+        assert!(!c.usable_while_unreachable(&e, 1000 + 604_800));
+    }
+}
