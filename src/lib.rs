@@ -1,18 +1,23 @@
 //! xcauth answers "is this password right?" and "does this user exist?" for
 //! XMPP servers (ejabberd, Prosody) and mail servers (saslauthd clients,
-//! Postfix) from JSXC tokens and the Nextcloud JSXC external API.
+//! Postfix) from JSXC tokens, a bcrypt-protected cache and the Nextcloud
+//! JSXC external API.
 //!
 //! A request travels one way through the modules:
 //!
 //! ```text
-//! serve (transport) → proto::* (codec: bytes → Request)
-//!   → verify (decision: token → back end) → backend (signed HTTP)
+//! listen (where connections come from) → serve (per-stream loop)
+//!   → proto::* (codec: bytes → Request)
+//!   → verify (decision: token → cache → back end; domains picks the back end)
+//!   → backend (signed HTTP) / cache + store (SQLite)
+//!   → roster (ejabberd shared roster, after a login)
 //!   → proto::* (codec: Reply → bytes) → serve
 //! ```
 //!
 //! [`config`] turns the command line, the environment and the original's
-//! `key=value` file into one resolved [`config::Config`]; [`logging`] owns the
-//! log files; [`token`] checks JSXC time-limited tokens.
+//! `key=value` file into one resolved [`config::Config`]; [`run`] starts
+//! what it asks for; [`admin`] holds the administrator's subcommands;
+//! [`logging`] owns the log files.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
