@@ -149,3 +149,41 @@ fn failing_ejabberdctl_never_fails_a_login() {
     assert_eq!(out.stdout, YES);
     assert!(t0.elapsed() < Duration::from_secs(10));
 }
+
+#[test]
+fn hanging_ejabberdctl_delays_a_login_by_about_a_second_at_most() {
+    let nc = StandIn::start();
+    let dir = tempfile::tempdir().expect("dir");
+    let mut child = Command::new(xcauth_bin())
+        .args(["--url", &nc.url, "-t", "generic", "--ejabberdctl"])
+        .arg(fake_ctl())
+        .arg("--db")
+        .arg(dir.path().join("state.sqlite3"))
+        .arg("--log")
+        .arg(dir.path())
+        .args(["--shutdown-timeout", "1"])
+        .env("XCAUTH_SECRET", SECRET)
+        .env("FAKE_EJABBERDCTL_LOG", dir.path().join("ctl.log"))
+        .env("FAKE_EJABBERDCTL_HANG", "set_vcard,srg_create")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start");
+    let mut input = child.stdin.take().expect("stdin");
+    let mut output = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let _guard = Guard(child);
+    use std::io::{BufRead, Write};
+    let t0 = std::time::Instant::now();
+    input
+        .write_all(b"auth:alice:example.org:alice-pw\n")
+        .expect("write");
+    let mut line = String::new();
+    output.read_line(&mut line).expect("answer");
+    assert_eq!(line, "1\n");
+    let took = t0.elapsed();
+    assert!(
+        took < Duration::from_secs(3),
+        "login answered after {took:?}"
+    );
+}
