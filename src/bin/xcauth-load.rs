@@ -171,6 +171,13 @@ struct Args {
     /// the comparison line.
     #[arg(long, default_value_t = 5)]
     bcrypt_samples: usize,
+    /// Run xcauth, the echo responder and the stand-in on these CPUs
+    /// (`taskset -c LIST`). With this tool itself pinned elsewhere (e.g.
+    /// `taskset -c 0 xcauth-load --child-cpus 1`) every round trip crosses
+    /// CPUs, which makes the wake-up cost the same for each run instead of
+    /// depending on where the scheduler happens to place the processes.
+    #[arg(long, value_name = "LIST")]
+    child_cpus: Option<String>,
     /// Hidden: act as the trivial responder for PROTO on stdin/stdout.
     #[arg(long, value_enum, hide = true, value_name = "PROTO")]
     echo: Option<Proto>,
@@ -392,6 +399,19 @@ fn read_field(input: &mut impl Read, buf: &mut Vec<u8>) -> Result<bool> {
 // Processes: xcauth, the echo responder, the stand-in
 // ---------------------------------------------------------------------------
 
+/// A command for `program`, run by `taskset -c LIST` when --child-cpus is
+/// given (taskset execs it, so the process id is the program's).
+fn child_command(args: &Args, program: &Path) -> Command {
+    match &args.child_cpus {
+        Some(cpus) => {
+            let mut cmd = Command::new("taskset");
+            cmd.arg("-c").arg(cpus).arg(program);
+            cmd
+        }
+        None => Command::new(program),
+    }
+}
+
 /// The xcauth command line shared by every mode: protocol, back end, secret
 /// by file, logs, and an empty config file and absent database so nothing
 /// of the machine's own set-up (/etc/xcauth.conf, /var/lib/xcauth) leaks in.
@@ -402,7 +422,7 @@ fn xcauth_command(ctx: &Ctx, dir: &Path) -> Result<Command> {
     let config_file = dir.join("xcauth.conf");
     std::fs::write(&config_file, "")?;
     let log_dir = args.log_dir.clone().unwrap_or_else(|| dir.to_owned());
-    let mut cmd = Command::new(&args.xcauth);
+    let mut cmd = child_command(args, &args.xcauth);
     cmd.arg("-c")
         .arg(&config_file)
         .arg("-t")
@@ -465,7 +485,7 @@ impl Piped {
     /// This program as the trivial responder (`--echo PROTO`).
     fn echo_command(ctx: &Ctx) -> Result<Command> {
         let exe = std::env::current_exe().context("finding this program for --echo")?;
-        let mut cmd = Command::new(exe);
+        let mut cmd = child_command(ctx.args, &exe);
         cmd.arg("--echo").arg(name(ctx.args.protocol));
         Ok(cmd)
     }
@@ -554,7 +574,7 @@ impl Standin {
         let dir = tempfile::tempdir()?;
         let secret_file = dir.path().join("secret");
         std::fs::write(&secret_file, &args.secret)?;
-        let mut child = Command::new(path)
+        let mut child = child_command(args, path)
             .arg("--users")
             .arg(&args.users)
             .arg("--secret-file")
@@ -838,13 +858,13 @@ fn run_pipelined(ctx: &Ctx) -> Result<()> {
         t.round_trip(0)?;
     }
     let rounds = if args.baseline { args.rounds.max(1) } else { 1 };
-    let per_round = args.requests.div_ceil(rounds);
     let mut totals = vec![(Duration::ZERO, 0usize, 0usize); targets.len()];
-    for _ in 0..rounds {
+    for round in 0..rounds {
+        let size = round_size(args.requests, rounds, round);
         for (t, total) in targets.iter_mut().zip(&mut totals) {
-            let (elapsed, ok) = pipelined_round(t, per_round)?;
+            let (elapsed, ok) = pipelined_round(t, size)?;
             total.0 += elapsed;
-            total.1 += per_round;
+            total.1 += size;
             total.2 += ok;
         }
     }
@@ -884,6 +904,12 @@ fn finish_all(targets: Vec<Piped>) -> Result<()> {
     Ok(())
 }
 
+/// Requests in block `round` of `rounds` when `n` are split as evenly as
+/// possible.
+fn round_size(n: usize, rounds: usize, round: usize) -> usize {
+    n / rounds + usize::from(round < n % rounds)
+}
+
 /// Warm-up, then `n` timed round trips per subject, in `rounds` blocks
 /// alternating between the subjects. Returns (latencies, failures) per
 /// subject.
@@ -898,15 +924,15 @@ fn pingpong(
             s.round_trip(i)?;
         }
     }
-    let per_round = n.div_ceil(rounds);
     let mut out: Vec<(Vec<Duration>, usize)> = subjects
         .iter()
         .map(|_| (Vec::with_capacity(n), 0))
         .collect();
+    let mut first = warmup;
     for round in 0..rounds {
+        let size = round_size(n, rounds, round);
         for (s, (lat, failed)) in subjects.iter_mut().zip(&mut out) {
-            for j in 0..per_round {
-                let i = warmup + round * per_round + j;
+            for i in first..first + size {
                 let t = Instant::now();
                 let ok = s.round_trip(i)?;
                 lat.push(t.elapsed());
@@ -915,6 +941,7 @@ fn pingpong(
                 }
             }
         }
+        first += size;
     }
     Ok(out)
 }
