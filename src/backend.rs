@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use hmac::{Hmac, Mac};
 use reqwest::header::{CONTENT_TYPE, LOCATION};
 use serde_json::Value;
-use tokio::sync::Semaphore;
 use sha1::Sha1;
+use tokio::sync::Semaphore;
 
 use crate::secret::Secret;
 
