@@ -16,7 +16,7 @@ use crate::backend::Endpoint;
 use crate::secret::Secret;
 use crate::store::{DomainRow, Store};
 use crate::token::TokenKey;
-use crate::verify::{DomainSettings, Domains, GlobalOnly};
+use crate::verify::{DomainSettings, Domains};
 
 /// How old the in-memory copy of the table may get.
 pub const RELOAD_AFTER: Duration = Duration::from_secs(5);
@@ -105,6 +105,39 @@ impl Domains for DbDomains {
                 self.global.lookup(domain)
             }
         }
+    }
+}
+
+/// Only the global `--url`/`--secret`; the auth domain is the XMPP domain.
+pub struct GlobalOnly {
+    url: Option<String>,
+    secret: Secret,
+    token_key: Arc<TokenKey>,
+}
+
+impl GlobalOnly {
+    /// Settings from the global URL (if any) and secret.
+    pub fn new(url: Option<String>, secret: Secret) -> Self {
+        let token_key = Arc::new(TokenKey::new(secret.expose().as_bytes()));
+        GlobalOnly {
+            url,
+            secret,
+            token_key,
+        }
+    }
+}
+
+impl Domains for GlobalOnly {
+    fn lookup(&self, domain: &str) -> Option<DomainSettings> {
+        let url = self.url.clone()?;
+        Some(DomainSettings {
+            endpoint: Endpoint {
+                url,
+                secret: self.secret.clone(),
+                auth_domain: domain.to_owned(),
+            },
+            token_key: Arc::clone(&self.token_key),
+        })
     }
 }
 

@@ -16,6 +16,8 @@ use crate::roster::{self, RosterSync};
 use crate::secret::Secret;
 use crate::token::{TokenCheck, TokenKey};
 
+pub use crate::domains::GlobalOnly;
+
 /// The settings one XMPP domain is served with: its back end and the key
 /// its tokens are checked with.
 #[derive(Clone)]
@@ -31,39 +33,6 @@ pub struct DomainSettings {
 pub trait Domains: Send + Sync {
     /// Settings for `domain`, or `None` when nothing is configured for it.
     fn lookup(&self, domain: &str) -> Option<DomainSettings>;
-}
-
-/// Only the global `--url`/`--secret`; the auth domain is the XMPP domain.
-pub struct GlobalOnly {
-    url: Option<String>,
-    secret: Secret,
-    token_key: Arc<TokenKey>,
-}
-
-impl GlobalOnly {
-    /// Settings from the global URL (if any) and secret.
-    pub fn new(url: Option<String>, secret: Secret) -> Self {
-        let token_key = Arc::new(TokenKey::new(secret.expose().as_bytes()));
-        GlobalOnly {
-            url,
-            secret,
-            token_key,
-        }
-    }
-}
-
-impl Domains for GlobalOnly {
-    fn lookup(&self, domain: &str) -> Option<DomainSettings> {
-        let url = self.url.clone()?;
-        Some(DomainSettings {
-            endpoint: Endpoint {
-                url,
-                secret: self.secret.clone(),
-                auth_domain: domain.to_owned(),
-            },
-            token_key: Arc::clone(&self.token_key),
-        })
-    }
 }
 
 /// How an `auth` was decided; drives the log line and the roster update.
