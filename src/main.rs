@@ -1,5 +1,6 @@
 //! The `xcauth` command: parse the configuration, set up logging, hand over
 //! to the library.
+#![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 

@@ -20,6 +20,7 @@
 //!
 //! `--standin PATH` starts the stand-in Nextcloud (`xcauth-standin`) itself,
 //! with `--users` and the `--secret`, and stops it at the end.
+#![forbid(unsafe_code)]
 
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::net::{TcpListener, TcpStream};

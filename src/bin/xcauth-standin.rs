@@ -21,6 +21,7 @@
 //! On start it prints exactly one line to stdout,
 //! `listening on http://ADDR/index.php/apps/ojsxc/ajax/externalApi.php`,
 //! so a test learns the port; logs go to stderr (`RUST_LOG` filters them).
+#![forbid(unsafe_code)]
 
 use std::io::Write;
 use std::net::SocketAddr;
