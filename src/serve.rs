@@ -193,9 +193,14 @@ pub async fn serve_stdio(
 ) -> io::Result<()> {
     let stdin = std::io::stdin().as_fd().try_clone_to_owned()?;
     let stdout = std::io::stdout().as_fd().try_clone_to_owned()?;
+    let raw = std::fs::File::from(stdin.try_clone()?);
     let reader: Box<dyn AsyncRead + Unpin + Send> =
         match tokio::net::unix::pipe::Receiver::from_owned_fd(stdin) {
-            Ok(pipe) => Box::new(pipe),
+            Ok(pipe) => Box::new(SpinningPipe {
+                raw,
+                pipe,
+                armed: false,
+            }),
             Err(_) => Box::new(tokio::io::stdin()),
         };
     let writer: Box<dyn AsyncWrite + Unpin + Send> =
@@ -212,6 +217,60 @@ pub async fn serve_stdio(
         shutdown,
     )
     .await
+}
+
+/// How long standard input is polled without sleeping after a request was
+/// read, waiting for the next one. ejabberd and Prosody send a request and
+/// wait for its answer, so the next request tends to come within tens of
+/// microseconds; catching it awake saves the reader's wake-up, which on a
+/// virtual machine costs about as much again (see BENCHMARKS.md). The price
+/// is at most this much CPU per request.
+pub const STDIN_SPIN: Duration = Duration::from_micros(100);
+
+/// Standard input as a non-blocking pipe that, right after delivering a
+/// request, polls for the next one for [`STDIN_SPIN`] before handing over to
+/// the reactor.
+struct SpinningPipe {
+    /// The same pipe (a duplicate descriptor) for plain `read(2)` calls.
+    raw: std::fs::File,
+    pipe: tokio::net::unix::pipe::Receiver,
+    /// Set when bytes were delivered; the next empty poll spins once.
+    armed: bool,
+}
+
+impl AsyncRead for SpinningPipe {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        use std::io::Read;
+        use std::task::Poll;
+        let deadline = std::time::Instant::now() + STDIN_SPIN;
+        let spin = std::mem::replace(&mut self.armed, false);
+        loop {
+            match (&self.raw).read(buf.initialize_unfilled()) {
+                Ok(n) => {
+                    buf.advance(n);
+                    self.armed = n > 0;
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+            if !spin || std::time::Instant::now() >= deadline {
+                break;
+            }
+            std::hint::spin_loop();
+        }
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.pipe).poll_read(cx, buf);
+        if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.armed = true;
+        }
+        result
+    }
 }
 
 /// Settings shared by every accept loop of a process.
