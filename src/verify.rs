@@ -125,7 +125,11 @@ impl Verifier {
                 user,
                 domain,
                 password,
+                service,
             } => {
+                if let Some(service) = service {
+                    debug!("auth {user}@{domain} for service {service:?}");
+                }
                 if self.auth(&user, &domain, &password).await.is_success() {
                     Reply::Yes
                 } else {
@@ -496,6 +500,7 @@ mod tests {
             user: user.into(),
             domain: domain.into(),
             password: Secret::new(password),
+            service: None,
         }
     }
 

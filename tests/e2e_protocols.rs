@@ -143,6 +143,17 @@ fn saslauthd_protocol_four_and_five_fields() {
     );
     let (_, ok) = x.finish();
     assert!(ok);
+    // The SERVICE field is logged (at debug level), the password never.
+    let logs = x.logs();
+    assert!(
+        logs.contains(r#"alice@example.org for service "imap""#),
+        "{logs}"
+    );
+    assert!(
+        logs.contains(r#"bob@example.org for service "smtp""#),
+        "{logs}"
+    );
+    assert!(!logs.contains("alice-pw"));
 }
 
 #[test]

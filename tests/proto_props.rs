@@ -185,6 +185,7 @@ impl Query {
                 user,
                 domain,
                 password: Secret::new(password),
+                service: None,
             },
             Query::IsUser(user, domain) => Request::IsUser { user, domain },
             Query::Roster(user, domain) => Request::Roster { user, domain },
@@ -253,6 +254,7 @@ impl SaslQuery {
             user: self.user.clone(),
             domain: self.domain.clone(),
             password: Secret::new(self.password.clone()),
+            service: (!self.service.is_empty()).then(|| self.service.clone()),
         }
     }
 }

@@ -96,6 +96,7 @@ mod tests {
                 user: "alice".into(),
                 domain: "example.org".into(),
                 password: Secret::new("a:b\nc"),
+                service: None,
             })]
         );
     }

@@ -85,6 +85,7 @@ pub(crate) fn parse_command(bytes: &[u8]) -> Request {
                         user: user.to_owned(),
                         domain: domain.to_owned(),
                         password: Secret::new(password),
+                        service: None,
                     }
                 }
             }
@@ -278,6 +279,7 @@ mod tests {
             user: user.into(),
             domain: domain.into(),
             password: Secret::new(password),
+            service: None,
         }
     }
 

@@ -95,6 +95,9 @@ pub enum Request {
         domain: String,
         /// The password or JSXC token.
         password: Secret,
+        /// What the login is for, when the protocol says (saslauthd's
+        /// SERVICE field: `imap`, `smtp`, ...); only logged.
+        service: Option<String>,
     },
     /// Does `user@domain` exist?
     IsUser {

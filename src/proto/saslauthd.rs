@@ -339,7 +339,7 @@ fn build_request(login: &[u8], password: &[u8], service: &[u8], realm: &[u8]) ->
     if password.is_empty() {
         return invalid("empty password");
     }
-    let (Ok(login), Ok(password), Ok(_service), Ok(realm)) = (
+    let (Ok(login), Ok(password), Ok(service), Ok(realm)) = (
         std::str::from_utf8(login),
         std::str::from_utf8(password),
         std::str::from_utf8(service),
@@ -362,6 +362,7 @@ fn build_request(login: &[u8], password: &[u8], service: &[u8], realm: &[u8]) ->
         user: user.to_owned(),
         domain: domain.to_owned(),
         password: Secret::new(password),
+        service: (!service.is_empty()).then(|| service.to_owned()),
     }
 }
 
@@ -411,11 +412,17 @@ mod tests {
         out
     }
 
+    /// An auth request for the `smtp` service, which most tests use.
     fn auth(user: &str, domain: &str, password: &str) -> Request {
+        auth_for("smtp", user, domain, password)
+    }
+
+    fn auth_for(service: &str, user: &str, domain: &str, password: &str) -> Request {
         Request::Auth {
             user: user.into(),
             domain: domain.into(),
             password: Secret::new(password),
+            service: Some(service.into()),
         }
     }
 
@@ -450,7 +457,7 @@ mod tests {
                 let (got, rest) = decode_all(mode, &input);
                 assert_eq!(
                     got,
-                    [auth("alice", "example.org", "pw")],
+                    [auth_for("imap", "alice", "example.org", "pw")],
                     "{addr:?} {mode:?}"
                 );
                 assert!(rest.is_empty(), "{addr:?} {mode:?}");
@@ -459,7 +466,7 @@ mod tests {
             // fields alone look like a whole request (see the module doc).
             assert_eq!(
                 byte_at_a_time(SaslauthdFields::Five, &input),
-                [auth("alice", "example.org", "pw")]
+                [auth_for("imap", "alice", "example.org", "pw")]
             );
         }
     }
@@ -468,7 +475,7 @@ mod tests {
     fn five_field_mode_takes_any_fifth_field() {
         let input = request(&[b"alice", b"pw", b"imap", b"example.org", b"not-an-address"]);
         let (got, rest) = decode_all(SaslauthdFields::Five, &input);
-        assert_eq!(got, [auth("alice", "example.org", "pw")]);
+        assert_eq!(got, [auth_for("imap", "alice", "example.org", "pw")]);
         assert!(rest.is_empty());
     }
 
@@ -529,7 +536,7 @@ mod tests {
         input.extend_from_slice(&[0, 100]);
         input.extend_from_slice(b"partial login");
         let (got, rest) = decode_all(SaslauthdFields::Auto, &input);
-        assert_eq!(got, [auth("alice", "example.org", "pw")]);
+        assert_eq!(got, [auth_for("imap", "alice", "example.org", "pw")]);
         assert_eq!(rest.len(), 2 + 13);
     }
 
@@ -672,7 +679,7 @@ mod tests {
         assert_eq!(codec.decode(&mut buf), Decoded::NeedMore);
         assert_eq!(
             codec.decode_eof(&mut buf),
-            Decoded::Request(auth("alice", "example.org", "pw"))
+            Decoded::Request(auth_for("imap", "alice", "example.org", "pw"))
         );
         assert_eq!(codec.decode_eof(&mut buf), Decoded::End);
         assert!(buf.is_empty());
