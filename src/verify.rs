@@ -366,42 +366,29 @@ impl Verifier {
     /// `-R`: the shared roster JSON, and with ejabberdctl configured the
     /// sync run to completion (not limited to the login's second).
     pub async fn roster_and_sync(&self, user: &str, domain: &str) -> Option<String> {
-        let settings = self.domains.lookup(domain)?;
-        let answer = self
-            .backend
-            .query(&settings.endpoint, user, &Query::SharedRoster)
-            .await;
-        match answer {
-            Ok(Answer::Roster { body, roster_json }) => {
-                if let Some(sync) = &self.roster {
-                    let value = serde_json::from_str(&roster_json).unwrap_or_default();
-                    let handle = sync.spawn_after_login(
-                        user.to_owned(),
-                        domain.to_owned(),
-                        body,
-                        value,
-                        self.clock.now(),
-                    );
-                    let _ = handle.await;
-                }
-                Some(roster_json)
-            }
-            Ok(other) => {
-                warn!(
-                    "roster {user}@{domain}: unexpected answer {}",
-                    answer_kind(&other)
-                );
-                None
-            }
-            Err(e) => {
-                warn!("roster {user}@{domain}: back end unreachable: {e}");
-                None
-            }
+        let (body, roster_json) = self.fetch_roster(user, domain).await?;
+        if let Some(sync) = &self.roster {
+            let value = serde_json::from_str(&roster_json).unwrap_or_default();
+            let handle = sync.spawn_after_login(
+                user.to_owned(),
+                domain.to_owned(),
+                body,
+                value,
+                self.clock.now(),
+            );
+            let _ = handle.await;
         }
+        Some(roster_json)
     }
 
     /// The shared roster JSON of `user@domain`, or `None` on failure.
     pub async fn roster(&self, user: &str, domain: &str) -> Option<String> {
+        self.fetch_roster(user, domain).await.map(|(_, json)| json)
+    }
+
+    /// Asks the back end for the shared roster: the raw reply body and
+    /// `data.sharedRoster` as JSON text; failures are logged.
+    async fn fetch_roster(&self, user: &str, domain: &str) -> Option<(String, String)> {
         let Some(settings) = self.domains.lookup(domain) else {
             warn!("roster {user}@{domain}: no API URL configured for this domain");
             return None;
@@ -411,7 +398,7 @@ impl Verifier {
             .query(&settings.endpoint, user, &Query::SharedRoster)
             .await
         {
-            Ok(Answer::Roster { roster_json, .. }) => Some(roster_json),
+            Ok(Answer::Roster { body, roster_json }) => Some((body, roster_json)),
             Ok(other) => {
                 warn!(
                     "roster {user}@{domain}: unexpected answer {}",
