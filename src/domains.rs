@@ -4,7 +4,9 @@
 //!
 //! The table is read into memory and re-read when it is older than
 //! [`RELOAD_AFTER`], so `xcauth domain add` in another process takes effect
-//! within seconds without a database query per request.
+//! within seconds without a database query per request. Back ends are
+//! built once per row (and per domain for the global settings), so a
+//! request costs a map look-up, not a set-up.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,21 +14,76 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, warn};
 
-use crate::backend::Endpoint;
+use crate::backend::{self, Backend, BackendKind, BackendSpec, HttpClient};
 use crate::secret::Secret;
 use crate::store::{DomainRow, Store};
 use crate::token::TokenKey;
-use crate::verify::{DomainSettings, Domains};
 
 /// How old the in-memory copy of the table may get.
 pub const RELOAD_AFTER: Duration = Duration::from_secs(5);
+
+/// Domains without a row whose global back end is kept built; more (a
+/// client inventing domains) are built per request instead of filling
+/// memory.
+pub const MAX_GLOBAL_DOMAINS: usize = 1024;
+
+/// The settings one XMPP domain is served with: its back end and, where a
+/// secret is known, the key its tokens are checked with.
+#[derive(Clone)]
+pub struct DomainSettings {
+    /// Where back-end questions for this domain go.
+    pub backend: Arc<dyn Backend>,
+    /// Token key derived from the domain's secret; `None`: no token logins.
+    pub token_key: Option<Arc<TokenKey>>,
+}
+
+impl DomainSettings {
+    /// Settings for `spec`, built on `client`.
+    pub fn build(spec: &BackendSpec, client: &Arc<HttpClient>) -> Self {
+        DomainSettings {
+            backend: backend::build(spec, client),
+            token_key: token_key(&spec.secret),
+        }
+    }
+}
+
+fn token_key(secret: &Secret) -> Option<Arc<TokenKey>> {
+    (!secret.is_empty()).then(|| Arc::new(TokenKey::new(secret.expose().as_bytes())))
+}
+
+/// Finds the settings for a domain (SPEC §7): a per-domain row, else the
+/// global URL and secret.
+pub trait Domains: Send + Sync {
+    /// Settings for `domain`, or `None` when nothing is configured for it.
+    fn lookup(&self, domain: &str) -> Option<DomainSettings>;
+}
+
+/// The global back-end settings (command line and config file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Global {
+    /// The kind of back end.
+    pub kind: BackendKind,
+    /// The URL; `None`: only domains with a row are served.
+    pub url: Option<String>,
+    /// The secret.
+    pub secret: Secret,
+}
+
+impl Global {
+    /// JSXC settings from the original's `url` and `secret`.
+    pub fn jsxc(url: Option<String>, secret: Secret) -> Self {
+        Global {
+            kind: BackendKind::Jsxc,
+            url,
+            secret,
+        }
+    }
+}
 
 /// The `domains` table in front of the global settings.
 pub struct DbDomains {
     store: Arc<Store>,
     global: GlobalOnly,
-    global_url: Option<String>,
-    global_secret: Secret,
     table: Mutex<Loaded>,
 }
 
@@ -36,13 +93,12 @@ struct Loaded {
 }
 
 impl DbDomains {
-    /// Domains from `store`, falling back to `url`/`secret`.
-    pub fn new(store: Arc<Store>, url: Option<String>, secret: Secret) -> DbDomains {
+    /// Domains from `store`, falling back to `global`; back ends on
+    /// `client`.
+    pub fn new(store: Arc<Store>, global: Global, client: Arc<HttpClient>) -> DbDomains {
         DbDomains {
             store,
-            global: GlobalOnly::new(url.clone(), secret.clone()),
-            global_url: url,
-            global_secret: secret,
+            global: GlobalOnly::new(global, client),
             table: Mutex::new(Loaded {
                 at: None,
                 rows: HashMap::new(),
@@ -50,39 +106,43 @@ impl DbDomains {
         }
     }
 
-    /// Settings for one row; a column left empty takes the global value.
-    fn settings(&self, row: DomainRow) -> Option<(String, DomainSettings)> {
+    /// The spec of one row; a column left empty takes the global value.
+    pub fn row_spec(row: &DomainRow, global: &Global) -> Option<BackendSpec> {
         let url = row
             .authurl
+            .clone()
             .filter(|u| !u.is_empty())
-            .or_else(|| self.global_url.clone())?;
+            .or_else(|| global.url.clone())?;
         let secret = row
             .authsecret
+            .clone()
             .filter(|s| !s.is_empty())
             .map(Secret::new)
-            .unwrap_or_else(|| self.global_secret.clone());
+            .unwrap_or_else(|| global.secret.clone());
         let auth_domain = row
             .authdomain
+            .clone()
             .filter(|d| !d.is_empty())
             .unwrap_or_else(|| row.xmppdomain.clone());
-        let token_key = Arc::new(TokenKey::new(secret.expose().as_bytes()));
-        Some((
-            row.xmppdomain,
-            DomainSettings {
-                endpoint: Endpoint {
-                    url,
-                    secret,
-                    auth_domain,
-                },
-                token_key,
-            },
-        ))
+        Some(BackendSpec {
+            kind: global.kind,
+            url,
+            secret,
+            auth_domain,
+        })
     }
 
     fn reload(&self, loaded: &mut Loaded) {
         match self.store.domains() {
             Ok(rows) => {
-                loaded.rows = rows.into_iter().filter_map(|r| self.settings(r)).collect();
+                loaded.rows = rows
+                    .into_iter()
+                    .filter_map(|row| {
+                        let spec = Self::row_spec(&row, &self.global.global)?;
+                        let settings = DomainSettings::build(&spec, &self.global.client);
+                        Some((row.xmppdomain, settings))
+                    })
+                    .collect();
                 debug!("domain table loaded: {} rows", loaded.rows.len());
             }
             // Keep serving with what we had; the next request tries again.
@@ -108,45 +168,112 @@ impl Domains for DbDomains {
     }
 }
 
-/// Only the global `--url`/`--secret`; the auth domain is the XMPP domain.
+/// Only the global settings; the auth domain is the XMPP domain.
 pub struct GlobalOnly {
-    url: Option<String>,
-    secret: Secret,
-    token_key: Arc<TokenKey>,
+    global: Global,
+    client: Arc<HttpClient>,
+    token_key: Option<Arc<TokenKey>>,
+    built: Mutex<HashMap<String, Arc<dyn Backend>>>,
 }
 
 impl GlobalOnly {
     /// Settings from the global URL (if any) and secret.
-    pub fn new(url: Option<String>, secret: Secret) -> Self {
-        let token_key = Arc::new(TokenKey::new(secret.expose().as_bytes()));
+    pub fn new(global: Global, client: Arc<HttpClient>) -> Self {
         GlobalOnly {
-            url,
-            secret,
-            token_key,
+            token_key: token_key(&global.secret),
+            global,
+            client,
+            built: Mutex::new(HashMap::new()),
         }
     }
 }
 
 impl Domains for GlobalOnly {
     fn lookup(&self, domain: &str) -> Option<DomainSettings> {
-        let url = self.url.clone()?;
+        let url = self.global.url.as_ref()?;
+        let mut built = self.built.lock().unwrap_or_else(|e| e.into_inner());
+        let backend = match built.get(domain) {
+            Some(backend) => Arc::clone(backend),
+            None => {
+                let spec = BackendSpec {
+                    kind: self.global.kind,
+                    url: url.clone(),
+                    secret: self.global.secret.clone(),
+                    auth_domain: domain.to_owned(),
+                };
+                let backend = backend::build(&spec, &self.client);
+                if built.len() < MAX_GLOBAL_DOMAINS {
+                    built.insert(domain.to_owned(), Arc::clone(&backend));
+                }
+                backend
+            }
+        };
         Some(DomainSettings {
-            endpoint: Endpoint {
-                url,
-                secret: self.secret.clone(),
-                auth_domain: domain.to_owned(),
-            },
-            token_key: Arc::clone(&self.token_key),
+            backend,
+            token_key: self.token_key.clone(),
         })
+    }
+}
+
+/// One back end for every domain (tests, and tools that ask one Nextcloud).
+pub struct Fixed(pub DomainSettings);
+
+impl Domains for Fixed {
+    fn lookup(&self, _domain: &str) -> Option<DomainSettings> {
+        Some(self.0.clone())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::BackendOptions;
+
+    fn global() -> Global {
+        Global::jsxc(Some("http://global/api".into()), Secret::new("g"))
+    }
+
+    fn row(domain: &str, secret: &str, url: &str, authdomain: &str) -> DomainRow {
+        DomainRow {
+            xmppdomain: domain.into(),
+            authsecret: Some(secret.into()),
+            authurl: Some(url.into()),
+            authdomain: Some(authdomain.into()),
+            regcontact: None,
+            regfirst: None,
+            reglatest: None,
+        }
+    }
 
     #[test]
     fn rows_override_globals_column_by_column() {
+        let net = DbDomains::row_spec(
+            &row(
+                "chat.example.net",
+                "net-secret",
+                "http://127.0.0.1:9/other",
+                "example.net",
+            ),
+            &global(),
+        )
+        .expect("row");
+        assert_eq!(net.url, "http://127.0.0.1:9/other");
+        assert_eq!(net.secret.expose(), "net-secret");
+        assert_eq!(net.auth_domain, "example.net");
+        let partial =
+            DbDomains::row_spec(&row("partial.example", "", "", ""), &global()).expect("row");
+        assert_eq!(partial.url, "http://global/api");
+        assert_eq!(partial.secret.expose(), "g");
+        assert_eq!(partial.auth_domain, "partial.example");
+        let no_url = Global::jsxc(None, Secret::new("g"));
+        assert_eq!(
+            DbDomains::row_spec(&row("x.example", "s", "", ""), &no_url),
+            None
+        );
+    }
+
+    #[test]
+    fn tokens_of_a_domain_with_its_own_secret_use_that_secret() {
         let store = Arc::new(Store::open(std::path::Path::new(":memory:")).expect("store"));
         store
             .put_domain(
@@ -158,26 +285,43 @@ mod tests {
                 0,
             )
             .expect("row");
-        store
-            .put_domain("partial.example", "", "", "", None, 0)
-            .expect("row");
-        let d = DbDomains::new(store, Some("http://global/api".into()), Secret::new("g"));
-        let net = d.lookup("chat.example.net").expect("row");
-        assert_eq!(net.endpoint.url, "http://127.0.0.1:9/other");
-        assert_eq!(net.endpoint.secret.expose(), "net-secret");
-        assert_eq!(net.endpoint.auth_domain, "example.net");
-        let partial = d.lookup("partial.example").expect("row");
-        assert_eq!(partial.endpoint.url, "http://global/api");
-        assert_eq!(partial.endpoint.secret.expose(), "g");
-        assert_eq!(partial.endpoint.auth_domain, "partial.example");
-        let other = d.lookup("other.example").expect("global");
-        assert_eq!(other.endpoint.url, "http://global/api");
-        assert_eq!(other.endpoint.auth_domain, "other.example");
-        // Tokens of a domain with its own secret use that secret.
-        let token = crate::token::make(b"net-secret", "u", "chat.example.net", u32::MAX);
-        assert_eq!(
-            net.token_key.check("u", "chat.example.net", &token, 0),
-            crate::token::TokenCheck::Valid
+        let client = HttpClient::new(&BackendOptions::default()).expect("client");
+        let d = DbDomains::new(store, global(), client);
+        let check = |domain: &str, secret: &[u8]| {
+            let token = crate::token::make(secret, "u", domain, u32::MAX);
+            let settings = d.lookup(domain).expect("settings");
+            settings
+                .token_key
+                .expect("key")
+                .check("u", domain, &token, 0)
+        };
+        use crate::token::TokenCheck::{BadMac, Valid};
+        assert_eq!(check("chat.example.net", b"net-secret"), Valid);
+        assert_eq!(check("chat.example.net", b"g"), BadMac);
+        assert_eq!(check("other.example", b"g"), Valid);
+    }
+
+    #[test]
+    fn no_secret_means_no_token_key() {
+        let client = HttpClient::new(&BackendOptions::default()).expect("client");
+        let d = GlobalOnly::new(
+            Global::jsxc(Some("http://x/".into()), Secret::default()),
+            client,
         );
+        assert!(d
+            .lookup("example.org")
+            .expect("settings")
+            .token_key
+            .is_none());
+    }
+
+    #[test]
+    fn invented_domains_do_not_fill_memory() {
+        let client = HttpClient::new(&BackendOptions::default()).expect("client");
+        let d = GlobalOnly::new(global(), client);
+        for i in 0..MAX_GLOBAL_DOMAINS + 50 {
+            assert!(d.lookup(&format!("d{i}.example")).is_some());
+        }
+        assert_eq!(d.built.lock().unwrap().len(), MAX_GLOBAL_DOMAINS);
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tracing::{debug, error, info, warn};
 
-use crate::backend::{BackendOptions, HttpBackend};
+use crate::backend::{BackendOptions, HttpClient};
 use crate::clock::SystemClock;
 use crate::config::{self, Config, Mode};
 use crate::listen;
@@ -19,10 +19,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
-use crate::backend::Backend;
 use crate::cache::{Cache, MemoryStorage, Ttls};
 use crate::config::CacheStorage;
-use crate::domains::DbDomains;
+use crate::domains::{DbDomains, Global};
 use crate::roster::{CommandCtl, RosterSync, SrgCreateStyle};
 use crate::store::Store;
 use crate::verify::{Domains, GlobalOnly, Verifier};
@@ -88,12 +87,12 @@ pub fn main_with_args<I: IntoIterator<Item = OsString>>(args: I) -> ExitCode {
 
 /// Runs the configured mode to its end.
 pub async fn run(config: Config) -> ExitCode {
-    let backend = match HttpBackend::new(&BackendOptions {
+    let client = match HttpClient::new(&BackendOptions {
         connect_timeout: config.connect_timeout,
         request_timeout: config.request_timeout,
         ca_file: config.ca_file.clone(),
     }) {
-        Ok(backend) => backend,
+        Ok(client) => client,
         Err(e) => {
             error!("{e}");
             eprintln!("xcauth: {e}");
@@ -106,7 +105,7 @@ pub async fn run(config: Config) -> ExitCode {
             path.display()
         );
     }
-    let verifier = match build_verifier(&config, Arc::new(backend)) {
+    let verifier = match build_verifier(&config, client) {
         Ok(v) => Arc::new(v),
         Err(e) => {
             error!("{e}");
@@ -148,7 +147,7 @@ pub async fn run(config: Config) -> ExitCode {
 /// The decision with what the configuration asks for: the database (for
 /// per-domain settings, the `db` cache and roster state), the cache, and
 /// the shared roster sync.
-fn build_verifier(config: &Config, backend: Arc<dyn Backend>) -> Result<Verifier, String> {
+fn build_verifier(config: &Config, client: Arc<HttpClient>) -> Result<Verifier, String> {
     let needs_db = config.cache_storage == CacheStorage::Db || config.ejabberdctl.is_some();
     let db_exists = config.db.as_os_str() == ":memory:" || config.db.exists();
     let store = if needs_db || db_exists {
@@ -172,15 +171,12 @@ fn build_verifier(config: &Config, backend: Arc<dyn Backend>) -> Result<Verifier
         );
         None
     };
+    let global = Global::jsxc(config.url.clone(), config.secret.clone());
     let domains: Arc<dyn Domains> = match &store {
-        Some(store) => Arc::new(DbDomains::new(
-            Arc::clone(store),
-            config.url.clone(),
-            config.secret.clone(),
-        )),
-        None => Arc::new(GlobalOnly::new(config.url.clone(), config.secret.clone())),
+        Some(store) => Arc::new(DbDomains::new(Arc::clone(store), global, client)),
+        None => Arc::new(GlobalOnly::new(global, client)),
     };
-    let mut verifier = Verifier::new(backend, Arc::new(SystemClock), domains);
+    let mut verifier = Verifier::new(Arc::new(SystemClock), domains);
     let ttls = Ttls {
         query: config.cache_query_ttl,
         verification: config.cache_verification_ttl,

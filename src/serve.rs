@@ -404,32 +404,22 @@ pub async fn serve_connected(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::{Answer, Backend, BackendError, Endpoint, Query};
+    use crate::backend::fake::Scripted;
     use crate::clock::FixedClock;
+    use crate::domains::{DomainSettings, Fixed};
     use crate::proto::Protocol;
-    use crate::secret::Secret;
-    use crate::verify::GlobalOnly;
-
-    struct Down;
-
-    #[async_trait::async_trait]
-    impl Backend for Down {
-        async fn query(&self, _: &Endpoint, _: &str, _: &Query) -> Result<Answer, BackendError> {
-            Err(BackendError::ConnectionRefused)
-        }
-    }
+    use crate::token::TokenKey;
 
     /// Far more pipelined requests than the in-flight limit, all already
     /// buffered when the peer stops writing: every one is answered.
     #[tokio::test]
     async fn requests_beyond_the_in_flight_limit_are_all_answered() {
         let verifier = Arc::new(Verifier::new(
-            Arc::new(Down),
             Arc::new(FixedClock::new(1000)),
-            Arc::new(GlobalOnly::new(
-                Some("http://127.0.0.1:1/".into()),
-                Secret::new("s"),
-            )),
+            Arc::new(Fixed(DomainSettings {
+                backend: Arc::new(Scripted::down()),
+                token_key: Some(Arc::new(TokenKey::new(b"s"))),
+            })),
         ));
         let n = MAX_IN_FLIGHT * 3 + 7;
         let mut input = Vec::new();

@@ -8,32 +8,15 @@ use tracing::{debug, info, warn};
 
 use tokio_util::task::TaskTracker;
 
-use crate::backend::{Answer, Backend, BackendError, Endpoint, Query};
+use crate::backend::{BackendError, Roster, Verdict};
 use crate::cache::Cache;
 use crate::clock::Clock;
 use crate::proto::{Reply, Request};
 use crate::roster::{self, RosterSync};
 use crate::secret::Secret;
-use crate::token::{TokenCheck, TokenKey};
+use crate::token::TokenCheck;
 
-pub use crate::domains::GlobalOnly;
-
-/// The settings one XMPP domain is served with: its back end and the key
-/// its tokens are checked with.
-#[derive(Clone)]
-pub struct DomainSettings {
-    /// Where back-end questions for this domain go.
-    pub endpoint: Endpoint,
-    /// Token key derived from the endpoint's secret.
-    pub token_key: Arc<TokenKey>,
-}
-
-/// Finds the settings for a domain (SPEC §7): a per-domain row, else the
-/// global URL and secret.
-pub trait Domains: Send + Sync {
-    /// Settings for `domain`, or `None` when nothing is configured for it.
-    fn lookup(&self, domain: &str) -> Option<DomainSettings>;
-}
+pub use crate::domains::{DomainSettings, Domains, GlobalOnly};
 
 /// How an `auth` was decided; drives the log line and the roster update.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,7 +30,7 @@ pub enum AuthOutcome {
     /// The back end was unreachable; a cache entry within the unreachable
     /// TTL matched.
     CacheWhileUnreachable(BackendError),
-    /// The back end said no.
+    /// The back end said no (or refused the question).
     Rejected,
     /// The back end could not be asked and nothing else allowed the login.
     Unreachable(BackendError),
@@ -70,7 +53,6 @@ impl AuthOutcome {
 
 /// Answers requests; shared by every stream of a process.
 pub struct Verifier {
-    backend: Arc<dyn Backend>,
     clock: Arc<dyn Clock>,
     domains: Arc<dyn Domains>,
     cache: Option<Arc<Cache>>,
@@ -80,15 +62,10 @@ pub struct Verifier {
 }
 
 impl Verifier {
-    /// A verifier asking `backend`, with "now" from `clock`, without cache
-    /// or roster sync.
-    pub fn new(
-        backend: Arc<dyn Backend>,
-        clock: Arc<dyn Clock>,
-        domains: Arc<dyn Domains>,
-    ) -> Self {
+    /// A verifier asking each domain's back end from `domains`, with "now"
+    /// from `clock`, without cache or roster sync.
+    pub fn new(clock: Arc<dyn Clock>, domains: Arc<dyn Domains>) -> Self {
         Verifier {
-            backend,
             clock,
             domains,
             cache: None,
@@ -165,10 +142,11 @@ impl Verifier {
             warn!("auth {user}@{domain}: no API URL configured for this domain");
             return AuthOutcome::NoBackend;
         };
-        match settings
-            .token_key
-            .check(user, domain, password.expose(), now)
-        {
+        let token = match &settings.token_key {
+            Some(key) => key.check(user, domain, password.expose(), now),
+            None => TokenCheck::NotAToken,
+        };
+        match token {
             TokenCheck::Valid => {
                 debug!("auth {user}@{domain}: valid token");
                 return AuthOutcome::Token;
@@ -201,10 +179,9 @@ impl Verifier {
             }
         }
 
-        let query = Query::Auth(password.clone());
-        let answer = self.backend.query(&settings.endpoint, user, &query).await;
+        let answer = settings.backend.auth(user, password).await;
         match answer {
-            Ok(Answer::Authenticated) => {
+            Ok(Verdict::Accepted) => {
                 debug!("auth {jid}: accepted by back end");
                 if let Some(cache) = cache {
                     self.in_background({
@@ -215,7 +192,7 @@ impl Verifier {
                 }
                 AuthOutcome::Backend
             }
-            Ok(Answer::Rejected) => {
+            Ok(Verdict::Rejected) => {
                 info!("auth {jid}: wrong password (back end said noauth)");
                 if let (Some(cache), Some((entry, matched))) = (cache, cached) {
                     // A password the back end rejects must not keep working
@@ -237,14 +214,11 @@ impl Verifier {
                 }
                 AuthOutcome::Rejected
             }
-            other => {
-                let error = match other {
-                    Err(e) => e,
-                    Ok(a) => BackendError::Malformed(format!(
-                        "unexpected answer to auth: {}",
-                        answer_kind(&a)
-                    )),
-                };
+            Err(error) if !error.falls_back_to_cache() => {
+                info!("auth {jid}: failed, the back end refused the question: {error}");
+                AuthOutcome::Rejected
+            }
+            Err(error) => {
                 if let (Some(cache), Some((entry, matched))) = (cache, cached) {
                     if cache.usable_while_unreachable(&entry, now) {
                         let matches = match matched {
@@ -284,25 +258,16 @@ impl Verifier {
         let Some(settings) = self.domains.lookup(domain) else {
             return;
         };
-        let backend = Arc::clone(&self.backend);
         let sync = Arc::clone(sync);
         let jid = format!("{user}@{domain}");
         let (user, domain) = (user.to_owned(), domain.to_owned());
         let now = self.clock.now();
         let task = self.background.spawn(async move {
-            match backend
-                .query(&settings.endpoint, &user, &Query::SharedRoster)
-                .await
-            {
-                Ok(Answer::Roster { body, roster_json }) => {
-                    let value = serde_json::from_str(&roster_json).unwrap_or_default();
-                    let handle = sync.spawn_after_login(user, domain, body, value, now);
+            match settings.backend.roster(&user).await {
+                Ok(roster) => {
+                    let handle = sync.spawn_after_login(user, domain, roster, now);
                     let _ = handle.await;
                 }
-                Ok(other) => warn!(
-                    "shared roster of {user}@{domain}: unexpected answer {}",
-                    answer_kind(&other)
-                ),
                 Err(e) => warn!("shared roster of {user}@{domain}: back end unreachable: {e}"),
             }
         });
@@ -320,25 +285,18 @@ impl Verifier {
             warn!("isuser {user}@{domain}: no API URL configured for this domain");
             return Reply::TryLater;
         };
-        match self
-            .backend
-            .query(&settings.endpoint, user, &Query::IsUser)
-            .await
-        {
-            Ok(Answer::IsUser(true)) => {
+        match settings.backend.is_user(user).await {
+            Ok(true) => {
                 debug!("isuser {user}@{domain}: yes");
                 Reply::Yes
             }
-            Ok(Answer::IsUser(false)) => {
+            Ok(false) => {
                 info!("isuser {user}@{domain}: no such user");
                 Reply::No
             }
-            Ok(other) => {
-                warn!(
-                    "isuser {user}@{domain}: unexpected answer {}",
-                    answer_kind(&other)
-                );
-                self.isuser_unreachable(user, domain).await
+            Err(e) if !e.falls_back_to_cache() => {
+                info!("isuser {user}@{domain}: the back end refused the question: {e}");
+                Reply::No
             }
             Err(e) => {
                 warn!("isuser {user}@{domain}: back end unreachable: {e}");
@@ -366,46 +324,33 @@ impl Verifier {
     /// `-R`: the shared roster JSON, and with ejabberdctl configured the
     /// sync run to completion (not limited to the login's second).
     pub async fn roster_and_sync(&self, user: &str, domain: &str) -> Option<String> {
-        let (body, roster_json) = self.fetch_roster(user, domain).await?;
+        let roster = self.fetch_roster(user, domain).await?;
+        let json = roster.to_json();
         if let Some(sync) = &self.roster {
-            let value = serde_json::from_str(&roster_json).unwrap_or_default();
             let handle = sync.spawn_after_login(
                 user.to_owned(),
                 domain.to_owned(),
-                body,
-                value,
+                roster,
                 self.clock.now(),
             );
             let _ = handle.await;
         }
-        Some(roster_json)
+        Some(json)
     }
 
     /// The shared roster JSON of `user@domain`, or `None` on failure.
     pub async fn roster(&self, user: &str, domain: &str) -> Option<String> {
-        self.fetch_roster(user, domain).await.map(|(_, json)| json)
+        self.fetch_roster(user, domain).await.map(|r| r.to_json())
     }
 
-    /// Asks the back end for the shared roster: the raw reply body and
-    /// `data.sharedRoster` as JSON text; failures are logged.
-    async fn fetch_roster(&self, user: &str, domain: &str) -> Option<(String, String)> {
+    /// Asks the back end for the shared roster; failures are logged.
+    async fn fetch_roster(&self, user: &str, domain: &str) -> Option<Roster> {
         let Some(settings) = self.domains.lookup(domain) else {
             warn!("roster {user}@{domain}: no API URL configured for this domain");
             return None;
         };
-        match self
-            .backend
-            .query(&settings.endpoint, user, &Query::SharedRoster)
-            .await
-        {
-            Ok(Answer::Roster { body, roster_json }) => Some((body, roster_json)),
-            Ok(other) => {
-                warn!(
-                    "roster {user}@{domain}: unexpected answer {}",
-                    answer_kind(&other)
-                );
-                None
-            }
+        match settings.backend.roster(user).await {
+            Ok(roster) => Some(roster),
             Err(e) => {
                 warn!("roster {user}@{domain}: back end unreachable: {e}");
                 None
@@ -414,72 +359,22 @@ impl Verifier {
     }
 }
 
-fn answer_kind(answer: &Answer) -> &'static str {
-    match answer {
-        Answer::Authenticated => "authenticated",
-        Answer::Rejected => "rejected",
-        Answer::IsUser(_) => "isuser",
-        Answer::Roster { .. } => "roster",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::fake::{timeout, Asked, Reply as Answer, Scripted};
+    use crate::backend::Cause;
     use crate::clock::FixedClock;
-    use async_trait::async_trait;
-    use std::sync::Mutex;
-
-    /// A back end that answers from a script and records what it was asked.
-    struct Scripted {
-        answers: Mutex<Vec<Result<Answer, BackendError>>>,
-        seen: Mutex<Vec<(String, String, Query)>>,
-    }
-
-    impl Scripted {
-        fn new(answers: Vec<Result<Answer, BackendError>>) -> Arc<Self> {
-            Arc::new(Scripted {
-                answers: Mutex::new(answers),
-                seen: Mutex::new(Vec::new()),
-            })
-        }
-        fn calls(&self) -> usize {
-            self.seen.lock().unwrap().len()
-        }
-    }
-
-    #[async_trait]
-    impl Backend for Scripted {
-        async fn query(
-            &self,
-            endpoint: &Endpoint,
-            user: &str,
-            query: &Query,
-        ) -> Result<Answer, BackendError> {
-            self.seen.lock().unwrap().push((
-                user.to_owned(),
-                endpoint.auth_domain.clone(),
-                query.clone(),
-            ));
-            let mut answers = self.answers.lock().unwrap();
-            assert!(
-                !answers.is_empty(),
-                "back end asked more often than scripted"
-            );
-            answers.remove(0)
-        }
-    }
+    use crate::domains::Fixed;
+    use crate::token::TokenKey;
 
     fn verifier(backend: Arc<Scripted>, now: i64) -> (Arc<Verifier>, Arc<FixedClock>) {
         let clock = Arc::new(FixedClock::new(now));
-        let domains = Arc::new(GlobalOnly::new(
-            Some("http://127.0.0.1:1/api".into()),
-            Secret::new("01234"),
-        ));
-        (
-            Arc::new(Verifier::new(backend, clock.clone(), domains)),
-            clock,
-        )
+        let domains = Arc::new(Fixed(DomainSettings {
+            backend,
+            token_key: Some(Arc::new(TokenKey::new(b"01234"))),
+        }));
+        (Arc::new(Verifier::new(clock.clone(), domains)), clock)
     }
 
     fn auth(user: &str, domain: &str, password: &str) -> Request {
@@ -493,7 +388,7 @@ mod tests {
 
     #[tokio::test]
     async fn valid_token_never_asks_the_back_end() {
-        let backend = Scripted::new(vec![]);
+        let backend = Arc::new(Scripted::new(vec![]));
         let (v, _) = verifier(backend.clone(), 2000);
         let reply = v
             .handle(auth("tuser", "tdomain", "AMydsCzkh8-8vjcb9U2gqV/FZQAAEfg"))
@@ -504,7 +399,7 @@ mod tests {
 
     #[tokio::test]
     async fn expiry_uses_the_time_of_each_request() {
-        let backend = Scripted::new(vec![Ok(Answer::Rejected)]);
+        let backend = Arc::new(Scripted::new(vec![Ok(Answer::Rejected)]));
         let (v, clock) = verifier(backend.clone(), 2000);
         let token = "AMydsCzkh8-8vjcb9U2gqV/FZQAAEfg";
         assert_eq!(
@@ -519,14 +414,14 @@ mod tests {
 
     #[tokio::test]
     async fn back_end_answers_map_to_replies() {
-        let backend = Scripted::new(vec![
-            Ok(Answer::Authenticated),
+        let backend = Arc::new(Scripted::new(vec![
+            Ok(Answer::Accepted),
             Ok(Answer::Rejected),
-            Err(BackendError::Timeout),
+            Err(timeout()),
             Ok(Answer::IsUser(true)),
             Ok(Answer::IsUser(false)),
-            Err(BackendError::ConnectionRefused),
-        ]);
+            Err(BackendError::Unavailable(Cause::ConnectionRefused)),
+        ]));
         let (v, _) = verifier(backend.clone(), 2000);
         assert_eq!(
             v.clone().handle(auth("a", "d", "pw:with:colons")).await,
@@ -541,22 +436,17 @@ mod tests {
         assert_eq!(v.clone().handle(isuser()).await, Reply::Yes);
         assert_eq!(v.clone().handle(isuser()).await, Reply::No);
         assert_eq!(v.clone().handle(isuser()).await, Reply::TryLater);
-        let seen = backend.seen.lock().unwrap();
-        assert_eq!(seen[0].2, Query::Auth(Secret::new("pw:with:colons")));
-        assert_eq!(seen[0].1, "d", "auth domain defaults to the XMPP domain");
-        assert_eq!(seen[3].2, Query::IsUser);
-    }
-
-    #[tokio::test]
-    async fn a_wrong_answer_kind_is_not_a_success() {
-        let backend = Scripted::new(vec![Ok(Answer::IsUser(true))]);
-        let (v, _) = verifier(backend, 2000);
-        assert_eq!(v.handle(auth("a", "d", "pw")).await, Reply::No);
+        let asked = backend.asked();
+        assert_eq!(
+            asked[0],
+            Asked::Auth("a".into(), Secret::new("pw:with:colons"))
+        );
+        assert_eq!(asked[3], Asked::IsUser("a".into()));
     }
 
     #[tokio::test]
     async fn invalid_requests_get_the_failure_reply_without_back_end() {
-        let backend = Scripted::new(vec![]);
+        let backend = Arc::new(Scripted::new(vec![]));
         let (v, _) = verifier(backend.clone(), 2000);
         let reply = v
             .handle(Request::Invalid {
@@ -569,12 +459,11 @@ mod tests {
 
     #[tokio::test]
     async fn no_url_means_failure_not_success() {
-        let backend = Scripted::new(vec![]);
-        let clock = Arc::new(FixedClock::new(2000));
+        let client = crate::backend::HttpClient::new(&Default::default()).unwrap();
+        let global = crate::domains::Global::jsxc(None, Secret::new("01234"));
         let v = Arc::new(Verifier::new(
-            backend.clone(),
-            clock,
-            Arc::new(GlobalOnly::new(None, Secret::new("01234"))),
+            Arc::new(FixedClock::new(2000)),
+            Arc::new(GlobalOnly::new(global, client)),
         ));
         assert_eq!(v.clone().handle(auth("a", "d", "pw")).await, Reply::No);
         let isuser = Request::IsUser {
@@ -582,7 +471,6 @@ mod tests {
             domain: "d".into(),
         };
         assert_eq!(v.handle(isuser).await, Reply::TryLater);
-        assert_eq!(backend.calls(), 0);
     }
 
     fn cached_verifier(
@@ -594,10 +482,10 @@ mod tests {
         Arc<crate::cache::MemoryStorage>,
     ) {
         let clock = Arc::new(FixedClock::new(now));
-        let domains = Arc::new(GlobalOnly::new(
-            Some("http://127.0.0.1:1/api".into()),
-            Secret::new("01234"),
-        ));
+        let domains = Arc::new(Fixed(DomainSettings {
+            backend,
+            token_key: Some(Arc::new(TokenKey::new(b"01234"))),
+        }));
         let storage = Arc::new(crate::cache::MemoryStorage::default());
         let cache = Arc::new(Cache::new(
             storage.clone(),
@@ -608,7 +496,7 @@ mod tests {
             },
             4,
         ));
-        let v = Verifier::new(backend, clock.clone(), domains).with_cache(cache);
+        let v = Verifier::new(clock.clone(), domains).with_cache(cache);
         (Arc::new(v), clock, storage)
     }
 
@@ -620,17 +508,16 @@ mod tests {
     /// The reference timeline of SPEC §6, step by step.
     #[tokio::test]
     async fn reference_timeline() {
-        use BackendError::Timeout;
-        let backend = Scripted::new(vec![
-            Err(Timeout),
-            Ok(Answer::Authenticated),
+        let backend = Arc::new(Scripted::new(vec![
+            Err(timeout()),
+            Ok(Answer::Accepted),
             Ok(Answer::Rejected),
-            Ok(Answer::Authenticated),
-            Ok(Answer::Authenticated),
-            Err(Timeout),
-            Err(Timeout),
-            Err(Timeout),
-        ]);
+            Ok(Answer::Accepted),
+            Ok(Answer::Accepted),
+            Err(timeout()),
+            Err(timeout()),
+            Err(timeout()),
+        ]));
         let (v, clock, storage) = cached_verifier(backend.clone(), 1);
         let auth = |pw: &str| auth("user3", "domain3", pw);
         let step = |t: i64, pw: &'static str| {
@@ -702,11 +589,11 @@ mod tests {
 
     #[tokio::test]
     async fn rejected_password_that_matches_the_cache_is_forgotten() {
-        let backend = Scripted::new(vec![
-            Ok(Answer::Authenticated),
+        let backend = Arc::new(Scripted::new(vec![
+            Ok(Answer::Accepted),
             Ok(Answer::Rejected),
-            Err(BackendError::Timeout),
-        ]);
+            Err(timeout()),
+        ]));
         let (v, clock, storage) = cached_verifier(backend.clone(), 1);
         assert_eq!(
             v.clone().handle(auth("user3", "domain3", "old")).await,
@@ -733,7 +620,10 @@ mod tests {
     #[tokio::test]
     async fn long_passwords_are_never_cached() {
         let long = "x".repeat(73);
-        let backend = Scripted::new(vec![Ok(Answer::Authenticated), Ok(Answer::Authenticated)]);
+        let backend = Arc::new(Scripted::new(vec![
+            Ok(Answer::Accepted),
+            Ok(Answer::Accepted),
+        ]));
         let (v, _, storage) = cached_verifier(backend.clone(), 1);
         assert_eq!(
             v.clone().handle(auth("user3", "domain3", &long)).await,
@@ -750,11 +640,11 @@ mod tests {
 
     #[tokio::test]
     async fn isuser_during_an_outage_uses_the_cache_for_known_users() {
-        let backend = Scripted::new(vec![
-            Ok(Answer::Authenticated),
-            Err(BackendError::Timeout),
-            Err(BackendError::Timeout),
-        ]);
+        let backend = Arc::new(Scripted::new(vec![
+            Ok(Answer::Accepted),
+            Err(timeout()),
+            Err(timeout()),
+        ]));
         let (v, _, _) = cached_verifier(backend.clone(), 1);
         assert_eq!(
             v.clone().handle(auth("user3", "domain3", "pw")).await,

@@ -12,8 +12,9 @@ use sha1::Sha1;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
+use xcauth::backend::jsxc::{Answer, JsxcBackend, Operation as Query};
 use xcauth::backend::{
-    Answer, Backend, BackendBuildError, BackendError, BackendOptions, Endpoint, HttpBackend, Query,
+    BackendBuildError, BackendError, BackendOptions, Cause, HttpClient, Verdict,
 };
 use xcauth::secret::Secret;
 
@@ -154,21 +155,32 @@ fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
-fn backend(request_timeout: Duration) -> HttpBackend {
-    HttpBackend::new(&BackendOptions {
-        connect_timeout: Duration::from_secs(2),
-        request_timeout,
-        ca_file: None,
-    })
-    .unwrap()
+/// The shared client with a request timeout, asking JSXC APIs.
+struct Backend(Arc<HttpClient>);
+
+impl Backend {
+    async fn query(&self, url: &str, user: &str, query: &Query) -> Result<Answer, BackendError> {
+        let secret = Secret::new(SECRET);
+        JsxcBackend::new(
+            Arc::clone(&self.0),
+            url.to_owned(),
+            secret,
+            "auth.example.org".into(),
+        )
+        .ask(user, query)
+        .await
+    }
 }
 
-fn endpoint(url: String) -> Endpoint {
-    Endpoint {
-        url,
-        secret: Secret::new(SECRET),
-        auth_domain: "auth.example.org".to_owned(),
-    }
+fn backend(request_timeout: Duration) -> Backend {
+    Backend(
+        HttpClient::new(&BackendOptions {
+            connect_timeout: Duration::from_secs(2),
+            request_timeout,
+            ca_file: None,
+        })
+        .unwrap(),
+    )
 }
 
 fn auth() -> Query {
@@ -190,9 +202,9 @@ async fn sends_a_signed_form_and_reads_success() {
     )])
     .await;
     let answer = backend(Duration::from_secs(5))
-        .query(&endpoint(server.url()), "alice", &auth())
+        .query(&server.url(), "alice", &auth())
         .await;
-    assert_eq!(answer, Ok(Answer::Authenticated));
+    assert_eq!(answer, Ok(Answer::Auth(Verdict::Accepted)));
 
     let seen = server.seen.recv().await.unwrap();
     assert!(
@@ -231,25 +243,23 @@ async fn sends_a_signed_form_and_reads_success() {
 
 #[tokio::test]
 async fn isuser_and_roster_over_http() {
-    let roster =
+    let roster_body =
         r#"{"result":"success","data":{"sharedRoster":{"bob":{"name":"Bob","groups":["G"]}}}}"#;
     let mut server = canned(vec![
         json_ok(r#"{"result":"success","data":{"isUser":"0"}}"#),
-        json_ok(roster),
+        json_ok(roster_body),
     ])
     .await;
     let b = backend(Duration::from_secs(5));
-    let ep = endpoint(server.url());
+    let ep = server.url();
     assert_eq!(
         b.query(&ep, "x", &Query::IsUser).await,
         Ok(Answer::IsUser(false))
     );
-    let Ok(Answer::Roster { body, roster_json }) = b.query(&ep, "x", &Query::SharedRoster).await
-    else {
+    let Ok(Answer::Roster(got)) = b.query(&ep, "x", &Query::SharedRoster).await else {
         panic!("no roster");
     };
-    assert_eq!(body, roster);
-    assert_eq!(roster_json, r#"{"bob":{"groups":["G"],"name":"Bob"}}"#);
+    assert_eq!(got.to_json(), r#"{"bob":{"groups":["G"],"name":"Bob"}}"#);
 
     // Kept alive: both requests travelled on the first connection, and
     // neither carried a password field.
@@ -264,9 +274,9 @@ async fn isuser_and_roster_over_http() {
 async fn noauth_is_rejected() {
     let server = canned(vec![json_ok(r#"{"result":"noauth"}"#)]).await;
     let answer = backend(Duration::from_secs(5))
-        .query(&endpoint(server.url()), "alice", &auth())
+        .query(&server.url(), "alice", &auth())
         .await;
-    assert_eq!(answer, Ok(Answer::Rejected));
+    assert_eq!(answer, Ok(Answer::Auth(Verdict::Rejected)));
 }
 
 #[tokio::test]
@@ -277,10 +287,10 @@ async fn refused_connection() {
         .local_addr()
         .unwrap();
     let err = backend(Duration::from_secs(5))
-        .query(&endpoint(format!("http://{addr}/api")), "alice", &auth())
+        .query(&format!("http://{addr}/api"), "alice", &auth())
         .await
         .unwrap_err();
-    assert_eq!(err, BackendError::ConnectionRefused);
+    assert_eq!(err, BackendError::Unavailable(Cause::ConnectionRefused));
 }
 
 #[tokio::test]
@@ -288,10 +298,10 @@ async fn silent_server_times_out() {
     let server = canned(vec![Reply::Hang]).await;
     let started = Instant::now();
     let err = backend(Duration::from_millis(300))
-        .query(&endpoint(server.url()), "alice", &auth())
+        .query(&server.url(), "alice", &auth())
         .await
         .unwrap_err();
-    assert_eq!(err, BackendError::Timeout);
+    assert_eq!(err, BackendError::Unavailable(Cause::Timeout));
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 
@@ -303,20 +313,23 @@ async fn reply_cut_short_times_out_too() {
     )])
     .await;
     let err = backend(Duration::from_millis(300))
-        .query(&endpoint(server.url()), "alice", &auth())
+        .query(&server.url(), "alice", &auth())
         .await
         .unwrap_err();
-    assert_eq!(err, BackendError::Timeout);
+    assert_eq!(err, BackendError::Unavailable(Cause::Timeout));
 }
 
 #[tokio::test]
 async fn closed_without_answer() {
     let server = canned(vec![Reply::Close]).await;
     let err = backend(Duration::from_secs(5))
-        .query(&endpoint(server.url()), "alice", &auth())
+        .query(&server.url(), "alice", &auth())
         .await
         .unwrap_err();
-    assert!(matches!(err, BackendError::Connect(_)), "{err:?}");
+    assert!(
+        matches!(err, BackendError::Unavailable(Cause::Connect(_))),
+        "{err:?}"
+    );
     assert_clean(&err);
 }
 
@@ -324,10 +337,13 @@ async fn closed_without_answer() {
 async fn garbage_instead_of_http() {
     let server = canned(vec![Reply::Raw(b"SSH-2.0-OpenSSH_9.6\r\n".to_vec())]).await;
     let err = backend(Duration::from_secs(5))
-        .query(&endpoint(server.url()), "alice", &auth())
+        .query(&server.url(), "alice", &auth())
         .await
         .unwrap_err();
-    assert!(matches!(err, BackendError::Connect(_)), "{err:?}");
+    assert!(
+        matches!(err, BackendError::Unavailable(Cause::Connect(_))),
+        "{err:?}"
+    );
     assert_clean(&err);
 }
 
@@ -343,17 +359,17 @@ async fn not_found_and_redirect_are_not_followed() {
     ])
     .await;
     let b = backend(Duration::from_secs(5));
-    let ep = endpoint(server.url());
+    let ep = server.url();
+    assert!(matches!(
+        b.query(&ep, "alice", &auth()).await,
+        Err(BackendError::Misconfigured(Cause::NotFound(_)))
+    ));
     assert_eq!(
         b.query(&ep, "alice", &auth()).await,
-        Err(BackendError::NotFound)
-    );
-    assert_eq!(
-        b.query(&ep, "alice", &auth()).await,
-        Err(BackendError::Redirect {
+        Err(BackendError::Misconfigured(Cause::Redirect {
             status: 302,
             location: "https://cloud.example.org/login".to_owned()
-        })
+        }))
     );
     // Exactly two requests: the redirect was not followed.
     assert!(server.seen.recv().await.is_some());
@@ -375,14 +391,17 @@ async fn signature_mismatch_and_echoing_server() {
     ])
     .await;
     let b = backend(Duration::from_secs(5));
-    let ep = endpoint(server.url());
+    let ep = server.url();
     assert_eq!(
         b.query(&ep, "alice", &auth()).await,
-        Err(BackendError::SignatureMismatch)
+        Err(BackendError::Misconfigured(Cause::SignatureMismatch))
     );
     let err = b.query(&ep, "alice", &auth()).await.unwrap_err();
     assert!(
-        matches!(err, BackendError::Failed { status: 500, .. }),
+        matches!(
+            err,
+            BackendError::Unavailable(Cause::Failed { status: 500, .. })
+        ),
         "{err:?}"
     );
     assert_clean(&err);
@@ -395,10 +414,13 @@ async fn oversized_reply_is_refused() {
     raw.resize(raw.len() + size, b' ');
     let server = canned(vec![Reply::Raw(raw)]).await;
     let err = backend(Duration::from_secs(20))
-        .query(&endpoint(server.url()), "alice", &Query::IsUser)
+        .query(&server.url(), "alice", &Query::IsUser)
         .await
         .unwrap_err();
-    assert!(matches!(err, BackendError::Malformed(_)), "{err:?}");
+    assert!(
+        matches!(err, BackendError::Misconfigured(Cause::Malformed(_))),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -415,10 +437,13 @@ async fn https_to_a_plain_http_server_is_a_tls_error() {
         }
     });
     let err = backend(Duration::from_secs(5))
-        .query(&endpoint(format!("https://{addr}/api")), "alice", &auth())
+        .query(&format!("https://{addr}/api"), "alice", &auth())
         .await
         .unwrap_err();
-    assert!(matches!(err, BackendError::Tls(_)), "{err:?}");
+    assert!(
+        matches!(err, BackendError::Misconfigured(Cause::Tls(_))),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("--ca-file"));
 }
 
@@ -426,7 +451,7 @@ async fn https_to_a_plain_http_server_is_a_tls_error() {
 fn ca_file_problems_are_reported() {
     let dir = tempfile::tempdir().unwrap();
     let build = |path: &std::path::Path| {
-        HttpBackend::new(&BackendOptions {
+        HttpClient::new(&BackendOptions {
             ca_file: Some(path.to_owned()),
             ..BackendOptions::default()
         })

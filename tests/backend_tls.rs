@@ -6,9 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use xcauth::backend::{
-    Answer, Backend, BackendError, BackendOptions, Endpoint, HttpBackend, Query,
-};
+use xcauth::backend::jsxc::JsxcBackend;
+use xcauth::backend::{Backend, BackendError, BackendOptions, Cause, HttpClient, Verdict};
 use xcauth::secret::Secret;
 
 /// A one-CA PKI: the CA's PEM, and a server config for `localhost` signed
@@ -90,41 +89,43 @@ async fn https_server(config: rustls::ServerConfig) -> u16 {
     port
 }
 
-fn endpoint(port: u16) -> Endpoint {
-    Endpoint {
-        url: format!("https://localhost:{port}/index.php/apps/ojsxc/ajax/externalApi.php"),
-        secret: Secret::new("s"),
-        auth_domain: "example.org".into(),
-    }
+fn jsxc(client: &Arc<HttpClient>, port: u16) -> JsxcBackend {
+    let url = format!("https://localhost:{port}/index.php/apps/ojsxc/ajax/externalApi.php");
+    JsxcBackend::new(
+        Arc::clone(client),
+        url,
+        Secret::new("s"),
+        "example.org".into(),
+    )
 }
 
 #[tokio::test]
 async fn own_ca_is_refused_without_ca_file_and_trusted_with_it() {
     let (ca_pem, config) = own_ca();
     let port = https_server(config).await;
-    let query = Query::Auth(Secret::new("pw"));
+    let password = Secret::new("pw");
     let options = BackendOptions {
         connect_timeout: Duration::from_secs(5),
         request_timeout: Duration::from_secs(5),
         ca_file: None,
     };
 
-    let without = HttpBackend::new(&options).expect("backend");
-    match without.query(&endpoint(port), "alice", &query).await {
-        Err(BackendError::Tls(_)) => {}
+    let without = HttpClient::new(&options).expect("backend");
+    match jsxc(&without, port).auth("alice", &password).await {
+        Err(BackendError::Misconfigured(Cause::Tls(_))) => {}
         other => panic!("an unknown CA must be a TLS error, got {other:?}"),
     }
 
     let dir = tempfile::tempdir().expect("dir");
     let ca_file = dir.path().join("my-ca.pem");
     std::fs::write(&ca_file, ca_pem).expect("write CA");
-    let with = HttpBackend::new(&BackendOptions {
+    let with = HttpClient::new(&BackendOptions {
         ca_file: Some(ca_file),
         ..options
     })
     .expect("backend with CA");
     assert_eq!(
-        with.query(&endpoint(port), "alice", &query).await,
-        Ok(Answer::Authenticated)
+        jsxc(&with, port).auth("alice", &password).await,
+        Ok(Verdict::Accepted)
     );
 }

@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tempfile::TempDir;
+use xcauth::backend::jsxc::parse_roster;
+use xcauth::backend::Roster;
 use xcauth::roster::{
-    response_hash, wait_at_most, CommandCtl, CtlError, Ejabberdctl, RosterSync, SrgCreateStyle,
-    SyncReport,
+    wait_at_most, CommandCtl, CtlError, Ejabberdctl, RosterSync, SrgCreateStyle, SyncReport,
 };
 use xcauth::store::Store;
 
@@ -33,9 +34,9 @@ fn argv(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| (*s).to_owned()).collect()
 }
 
-/// The `sharedroster` reply body around a roster value.
-fn body_of(roster: &Value) -> String {
-    json!({"result": "success", "data": {"sharedRoster": roster}}).to_string()
+/// A `data.sharedRoster` value as the JSXC back end hands it over.
+fn parsed(roster: &Value) -> Roster {
+    parse_roster(roster).expect("a roster")
 }
 
 struct Setup {
@@ -150,7 +151,7 @@ fn make_executable(path: &Path) {
 
 /// `user` logs in with `roster`; the sync must not fail as a whole.
 async fn login(sync: &RosterSync, user: &str, roster: &Value, now: i64) -> SyncReport {
-    match sync.sync(user, DOMAIN, &body_of(roster), roster, now).await {
+    match sync.sync(user, DOMAIN, &parsed(roster), now).await {
         Ok(report) => report,
         Err(e) => panic!("sync failed: {e}"),
     }
@@ -198,7 +199,7 @@ async fn first_login_creates_the_group_and_fixes_its_members() {
     assert_eq!(setup.grouplist("alice").as_deref(), Some("staff"));
     assert_eq!(
         setup.hash("alice"),
-        Some(response_hash(&body_of(&staff_roster())))
+        Some(parsed(&staff_roster()).fingerprint())
     );
     assert_eq!(setup.fullname("alice").as_deref(), Some("Alice"));
     assert_eq!(setup.fullname("bob").as_deref(), Some("Bob"));
@@ -216,16 +217,15 @@ async fn the_same_reply_again_runs_nothing() {
     assert!(report.calls.is_empty());
     assert!(setup.take_calls().is_empty());
 
-    // Other bytes, same content: looked at, but nothing to change.
-    let roster = staff_roster();
-    let spaced = format!(" {}", body_of(&roster));
-    let report = sync
-        .sync("alice", DOMAIN, &spaced, &roster, 300)
-        .await
-        .unwrap();
-    assert!(!report.unchanged);
+    // Other bytes, same content (members in another order, other spacing):
+    // the fingerprint is the same, so nothing runs.
+    let text = staff_roster().to_string();
+    let respelled: Value = serde_json::from_str(&format!(" {text}\n")).unwrap();
+    let before = setup.hash("alice");
+    let report = login(&sync, "alice", &respelled, 300).await;
+    assert!(report.unchanged);
     assert!(setup.take_calls().is_empty());
-    assert_eq!(setup.hash("alice"), Some(response_hash(&spaced)));
+    assert_eq!(setup.hash("alice"), before);
 }
 
 #[tokio::test]
@@ -482,7 +482,9 @@ async fn failing_ejabberdctl_is_reported_and_retried() {
 #[tokio::test]
 async fn a_hanging_ejabberdctl_is_killed_and_reported() {
     let setup = Setup::new();
-    let limit = Duration::from_millis(400);
+    // Long enough that the calls which do answer never hit it on a busy
+    // machine; only the hanging one does.
+    let limit = Duration::from_secs(2);
     let sync = setup.sync_with(
         CommandCtl::new(setup.wrapper("hanging", &[("HANG", "srg_get_members")]))
             .with_timeout(limit),
@@ -533,24 +535,20 @@ async fn the_secret_is_not_passed_on() {
 #[tokio::test]
 async fn the_sync_goes_on_when_the_login_stops_waiting() {
     let setup = Setup::new();
-    let limit = Duration::from_millis(500);
+    // Long enough that the calls which do answer never hit it on a busy
+    // machine; only the hanging set_vcard calls do.
+    let limit = Duration::from_secs(2);
     let sync = Arc::new(setup.sync_with(
         CommandCtl::new(setup.wrapper("slow", &[("HANG", "set_vcard")])).with_timeout(limit),
     ));
     let roster = staff_roster();
-    let mut handle = sync.spawn_after_login(
-        "alice".into(),
-        DOMAIN.into(),
-        body_of(&roster),
-        roster.clone(),
-        100,
-    );
+    let mut handle = sync.spawn_after_login("alice".into(), DOMAIN.into(), parsed(&roster), 100);
     // The login answer gives up long before the first set_vcard times out.
     assert!(tokio::time::timeout(Duration::from_millis(50), &mut handle)
         .await
         .is_err());
     let report = handle.await.unwrap().unwrap();
-    assert_eq!(report.failures.len(), 2);
+    assert_eq!(report.failures.len(), 2, "{:?}", report.failures);
     assert_eq!(
         setup.group("staff"),
         Some(argv(&["alice@example.org", "bob@example.org"]))
@@ -558,13 +556,7 @@ async fn the_sync_goes_on_when_the_login_stops_waiting() {
 
     // A quick one is waited for.
     let quick = Arc::new(setup.sync(&[]));
-    let first = quick.spawn_after_login(
-        "bob".into(),
-        DOMAIN.into(),
-        body_of(&roster),
-        roster.clone(),
-        200,
-    );
+    let first = quick.spawn_after_login("bob".into(), DOMAIN.into(), parsed(&roster), 200);
     let done = wait_at_most(first, Duration::from_secs(60)).await;
     assert!(matches!(done, Some(Ok(ref r)) if !r.unchanged), "{done:?}");
 }
@@ -626,10 +618,22 @@ async fn state_written_by_the_python_original_is_picked_up() {
         "carol": {"name": "Carol", "groups": ["staff"]},
         "dave": {"name": "Dave", "groups": ["staff"]}
     });
+    // The original stored the hash of its raw reply; ours is a fingerprint
+    // of the content, so the first login after the upgrade looks again,
+    // finds ejabberd already matching and runs nothing...
+    let original_hash = setup.hash("alice");
+    assert!(original_hash.is_some());
     let report = login(&sync, "alice", &everyone, 1_800_000_000).await;
     assert!(!report.unchanged);
     assert!(setup.take_calls().is_empty(), "ejabberd already matches");
     assert_eq!(setup.grouplist("alice").as_deref(), Some("staff"));
+    assert_ne!(setup.hash("alice"), original_hash);
+    // ...and every later login with the same roster is a no-op.
+    for t in 1..=3 {
+        let again = login(&sync, "alice", &everyone, 1_800_000_000 + t).await;
+        assert!(again.unchanged, "login {t} after the upgrade");
+    }
+    assert!(setup.take_calls().is_empty());
 
     let mut without_dave = everyone.clone();
     without_dave.as_object_mut().unwrap().remove("dave");

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, ValueEnum};
-use xcauth::backend::{encode_body, sign, Query, SIGNATURE_HEADER};
+use xcauth::backend::jsxc::{encode_body, sign, Operation as Query, SIGNATURE_HEADER};
 use xcauth::secret::Secret;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
