@@ -40,6 +40,8 @@ pub(super) struct Setting {
 // `value "NAME"`. The type (values.rs) brings the parser and the bounds;
 // the command line, XCAUTH_LONG_NAME and `long-name=` in the config file
 // then all work. Use the field in `load` (resolved.rs) with its default.
+// A new kind of value gets a `Value` impl in values.rs; the table's tests
+// then try every row on all three sources with the type's EXAMPLE.
 //
 // Spans of 0: the cache TTLs accept 0 (query and verification 0: "never
 // fresh", the cache only answers while the back end is unreachable;
@@ -60,6 +62,7 @@ options! {
     secret_file: PathBuf => "secret-file", value "PATH";
     /// Extra CA certificates (PEM) to trust for the API URL
     ca_file: PathBuf => "ca-file", value "PATH";
+    // Timeouts refuses 0: no request could ever succeed.
     /// Back-end timeouts in seconds: CONNECT[,TOTAL] [default: 5,10]
     timeouts: Timeouts => "timeout", value "SECONDS";
     /// SQLite database (domains, cache, roster state)
@@ -67,6 +70,7 @@ options! {
     db: PathBuf => "db", value "PATH";
     /// Where to cache verified passwords [default: none]
     cache_storage: CacheStorage => "cache-storage", value "WHERE";
+    // The three TTLs are `Span`s: 0 is allowed (see above).
     /// Cache hits need a query younger than this [default: 1h]
     cache_query_ttl: Span => "cache-query-ttl", value "SPAN";
     /// Cache hits need a back-end verification younger than this
@@ -103,8 +107,10 @@ options! {
     socket_group: String => "socket-group", value "GROUP";
     /// Most socket connections served at once [default: 1024]
     max_connections: Count => "max-connections", value "N";
+    // PositiveSpan: 0 would close every connection at once.
     /// Close socket connections idle this long [default: 1h]
     idle_timeout: PositiveSpan => "idle-timeout", value "SPAN";
+    // Span: 0 stops at once, abandoning requests in flight.
     /// On SIGTERM, let in-flight requests finish for this long [default: 10s]
     shutdown_timeout: Span => "shutdown-timeout", value "SPAN";
     /// Accepted for compatibility; no effect (see --ejabberdctl)
