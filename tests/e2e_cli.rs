@@ -88,6 +88,23 @@ fn usage_and_configuration_errors_exit_2() {
     assert!(String::from_utf8_lossy(&version.stdout).contains(env!("CARGO_PKG_VERSION")));
 }
 
+/// An idle limit of 0 would close every connection at once: refused at
+/// start, naming the option.
+#[test]
+fn zero_idle_timeout_exits_2_naming_the_option() {
+    let out = Command::new(xcauth_bin())
+        .args(["--idle-timeout", "0", "-t", "generic"])
+        .args(["-u", "http://127.0.0.1:9/x", "-s", "S"])
+        .env_remove("XCAUTH_SECRET")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run xcauth");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("idle-timeout"), "{err}");
+    assert!(out.stdout.is_empty());
+}
+
 #[test]
 fn config_file_supplies_url_and_secret_file() {
     let nc = StandIn::start();

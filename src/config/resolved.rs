@@ -1,0 +1,622 @@
+//! The resolved [`Config`]: the command line over the environment over the
+//! config file over the defaults, with the secret read and nothing left
+//! optional that has a default.
+
+use std::ffi::OsString;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::file::{exposure_warning, read_config_file};
+use super::options::Layer;
+use super::values::{CacheStorage, ListenSpec, Span};
+use super::{cli, ConfigError, DEFAULT_CONFIG_FILE, DEFAULT_DB, DEFAULT_LOG_DIR};
+use crate::proto::{CodecOptions, Protocol};
+use crate::secret::Secret;
+
+/// What this run does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// Serve requests of `protocol` on stdin/stdout (or inherited sockets).
+    Serve(Protocol),
+    /// `-A USER DOMAIN PASSWORD`: one auth query, print True/False.
+    AuthTest {
+        /// User.
+        user: String,
+        /// Domain.
+        domain: String,
+        /// Password or token.
+        password: Secret,
+    },
+    /// `-I USER DOMAIN`: one isuser query, print True/False.
+    IsUserTest {
+        /// User.
+        user: String,
+        /// Domain.
+        domain: String,
+    },
+    /// `-R USER DOMAIN`: print the shared roster JSON.
+    RosterTest {
+        /// User.
+        user: String,
+        /// Domain.
+        domain: String,
+    },
+}
+
+/// Socket service settings (SPEC §3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketOptions {
+    /// Own listeners (`--listen`).
+    pub listen: Vec<ListenSpec>,
+    /// Permission bits of Unix sockets we create.
+    pub mode: u32,
+    /// Owner (user name or uid) of Unix sockets we create.
+    pub owner: Option<String>,
+    /// Group (name or gid) of Unix sockets we create.
+    pub group: Option<String>,
+    /// Most connections served at once; more wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// A connection with no request for this long is closed.
+    pub idle_timeout: Duration,
+    /// On SIGTERM, in-flight requests get this long to finish.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for SocketOptions {
+    fn default() -> Self {
+        SocketOptions {
+            listen: Vec::new(),
+            mode: 0o660,
+            owner: None,
+            group: None,
+            max_connections: 1024,
+            idle_timeout: Duration::from_secs(60 * 60),
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Everything a run needs, with no option left unresolved.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// What to do.
+    pub mode: Mode,
+    /// Global API URL (`--url`); `None` when not configured.
+    pub url: Option<String>,
+    /// Global API secret (`--secret`, `secret-file`, environment, systemd
+    /// credential).
+    pub secret: Secret,
+    /// Database path (`--db`), default `/var/lib/xcauth/xcauth.sqlite3`.
+    pub db: PathBuf,
+    /// Cache mode.
+    pub cache_storage: CacheStorage,
+    /// Maximum time between queries for a cache hit, seconds.
+    pub cache_query_ttl: i64,
+    /// Maximum time since the last back-end verification for a cache hit.
+    pub cache_verification_ttl: i64,
+    /// Maximum cache age used while the back end is unreachable.
+    pub cache_unreachable_ttl: i64,
+    /// bcrypt cost for the `db` cache.
+    pub bcrypt_rounds_db: u32,
+    /// bcrypt cost for the `memory` cache.
+    pub bcrypt_rounds_memory: u32,
+    /// Back-end connect timeout.
+    pub connect_timeout: Duration,
+    /// Back-end whole-request timeout.
+    pub request_timeout: Duration,
+    /// Extra CA certificate file (PEM) trusted besides the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// Log directory (`--log`).
+    pub log_dir: PathBuf,
+    /// Debug-level logging.
+    pub debug: bool,
+    /// Log to stderr instead of files.
+    pub interactive: bool,
+    /// ejabberdctl to run for shared roster updates.
+    pub ejabberdctl: Option<PathBuf>,
+    /// Own listeners and limits for socket service.
+    pub sockets: SocketOptions,
+    /// Codec settings (Postfix recipient delimiter, saslauthd framing).
+    pub codec: CodecOptions,
+    /// Legacy pre-2.0 database options that were given (name, path).
+    pub legacy_dbs: Vec<(&'static str, PathBuf)>,
+    /// The config file that was read, if any.
+    pub config_file: Option<PathBuf>,
+    /// Problems worth a log line that do not stop the start (a secret on
+    /// the command line, a secret file readable by others, ...).
+    pub warnings: Vec<String>,
+}
+
+const DEFAULT_QUERY_TTL: i64 = 60 * 60;
+const DEFAULT_VERIFICATION_TTL: i64 = 24 * 60 * 60;
+const DEFAULT_UNREACHABLE_TTL: i64 = 7 * 24 * 60 * 60;
+/// `(db, memory)`: the db cache outlives the process, so it gets the
+/// expensive cost; the memory cache only has to slow down a core dump.
+const DEFAULT_BCRYPT_ROUNDS: (u32, u32) = (12, 4);
+const DEFAULT_TIMEOUTS: (Duration, Duration) = (Duration::from_secs(5), Duration::from_secs(10));
+/// File names looked up in `$CREDENTIALS_DIRECTORY` (systemd
+/// `LoadCredential=`), first match wins.
+const CREDENTIAL_NAMES: [&str; 2] = ["xcauth-secret", "secret"];
+const CONFIG_FILE_ENV: &str = "XCAUTH_CONFIG_FILE";
+
+/// Resolves the configuration from the command line (`args`, including
+/// `argv[0]`), the environment (`env`, e.g. `|k| std::env::var(k).ok()`)
+/// and the config file (`-c`, `XCAUTH_CONFIG_FILE` or
+/// [`DEFAULT_CONFIG_FILE`]).
+pub fn load<I, T>(args: I, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    load_with_default_file(args, env, Path::new(DEFAULT_CONFIG_FILE))
+}
+
+/// [`load`] with another default config file (for tests and packagers).
+pub fn load_with_default_file<I, T>(
+    args: I,
+    env: &dyn Fn(&str) -> Option<String>,
+    default_file: &Path,
+) -> Result<Config, ConfigError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = cli::parse(args)?;
+    let mut warnings = Vec::new();
+
+    let env_path = env(CONFIG_FILE_ENV).filter(|p| !p.is_empty());
+    let (file_path, explicit) = match (&cli.config_file, env_path) {
+        (Some(path), _) => (path.clone(), true),
+        (None, Some(path)) => (PathBuf::from(path), true),
+        (None, None) => (default_file.to_path_buf(), false),
+    };
+
+    let secret_on_command_line = cli.settings.secret.is_some();
+    let env_layer = Layer::from_env(env)?;
+    let file = read_config_file(&file_path, explicit)?;
+    let config_file = file.as_ref().map(|_| file_path);
+    let file_layer = match file {
+        Some(file) => {
+            warnings.extend(file.warnings);
+            file.layer
+        }
+        None => Layer::default(),
+    };
+    let merged = cli.settings.over(env_layer).over(file_layer);
+
+    // Sockets that say their own protocol (--listen, systemd socket names)
+    // need no -t; generic is then the fallback for unnamed descriptors.
+    let sockets_given = merged.listen.as_ref().is_some_and(|l| !l.0.is_empty())
+        || env("LISTEN_FDS").is_some_and(|n| !n.is_empty());
+    let protocol = match merged.protocol {
+        None if sockets_given => Some(Protocol::Generic),
+        other => other,
+    };
+    // -A, -I and -R before -t.
+    let mode = match (cli.one_shot, protocol) {
+        (Some(one_shot), _) => one_shot,
+        (None, Some(protocol)) => Mode::Serve(protocol),
+        (None, None) => {
+            return Err(ConfigError::Invalid(format!(
+                "one of -t, -A, -I, -R is required (type=... may also be set in the config file)\n\n{}\n\n\
+                 For more information, try '--help'.",
+                cli::command().render_usage()
+            )))
+        }
+    };
+    let one_shot = !matches!(mode, Mode::Serve(_));
+
+    let url = merged.url.map(|url| url.0).ok_or_else(|| {
+        ConfigError::Invalid(format!(
+            "no API URL: set url=... in {}, XCAUTH_URL or --url \
+             (the URL is shown on the Nextcloud JSXC admin page)",
+            config_file.as_deref().unwrap_or(default_file).display()
+        ))
+    })?;
+    if let Some(warning) = plain_http_warning(&url) {
+        warnings.push(warning);
+    }
+
+    if secret_on_command_line {
+        warnings.push(
+            "the secret given with --secret is visible in the process list; \
+             use secret-file=PATH in the config file or --secret-file instead"
+                .into(),
+        );
+    }
+    let secret = match (merged.secret, merged.secret_file) {
+        (Some(secret), _) => Some(secret),
+        (None, Some(path)) => {
+            let secret = read_secret(&path)?;
+            if let Some(warning) = exposure_warning(&path, "is the secret file") {
+                warnings.push(warning);
+            }
+            Some(secret)
+        }
+        (None, None) => credential_secret(env)?,
+    };
+    let secret = secret.filter(|s| !s.is_empty()).ok_or_else(|| {
+        ConfigError::Invalid(format!(
+            "no API secret: set secret-file=PATH (or secret=...) in {}, \
+             XCAUTH_SECRET_FILE or XCAUTH_SECRET, or a systemd credential named \
+             xcauth-secret (the secret is shown on the Nextcloud JSXC admin page)",
+            config_file.as_deref().unwrap_or(default_file).display()
+        ))
+    })?;
+
+    let (bcrypt_rounds_db, bcrypt_rounds_memory) = merged
+        .bcrypt_rounds
+        .map_or(DEFAULT_BCRYPT_ROUNDS, |r| (r.db, r.memory));
+    let (connect_timeout, request_timeout) = merged
+        .timeouts
+        .map_or(DEFAULT_TIMEOUTS, |t| (t.connect, t.total));
+    let legacy_dbs = [
+        ("domain-db", merged.domain_db),
+        ("cache-db", merged.cache_db),
+        ("shared-roster-db", merged.shared_roster_db),
+    ]
+    .into_iter()
+    .filter_map(|(name, path)| path.map(|path| (name, path)))
+    .collect();
+    let ttl = |span: Option<Span>, default: i64| span.map_or(default, |s| s.0);
+    let sockets = SocketOptions::default();
+
+    Ok(Config {
+        mode,
+        url: Some(url),
+        secret,
+        db: merged.db.unwrap_or_else(|| PathBuf::from(DEFAULT_DB)),
+        cache_storage: merged.cache_storage.unwrap_or_default(),
+        cache_query_ttl: ttl(merged.cache_query_ttl, DEFAULT_QUERY_TTL),
+        cache_verification_ttl: ttl(merged.cache_verification_ttl, DEFAULT_VERIFICATION_TTL),
+        cache_unreachable_ttl: ttl(merged.cache_unreachable_ttl, DEFAULT_UNREACHABLE_TTL),
+        bcrypt_rounds_db,
+        bcrypt_rounds_memory,
+        connect_timeout,
+        request_timeout,
+        ca_file: merged.ca_file,
+        log_dir: merged
+            .log_dir
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_LOG_DIR)),
+        debug: one_shot || merged.debug.unwrap_or(false),
+        interactive: one_shot || merged.interactive.unwrap_or(false),
+        ejabberdctl: merged.ejabberdctl,
+        sockets: SocketOptions {
+            listen: merged.listen.map(|l| l.0).unwrap_or_default(),
+            mode: merged.socket_mode.map_or(sockets.mode, |m| m.0),
+            owner: merged.socket_owner,
+            group: merged.socket_group,
+            max_connections: merged
+                .max_connections
+                .map_or(sockets.max_connections, |n| n.0),
+            idle_timeout: merged
+                .idle_timeout
+                .map_or(sockets.idle_timeout, |s| s.duration()),
+            shutdown_timeout: merged
+                .shutdown_timeout
+                .map_or(sockets.shutdown_timeout, |s| s.duration()),
+        },
+        codec: CodecOptions {
+            recipient_delimiter: merged.recipient_delimiter.unwrap_or_default(),
+            saslauthd_fields: merged.saslauthd_fields.unwrap_or_default(),
+        },
+        legacy_dbs,
+        config_file,
+        warnings,
+    })
+}
+
+/// A warning for `http://` to anything but this host: passwords would
+/// cross the network in clear text (the signature protects only integrity).
+pub(crate) fn plain_http_warning(text: &str) -> Option<String> {
+    let url = url::Url::parse(text).ok()?;
+    if url.scheme() != "http" {
+        return None;
+    }
+    let local = match url.host()? {
+        url::Host::Domain(name) => name.eq_ignore_ascii_case("localhost"),
+        url::Host::Ipv4(ip) => ip.is_loopback(),
+        url::Host::Ipv6(ip) => ip.is_loopback(),
+    };
+    (!local).then(|| {
+        format!("the API URL {text} uses plain http: passwords travel unencrypted; use https")
+    })
+}
+
+/// Reads a secret file: the whole content minus trailing line ends.
+fn read_secret(path: &Path) -> Result<Secret, ConfigError> {
+    let io_error = |source| ConfigError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let bytes = fs::read(path).map_err(io_error)?;
+    let text = String::from_utf8(bytes).map_err(|_| {
+        io_error(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the secret is not valid UTF-8",
+        ))
+    })?;
+    let secret = text.trim_end_matches(['\r', '\n']);
+    if secret.is_empty() {
+        return Err(ConfigError::Invalid(format!(
+            "the secret file {} is empty",
+            path.display()
+        )));
+    }
+    Ok(Secret::new(secret))
+}
+
+/// The systemd credential (`LoadCredential=xcauth-secret:...`), if any.
+fn credential_secret(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<Secret>, ConfigError> {
+    let Some(dir) = env("CREDENTIALS_DIRECTORY").filter(|d| !d.is_empty()) else {
+        return Ok(None);
+    };
+    for name in CREDENTIAL_NAMES {
+        let path = Path::new(&dir).join(name);
+        match fs::metadata(&path) {
+            Ok(_) => return read_secret(&path).map(Some),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(source) => return Err(ConfigError::Io { path, source }),
+        }
+    }
+    Ok(None)
+}
+
+/// What the administration subcommands take from the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminSettings {
+    /// Database path, default [`DEFAULT_DB`].
+    pub db: PathBuf,
+    /// ejabberdctl to mirror deletions into ejabberd, if configured.
+    pub ejabberdctl: Option<PathBuf>,
+    /// Where the server caches passwords.
+    pub cache_storage: CacheStorage,
+    /// The config file that was read, if any.
+    pub config_file: Option<PathBuf>,
+}
+
+/// Resolves `db`, `ejabberdctl` and `cache-storage` as [`load`] does
+/// (environment > config file > defaults; the file is `config_file`, else
+/// `XCAUTH_CONFIG_FILE`, else [`DEFAULT_CONFIG_FILE`] if present), without
+/// asking for a URL or secret. The subcommands' own options go on top.
+pub fn admin_settings(
+    config_file: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<AdminSettings, ConfigError> {
+    let (path, explicit) = match (config_file, env(CONFIG_FILE_ENV).filter(|p| !p.is_empty())) {
+        (Some(path), _) => (path.to_path_buf(), true),
+        (None, Some(path)) => (PathBuf::from(path), true),
+        (None, None) => (PathBuf::from(DEFAULT_CONFIG_FILE), false),
+    };
+    let file = read_config_file(&path, explicit)?;
+    let config_file = file.as_ref().map(|_| path);
+    let merged = Layer::from_env(env)?.over(file.map(|f| f.layer).unwrap_or_default());
+    Ok(AdminSettings {
+        db: merged.db.unwrap_or_else(|| PathBuf::from(DEFAULT_DB)),
+        ejabberdctl: merged.ejabberdctl,
+        cache_storage: merged.cache_storage.unwrap_or_default(),
+        config_file,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::testutil::*;
+    use crate::proto::SaslauthdFields;
+
+    #[test]
+    fn defaults() {
+        let c = ok(&[]);
+        assert_eq!(c.mode, Mode::Serve(Protocol::Generic));
+        assert_eq!(c.url.as_deref(), Some(URL));
+        assert_eq!(c.secret.expose(), "s3cr3t");
+        assert_eq!(c.db, PathBuf::from("/var/lib/xcauth/xcauth.sqlite3"));
+        assert_eq!(c.cache_storage, CacheStorage::None);
+        assert_eq!(c.cache_query_ttl, 3600);
+        assert_eq!(c.cache_verification_ttl, 86400);
+        assert_eq!(c.cache_unreachable_ttl, 604800);
+        assert_eq!((c.bcrypt_rounds_db, c.bcrypt_rounds_memory), (12, 4));
+        assert_eq!(c.connect_timeout, Duration::from_secs(5));
+        assert_eq!(c.request_timeout, Duration::from_secs(10));
+        assert_eq!(c.log_dir, PathBuf::from("/var/log/xcauth"));
+        assert!(!c.debug && !c.interactive);
+        assert_eq!(c.ca_file, None);
+        assert_eq!(c.ejabberdctl, None);
+        assert_eq!(c.codec.recipient_delimiter, "");
+        assert_eq!(c.codec.saslauthd_fields, SaslauthdFields::Auto);
+        assert!(c.legacy_dbs.is_empty());
+        assert_eq!(c.config_file, None);
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn missing_mode_url_or_secret() {
+        let e = load_test(&["-u", URL, "-s", "x"], &[], None).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        let m = invalid(Err(e));
+        assert!(m.starts_with("one of -t, -A, -I, -R is required"), "{m}");
+        assert!(m.contains("Usage:"), "{m}");
+
+        let m = invalid(load_test(&["-t", "generic", "-s", "x"], &[], None));
+        assert!(m.contains("no API URL") && m.contains("XCAUTH_URL"), "{m}");
+
+        let m = invalid(load_test(&["-t", "generic", "-u", URL], &[], None));
+        assert!(m.contains("no API secret"), "{m}");
+        assert!(
+            m.contains("secret-file") && m.contains("xcauth-secret"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn config_file_choice() {
+        let (_dir, path) = conf(&format!("type=postfix\nurl={URL}\nsecret=x\n"));
+        let path_str = path.to_str().unwrap();
+        // XCAUTH_CONFIG_FILE replaces the default.
+        let c = load_test(
+            &[],
+            &[("XCAUTH_CONFIG_FILE", path_str)],
+            Some("type=ejabberd\n"),
+        )
+        .unwrap();
+        assert_eq!(c.mode, Mode::Serve(Protocol::Postfix));
+        assert_eq!(c.config_file.as_deref(), Some(path.as_path()));
+        // -c beats XCAUTH_CONFIG_FILE.
+        let (_dir2, other) = conf(&format!("type=saslauthd\nurl={URL}\nsecret=x\n"));
+        let c = load_test(
+            &["-c", other.to_str().unwrap()],
+            &[("XCAUTH_CONFIG_FILE", path_str)],
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.mode, Mode::Serve(Protocol::Saslauthd));
+        // A named file must exist; the default one need not.
+        let missing = path.with_file_name("missing.conf");
+        let r = load_test(&["-c", missing.to_str().unwrap()], &[], None);
+        assert!(matches!(r, Err(ConfigError::Io { .. })), "{r:?}");
+        assert!(load_test(&BASE, &[], None).is_ok());
+    }
+
+    #[test]
+    fn secret_sources() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secret.txt");
+        fs::write(&file, "filesecret\r\n").unwrap();
+        let file = file.to_str().unwrap();
+        let base = ["-t", "generic", "-u", URL];
+
+        // secret-file in the file; explicit secret in the same layer wins.
+        let c = load_test(&base, &[], Some(&format!("secret-file={file}\n"))).unwrap();
+        assert_eq!(c.secret.expose(), "filesecret");
+        let c = load_test(
+            &base,
+            &[],
+            Some(&format!("secret-file={file}\nsecret=plain\n")),
+        )
+        .unwrap();
+        assert_eq!(c.secret.expose(), "plain");
+        // A higher layer's secret file beats a lower layer's secret.
+        let c = load_test(
+            &base,
+            &[("XCAUTH_SECRET_FILE", file)],
+            Some("secret=plain\n"),
+        )
+        .unwrap();
+        assert_eq!(c.secret.expose(), "filesecret");
+        // --secret works, with a warning.
+        let mut args = base.to_vec();
+        args.extend(["-s", "cli"]);
+        let c = load_test(&args, &[("XCAUTH_SECRET_FILE", file)], None).unwrap();
+        assert_eq!(c.secret.expose(), "cli");
+        assert!(
+            c.warnings.iter().any(|w| w.contains("process list")),
+            "{:?}",
+            c.warnings
+        );
+        assert!(!c.warnings.iter().any(|w| w.contains("cli")));
+
+        // Missing and empty secret files.
+        let missing = dir.path().join("nope");
+        let r = load_test(
+            &base,
+            &[("XCAUTH_SECRET_FILE", missing.to_str().unwrap())],
+            None,
+        );
+        assert!(matches!(r, Err(ConfigError::Io { .. })), "{r:?}");
+        let empty = dir.path().join("empty");
+        fs::write(&empty, "\n").unwrap();
+        let m = invalid(load_test(
+            &base,
+            &[("XCAUTH_SECRET_FILE", empty.to_str().unwrap())],
+            None,
+        ));
+        assert!(m.contains("empty"), "{m}");
+    }
+
+    #[test]
+    fn systemd_credential() {
+        let base = ["-t", "generic", "-u", URL];
+        let creds = tempfile::tempdir().unwrap();
+        let creds_dir = creds.path().to_str().unwrap();
+        // Nothing in the directory: still no secret.
+        let m = invalid(load_test(
+            &base,
+            &[("CREDENTIALS_DIRECTORY", creds_dir)],
+            None,
+        ));
+        assert!(m.contains("no API secret"), "{m}");
+
+        fs::write(creds.path().join("secret"), "plain-name\n").unwrap();
+        let c = load_test(&base, &[("CREDENTIALS_DIRECTORY", creds_dir)], None).unwrap();
+        assert_eq!(c.secret.expose(), "plain-name");
+
+        fs::write(creds.path().join("xcauth-secret"), "cred\n").unwrap();
+        let c = load_test(&base, &[("CREDENTIALS_DIRECTORY", creds_dir)], None).unwrap();
+        assert_eq!(c.secret.expose(), "cred");
+
+        // Any configured secret beats the credential.
+        let c = load_test(
+            &base,
+            &[("CREDENTIALS_DIRECTORY", creds_dir)],
+            Some("secret=configured\n"),
+        )
+        .unwrap();
+        assert_eq!(c.secret.expose(), "configured");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn readable_config_file_with_secret_warns() {
+        use std::os::unix::fs::PermissionsExt;
+        let (_dir, path) = conf(&format!("type=generic\nurl={URL}\nsecret=x\n"));
+        let path_str = path.to_str().unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        let c = load_test(&["-c", path_str], &[], None).unwrap();
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        let c = load_test(&["-c", path_str], &[], None).unwrap();
+        assert!(
+            c.warnings
+                .iter()
+                .any(|w| w.contains("readable by group/others") && w.contains("644")),
+            "{:?}",
+            c.warnings
+        );
+        // Without a secret in it, a readable file is fine.
+        let (_dir, path) = conf(&format!("type=generic\nurl={URL}\n"));
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        let c = load_test(
+            &["-c", path.to_str().unwrap(), "--secret-file", "/dev/null"],
+            &[],
+            None,
+        );
+        // /dev/null is empty: the error is about the secret, not a warning.
+        assert!(invalid(c).contains("empty"));
+    }
+
+    #[test]
+    fn plain_http_warns_except_on_loopback() {
+        assert!(plain_http_warning("http://cloud.example.org/x").is_some());
+        assert!(plain_http_warning("http://localhost/x").is_none());
+        assert!(plain_http_warning("http://127.0.0.1:8080/x").is_none());
+        assert!(plain_http_warning("http://[::1]/x").is_none());
+        assert!(plain_http_warning(URL).is_none());
+        let c = load_test(
+            &[
+                "-t",
+                "generic",
+                "-u",
+                "http://cloud.example.org/",
+                "-s",
+                "x",
+            ],
+            &[],
+            None,
+        )
+        .unwrap();
+        assert!(c.warnings.iter().any(|w| w.contains("plain http")));
+    }
+}
