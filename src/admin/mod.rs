@@ -14,7 +14,7 @@
 //! Exit status: [`EXIT_DONE`], [`EXIT_MISSING`], [`EXIT_ERROR`],
 //! [`EXIT_PARTIAL`].
 //!
-//! Layout: `cli` parses the command line into an [`Action`] (reading the
+//! Layout: `cli` parses the command line into an `Action` (reading the
 //! secret); this file resolves the configuration, opens the database and
 //! hands each action to its function in `domain` (the `domains` table) or
 //! `users` (users, groups, hosts, roster state, the password cache);
