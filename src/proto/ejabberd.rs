@@ -63,41 +63,23 @@ impl Codec for EjabberdCodec {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::secret::Secret;
+    use crate::proto::testing::{
+        self, auth, decode_bytewise, encode_all, length_prefixed, replies,
+    };
 
     fn frame(text: &[u8]) -> Vec<u8> {
-        let mut out = u16::try_from(text.len()).unwrap().to_be_bytes().to_vec();
-        out.extend_from_slice(text);
-        out
+        length_prefixed(&[text])
     }
 
     fn decode_all(input: &[u8]) -> Vec<Decoded> {
-        let mut codec = EjabberdCodec;
-        let mut buf = BytesMut::from(input);
-        let mut out = Vec::new();
-        loop {
-            match codec.decode(&mut buf) {
-                Decoded::NeedMore => break,
-                Decoded::End => {
-                    out.push(Decoded::End);
-                    break;
-                }
-                other => out.push(other),
-            }
-        }
-        out
+        testing::decode_all(&mut EjabberdCodec, input)
     }
 
     #[test]
     fn decodes_auth_with_colons_in_the_password() {
         assert_eq!(
             decode_all(&frame(b"auth:alice:example.org:a:b\nc")),
-            [Decoded::Request(Request::Auth {
-                user: "alice".into(),
-                domain: "example.org".into(),
-                password: Secret::new("a:b\nc"),
-                service: None,
-            })]
+            [Decoded::Request(auth("alice", "example.org", "a:b\nc"))]
         );
     }
 
@@ -115,22 +97,7 @@ mod tests {
         );
         assert_eq!(whole[3], Decoded::End);
 
-        let mut codec = EjabberdCodec;
-        let mut buf = BytesMut::new();
-        let mut got = Vec::new();
-        'feed: for &byte in &input {
-            buf.put_u8(byte);
-            loop {
-                match codec.decode(&mut buf) {
-                    Decoded::NeedMore => break,
-                    Decoded::End => {
-                        got.push(Decoded::End);
-                        break 'feed;
-                    }
-                    other => got.push(other),
-                }
-            }
-        }
+        let got = decode_bytewise(&mut EjabberdCodec, &mut BytesMut::new(), &input);
         assert_eq!(got, whole);
     }
 
@@ -172,19 +139,9 @@ mod tests {
 
     #[test]
     fn encodes_four_byte_answers() {
-        let mut out = BytesMut::new();
-        for reply in [
-            Reply::Yes,
-            Reply::No,
-            Reply::TryLater,
-            Reply::Invalid("x".into()),
-            Reply::Roster("{}".into()),
-        ] {
-            EjabberdCodec.encode(&reply, &mut out);
-        }
         assert_eq!(
-            &out[..],
-            &[0, 2, 0, 1, 0, 2, 0, 0, 0, 2, 0, 0, 0, 2, 0, 0, 0, 2, 0, 0][..]
+            encode_all(&EjabberdCodec, &replies("{}")),
+            [0, 2, 0, 1, 0, 2, 0, 0, 0, 2, 0, 0, 0, 2, 0, 0, 0, 2, 0, 0]
         );
     }
 }

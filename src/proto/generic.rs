@@ -254,40 +254,10 @@ fn too_long(max: usize) -> Decoded {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn decode_all(codec: &mut GenericCodec, input: &[u8]) -> Vec<Decoded> {
-        let mut buf = BytesMut::from(input);
-        let mut out = Vec::new();
-        loop {
-            match codec.decode(&mut buf) {
-                Decoded::NeedMore => break,
-                other => out.push(other),
-            }
-        }
-        out
-    }
+    use crate::proto::testing::{self, auth, decode_all, decode_bytewise, encode_all, reason};
 
     fn one(input: &[u8]) -> Request {
-        match decode_all(&mut GenericCodec::default(), input).as_slice() {
-            [Decoded::Request(request)] => request.clone(),
-            other => panic!("expected one request, got {other:?}"),
-        }
-    }
-
-    fn auth(user: &str, domain: &str, password: &str) -> Request {
-        Request::Auth {
-            user: user.into(),
-            domain: domain.into(),
-            password: Secret::new(password),
-            service: None,
-        }
-    }
-
-    fn reason(request: Request) -> String {
-        match request {
-            Request::Invalid { reason } => reason,
-            other => panic!("expected Invalid, got {other:?}"),
-        }
+        testing::one(&mut GenericCodec::default(), input)
     }
 
     #[test]
@@ -327,7 +297,7 @@ mod tests {
     fn quit_and_exit() {
         assert_eq!(one(b"quit\n"), Request::Quit);
         assert_eq!(one(b"exit\r\n"), Request::Quit);
-        assert_eq!(reason(one(b"quit:now\n")), "quit: takes no arguments");
+        assert_eq!(reason(&one(b"quit:now\n")), "quit: takes no arguments");
     }
 
     #[test]
@@ -353,7 +323,8 @@ mod tests {
             (b"auth:a:d:secret1\xff\n", "auth: not valid UTF-8"),
             (b"secret1\xff\n", "request is not valid UTF-8"),
         ] {
-            let got = reason(one(line));
+            let request = one(line);
+            let got = reason(&request);
             assert_eq!(got, expected, "for {line:?}");
             assert!(!got.contains("secret1"));
         }
@@ -365,18 +336,8 @@ mod tests {
         let whole = decode_all(&mut GenericCodec::default(), input);
         assert_eq!(whole.len(), 3);
 
-        let mut codec = GenericCodec::default();
         let mut buf = BytesMut::new();
-        let mut got = Vec::new();
-        for &byte in input {
-            buf.put_u8(byte);
-            loop {
-                match codec.decode(&mut buf) {
-                    Decoded::NeedMore => break,
-                    other => got.push(other),
-                }
-            }
-        }
+        let got = decode_bytewise(&mut GenericCodec::default(), &mut buf, input);
         assert_eq!(got, whole);
         assert!(buf.is_empty());
     }
@@ -408,7 +369,7 @@ mod tests {
         buf.put_slice(b"auth:a:d:");
         buf.put_slice(&vec![b'x'; MAX_LINE]);
         assert_eq!(
-            reason(match codec.decode(&mut buf) {
+            reason(&match codec.decode(&mut buf) {
                 Decoded::Request(r) => r,
                 other => panic!("{other:?}"),
             }),
@@ -483,20 +444,10 @@ mod tests {
 
     #[test]
     fn encodes_answers() {
-        let codec = GenericCodec::default();
-        let mut out = BytesMut::new();
-        for reply in [
-            Reply::Yes,
-            Reply::No,
-            Reply::TryLater,
-            Reply::Invalid("x".into()),
-            Reply::Roster("{\n \"a\": {\"name\": \"A\\nB\"}\r\n}".into()),
-        ] {
-            codec.encode(&reply, &mut out);
-        }
+        let roster = "{\n \"a\": {\"name\": \"A\\nB\"}\r\n}";
         assert_eq!(
-            &out[..],
-            &b"1\n0\n0\n0\n{  \"a\": {\"name\": \"A\\nB\"}  }\n"[..]
+            encode_all(&GenericCodec::default(), &testing::replies(roster)),
+            b"1\n0\n0\n0\n{  \"a\": {\"name\": \"A\\nB\"}  }\n"
         );
     }
 }

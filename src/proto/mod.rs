@@ -9,6 +9,8 @@ pub mod ejabberd;
 pub mod generic;
 pub mod postfix;
 pub mod saslauthd;
+#[cfg(test)]
+pub(crate) mod testing;
 
 /// The protocols xcauth speaks (`--type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

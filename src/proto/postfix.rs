@@ -228,68 +228,44 @@ fn invalid(reason: impl Into<String>) -> Request {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::testing::{self, decode_bytewise, isuser, reason, requests};
 
     fn decode_all(codec: &mut PostfixCodec, input: &[u8]) -> Vec<Request> {
-        let mut buf = BytesMut::from(input);
-        let mut out = Vec::new();
-        loop {
-            match codec.decode(&mut buf) {
-                Decoded::Request(request) => out.push(request),
-                Decoded::NeedMore => break,
-                Decoded::End => panic!("tcp_table has no end marker"),
-            }
-        }
-        out
+        requests(testing::decode_all(codec, input))
     }
 
     fn one(delimiter: &str, input: &[u8]) -> Request {
-        match decode_all(&mut PostfixCodec::new(delimiter.into()), input).as_slice() {
-            [request] => request.clone(),
-            other => panic!("expected one request, got {other:?}"),
-        }
+        testing::one(&mut PostfixCodec::new(delimiter.into()), input)
     }
 
-    fn isuser(user: &str, domain: &str) -> Request {
-        Request::IsUser {
-            user: user.into(),
-            domain: domain.into(),
-        }
-    }
-
-    fn reason(request: Request) -> String {
-        match request {
-            Request::Invalid { reason } => reason,
-            other => panic!("expected Invalid, got {other:?}"),
+    /// Each line, without a delimiter configured, is `isuser` of that user
+    /// and domain.
+    fn isusers(cases: &[(&[u8], &str, &str)]) {
+        for (line, user, domain) in cases {
+            assert_eq!(one("", line), isuser(user, domain), "{line:?}");
         }
     }
 
     #[test]
     fn get_address_is_isuser() {
-        assert_eq!(
-            one("", b"get alice@example.org\n"),
-            isuser("alice", "example.org")
-        );
-        assert_eq!(
-            one("", b"get alice@example.org\r\n"),
-            isuser("alice", "example.org")
-        );
-        assert_eq!(
-            one("", b"get a@b@example.org\n"),
-            isuser("a@b", "example.org")
-        );
+        isusers(&[
+            (&b"get alice@example.org\n"[..], "alice", "example.org"),
+            (b"get alice@example.org\r\n", "alice", "example.org"),
+            (b"get a@b@example.org\n", "a@b", "example.org"),
+        ]);
     }
 
     #[test]
     fn keys_are_percent_decoded() {
-        assert_eq!(
-            one("", b"get alice%40example.org\n"),
-            isuser("alice", "example.org")
-        );
-        assert_eq!(
-            one("", b"get j%C3%BCrgen@ex%c3%a4mple.org\n"),
-            isuser("jürgen", "exämple.org")
-        );
-        assert_eq!(one("", b"get %25x@d\n"), isuser("%x", "d"));
+        isusers(&[
+            (&b"get alice%40example.org\n"[..], "alice", "example.org"),
+            (
+                b"get j%C3%BCrgen@ex%c3%a4mple.org\n",
+                "jürgen",
+                "exämple.org",
+            ),
+            (b"get %25x@d\n", "%x", "d"),
+        ]);
     }
 
     #[test]
@@ -322,7 +298,7 @@ mod tests {
             input.extend_from_slice(b"get bob@d\n");
             let got = decode_all(&mut codec, &input);
             assert_eq!(got.len(), 2, "{line:?}");
-            assert_eq!(reason(got[0].clone()), expected, "{line:?}");
+            assert_eq!(reason(&got[0]), expected, "{line:?}");
             assert_eq!(got[1], isuser("bob", "d"));
         }
     }
@@ -350,15 +326,11 @@ mod tests {
         let whole = decode_all(&mut PostfixCodec::new("+".into()), input);
         assert_eq!(whole.len(), 5);
         assert_eq!(whole[3], isuser("c", "d"));
-        let mut codec = PostfixCodec::new("+".into());
-        let mut buf = BytesMut::new();
-        let mut got = Vec::new();
-        for &byte in input {
-            buf.put_u8(byte);
-            while let Decoded::Request(request) = codec.decode(&mut buf) {
-                got.push(request);
-            }
-        }
+        let got = requests(decode_bytewise(
+            &mut PostfixCodec::new("+".into()),
+            &mut BytesMut::new(),
+            input,
+        ));
         assert_eq!(got, whole);
     }
 

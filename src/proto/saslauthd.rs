@@ -375,41 +375,21 @@ fn invalid(reason: impl Into<String>) -> Request {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn request(fields: &[&[u8]]) -> Vec<u8> {
-        let mut out = Vec::new();
-        for field in fields {
-            out.extend_from_slice(&u16::try_from(field.len()).unwrap().to_be_bytes());
-            out.extend_from_slice(field);
-        }
-        out
-    }
+    use crate::proto::testing::{self, decode_buf, length_prefixed as request, reason, requests};
 
     fn decode_all(fields: SaslauthdFields, input: &[u8]) -> (Vec<Request>, BytesMut) {
-        let mut codec = SaslauthdCodec::new(fields);
         let mut buf = BytesMut::from(input);
-        let mut out = Vec::new();
-        loop {
-            match codec.decode(&mut buf) {
-                Decoded::Request(request) => out.push(request),
-                Decoded::NeedMore => break,
-                Decoded::End => panic!("saslauthd has no end marker"),
-            }
-        }
-        (out, buf)
+        let decoded = decode_buf(&mut SaslauthdCodec::new(fields), &mut buf);
+        (requests(decoded), buf)
     }
 
     fn byte_at_a_time(fields: SaslauthdFields, input: &[u8]) -> Vec<Request> {
         let mut codec = SaslauthdCodec::new(fields);
-        let mut buf = BytesMut::new();
-        let mut out = Vec::new();
-        for &byte in input {
-            buf.put_u8(byte);
-            while let Decoded::Request(request) = codec.decode(&mut buf) {
-                out.push(request);
-            }
-        }
-        out
+        requests(testing::decode_bytewise(
+            &mut codec,
+            &mut BytesMut::new(),
+            input,
+        ))
     }
 
     /// An auth request for the `smtp` service, which most tests use.
@@ -418,19 +398,7 @@ mod tests {
     }
 
     fn auth_for(service: &str, user: &str, domain: &str, password: &str) -> Request {
-        Request::Auth {
-            user: user.into(),
-            domain: domain.into(),
-            password: Secret::new(password),
-            service: Some(service.into()),
-        }
-    }
-
-    fn reason(request: &Request) -> &str {
-        match request {
-            Request::Invalid { reason } => reason,
-            other => panic!("expected Invalid, got {other:?}"),
-        }
+        testing::auth_for(Some(service), user, domain, password)
     }
 
     #[test]

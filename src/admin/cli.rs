@@ -1,0 +1,439 @@
+//! What the administrator asked for: the clap command line of the subcommands, turned into an [`Action`] with its secret read.
+
+use std::io::{self, BufRead, IsTerminal, Read, Write};
+use std::path::PathBuf;
+
+use clap::builder::NonEmptyStringValueParser;
+use clap::{Args, Parser, Subcommand};
+
+use super::report::shown;
+use super::AdminError;
+use crate::config::parse_url;
+use crate::secret::Secret;
+use crate::store::DomainUpdate;
+
+const AFTER_HELP: &str = "\
+--db, -c and --ejabberdctl are accepted after any command. Without --db, the \
+database is the one the server uses: db= in the config file (/etc/xcauth.conf, \
+or -c FILE, or XCAUTH_CONFIG_FILE), XCAUTH_DB, else \
+/var/lib/xcauth/xcauth.sqlite3.
+
+Exit status: 0 done; 1 the named thing did not exist (or, for `domain add`, \
+already existed); 2 usage, configuration or database error; 3 the database \
+was changed but an ejabberdctl call failed (it is printed to be run by hand).";
+
+/// The administration command line. No `Debug`: it is parsed and turned
+/// into an [`Action`] at once.
+#[derive(Parser)]
+#[command(
+    name = "xcauth",
+    about = "Administers xcauth's database: per-domain back ends, cached users, \
+             shared roster groups, virtual hosts, roster state and the password cache.",
+    after_help = AFTER_HELP,
+    subcommand_required = true,
+    arg_required_else_help = true
+)]
+pub(super) struct AdminCli {
+    /// Config file [default: /etc/xcauth.conf, if present]
+    #[arg(short = 'c', long, value_name = "FILE", global = true)]
+    pub(super) config_file: Option<PathBuf>,
+    /// SQLite database [default: as the server: db= in the config file,
+    /// else /var/lib/xcauth/xcauth.sqlite3]
+    #[arg(long, value_name = "PATH", global = true)]
+    pub(super) db: Option<PathBuf>,
+    /// ejabberdctl for `user delete` and `group delete` to mirror the
+    /// change in ejabberd [default: ejabberdctl= in the config file]
+    #[arg(long, value_name = "PATH", global = true)]
+    pub(super) ejabberdctl: Option<PathBuf>,
+    #[command(subcommand)]
+    pub(super) command: Command,
+}
+
+#[derive(Subcommand)]
+pub(super) enum Command {
+    /// Per-domain back ends (URL, secret, auth domain), the `domains` table
+    #[command(subcommand)]
+    Domain(DomainCommand),
+    /// A user's cached state
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Shared roster groups
+    #[command(subcommand)]
+    Group(GroupCommand),
+    /// Everything cached about a virtual host
+    #[command(subcommand)]
+    Host(HostCommand),
+    /// Shared roster state
+    #[command(subcommand)]
+    Roster(RosterCommand),
+    /// The password cache
+    #[command(subcommand)]
+    Cache(CacheCommand),
+}
+
+/// A domain's back-end settings, as `domain add` takes them. `domain
+/// change` takes the same arguments, all optional, and words their help
+/// for a change; `domain add` makes the URL and a secret required.
+#[derive(Args)]
+pub(super) struct DomainArgs {
+    /// The XMPP domain
+    #[arg(value_name = "XMPPDOMAIN", value_parser = NonEmptyStringValueParser::new())]
+    domain: String,
+    /// JSXC external API URL of its Nextcloud
+    #[arg(long, value_name = "URL", value_parser = parse_url)]
+    url: Option<String>,
+    /// Read the API secret from this file
+    #[arg(long, value_name = "FILE")]
+    secret_file: Option<PathBuf>,
+    /// Read the API secret from standard input
+    #[arg(long, conflicts_with = "secret_file")]
+    secret_stdin: bool,
+    /// Domain sent to Nextcloud [default: the XMPP domain]
+    #[arg(long, value_name = "DOMAIN", value_parser = NonEmptyStringValueParser::new())]
+    auth_domain: Option<String>,
+    /// Registration contact (free text, e.g. the admin's JID)
+    #[arg(long, value_name = "JID")]
+    contact: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub(super) enum DomainCommand {
+    /// Give an XMPP domain its own back end
+    #[command(
+        mut_arg("url", |a| a.required(true)),
+        mut_arg("secret_file", |a| a.required_unless_present("secret_stdin"))
+    )]
+    Add(DomainArgs),
+    /// Change some settings of a domain
+    #[command(
+        mut_arg("url", |a| a.help("New JSXC external API URL")),
+        mut_arg("secret_file", |a| a.help("Read the new API secret from this file")),
+        mut_arg("secret_stdin", |a| a.help("Read the new API secret from standard input")),
+        mut_arg("auth_domain", |a| a.help("New domain sent to Nextcloud")),
+        mut_arg("contact", |a| a.help("New registration contact ('' clears it)"))
+    )]
+    Change(DomainArgs),
+    /// List the domains with their own back end (secrets hidden)
+    List {
+        /// Show the secrets instead of ***
+        #[arg(long)]
+        show_secrets: bool,
+    },
+    /// Remove a domain's row (its users fall back to the global back end)
+    Remove {
+        /// The XMPP domain
+        #[arg(value_name = "XMPPDOMAIN", value_parser = NonEmptyStringValueParser::new())]
+        domain: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub(super) enum UserCommand {
+    /// Forget a user: cache entry, roster state, group memberships (and
+    /// srg_user_del in ejabberd when ejabberdctl is configured)
+    Delete {
+        /// USER@DOMAIN
+        #[arg(value_name = "JID", value_parser = parse_jid)]
+        jid: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub(super) enum GroupCommand {
+    /// Forget a shared roster group (and srg_delete it in ejabberd when
+    /// ejabberdctl is configured)
+    Delete {
+        /// GROUP@DOMAIN
+        #[arg(value_name = "GROUP@DOMAIN", value_parser = parse_jid)]
+        group: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub(super) enum HostCommand {
+    /// Forget a virtual host: cache entries, roster state and groups of its
+    /// users, and its domains row
+    Delete {
+        /// The domain
+        #[arg(value_name = "DOMAIN", value_parser = parse_domain)]
+        domain: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub(super) enum RosterCommand {
+    /// Rebuild the shared roster at the next login of JID (of everybody
+    /// without JID)
+    Refresh {
+        /// USER@DOMAIN [default: all users]
+        #[arg(value_name = "JID", value_parser = NonEmptyStringValueParser::new())]
+        jid: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub(super) enum CacheCommand {
+    /// List the cached logins (never the hashes)
+    List,
+    /// Delete the cache entry of JID (all entries without JID)
+    Flush {
+        /// USER@DOMAIN [default: all entries]
+        #[arg(value_name = "JID", value_parser = NonEmptyStringValueParser::new())]
+        jid: Option<String>,
+    },
+}
+
+/// `NAME@DOMAIN` with both halves non-empty.
+fn parse_jid(text: &str) -> Result<String, String> {
+    match text.split_once('@') {
+        Some((name, domain)) if !name.is_empty() && !domain.is_empty() => Ok(text.to_owned()),
+        _ => Err("expected NAME@DOMAIN".into()),
+    }
+}
+
+/// A domain: non-empty, without `@` (a JID here is a mistake).
+fn parse_domain(text: &str) -> Result<String, String> {
+    if text.is_empty() {
+        Err("the domain is empty".into())
+    } else if text.contains('@') {
+        Err("expected a domain, not a JID".into())
+    } else {
+        Ok(text.to_owned())
+    }
+}
+
+/// One administration command, with its inputs read (secrets included).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Action {
+    DomainAdd {
+        domain: String,
+        url: String,
+        secret: Secret,
+        auth_domain: Option<String>,
+        contact: Option<String>,
+    },
+    DomainChange {
+        domain: String,
+        update: DomainUpdate,
+    },
+    DomainList {
+        show_secrets: bool,
+    },
+    DomainRemove {
+        domain: String,
+    },
+    UserDelete {
+        jid: String,
+    },
+    /// `key` is `GROUP@DOMAIN`, the `rostergroups` key.
+    GroupDelete {
+        key: String,
+    },
+    HostDelete {
+        domain: String,
+    },
+    RosterRefresh {
+        jid: Option<String>,
+    },
+    CacheList,
+    CacheFlush {
+        jid: Option<String>,
+    },
+}
+
+impl Action {
+    /// Only `domain add` may create a new database file: the other commands
+    /// on a mistyped path would otherwise leave an empty database behind.
+    pub(super) fn may_create_database(&self) -> bool {
+        matches!(self, Action::DomainAdd { .. })
+    }
+
+    /// Commands that call ejabberdctl when it is configured.
+    pub(super) fn uses_ejabberdctl(&self) -> bool {
+        matches!(self, Action::UserDelete { .. } | Action::GroupDelete { .. })
+    }
+}
+
+/// Where a secret comes from.
+enum SecretSource {
+    File(PathBuf),
+    Stdin,
+}
+
+impl SecretSource {
+    fn from_args(file: Option<PathBuf>, stdin: bool) -> Option<SecretSource> {
+        match (file, stdin) {
+            (Some(path), _) => Some(SecretSource::File(path)),
+            (None, true) => Some(SecretSource::Stdin),
+            (None, false) => None,
+        }
+    }
+
+    fn read(self) -> Result<Secret, AdminError> {
+        match self {
+            SecretSource::File(path) => {
+                let bytes = std::fs::read(&path)
+                    .map_err(|e| AdminError::Invalid(format!("{}: {e}", path.display())))?;
+                secret_from_bytes(bytes, &path.display().to_string())
+            }
+            SecretSource::Stdin => {
+                let stdin = io::stdin();
+                if stdin.is_terminal() {
+                    eprint!("API secret (shown as typed; end with Enter): ");
+                    let _ = io::stderr().flush();
+                    let mut line = String::new();
+                    stdin
+                        .lock()
+                        .read_line(&mut line)
+                        .map_err(|e| AdminError::Invalid(format!("standard input: {e}")))?;
+                    secret_from_bytes(line.into_bytes(), "standard input")
+                } else {
+                    read_secret(stdin.lock(), "standard input")
+                }
+            }
+        }
+    }
+}
+
+/// Reads a whole secret from `input` (a pipe or file).
+fn read_secret(mut input: impl Read, origin: &str) -> Result<Secret, AdminError> {
+    let mut bytes = Vec::new();
+    input
+        .read_to_end(&mut bytes)
+        .map_err(|e| AdminError::Invalid(format!("{origin}: {e}")))?;
+    secret_from_bytes(bytes, origin)
+}
+
+/// The secret in `bytes`: UTF-8, trailing line ends removed (as for
+/// `secret-file=`), not empty. The error never quotes the content.
+fn secret_from_bytes(bytes: Vec<u8>, origin: &str) -> Result<Secret, AdminError> {
+    let text = String::from_utf8(bytes)
+        .map_err(|_| AdminError::Invalid(format!("{origin}: the secret is not valid UTF-8")))?;
+    let secret = text.trim_end_matches(['\r', '\n']);
+    if secret.is_empty() {
+        return Err(AdminError::Invalid(format!(
+            "{origin}: the secret is empty"
+        )));
+    }
+    Ok(Secret::new(secret))
+}
+
+/// Turns the parsed command line into an [`Action`], reading secrets.
+pub(super) fn action(command: Command) -> Result<Action, AdminError> {
+    Ok(match command {
+        Command::Domain(DomainCommand::Add(args)) => domain_add(args)?,
+        Command::Domain(DomainCommand::Change(args)) => domain_change(args)?,
+        Command::Domain(DomainCommand::List { show_secrets }) => {
+            Action::DomainList { show_secrets }
+        }
+        Command::Domain(DomainCommand::Remove { domain }) => Action::DomainRemove { domain },
+        Command::User(UserCommand::Delete { jid }) => Action::UserDelete { jid },
+        Command::Group(GroupCommand::Delete { group }) => Action::GroupDelete { key: group },
+        Command::Host(HostCommand::Delete { domain }) => Action::HostDelete { domain },
+        Command::Roster(RosterCommand::Refresh { jid }) => Action::RosterRefresh { jid },
+        Command::Cache(CacheCommand::List) => Action::CacheList,
+        Command::Cache(CacheCommand::Flush { jid }) => Action::CacheFlush { jid },
+    })
+}
+
+/// `domain add`: a domain (not a JID), its URL and its secret.
+fn domain_add(args: DomainArgs) -> Result<Action, AdminError> {
+    if args.domain.contains('@') {
+        return Err(AdminError::Invalid(format!(
+            "`{}` is not a domain (it contains @)",
+            shown(&args.domain)
+        )));
+    }
+    let secret = SecretSource::from_args(args.secret_file, args.secret_stdin)
+        .ok_or_else(|| {
+            AdminError::Invalid("give the secret with --secret-file or --secret-stdin".into())
+        })?
+        .read()?;
+    // clap already insists on the URL; this keeps the code from relying on it.
+    let url = args
+        .url
+        .ok_or_else(|| AdminError::Invalid("give the URL with --url".into()))?;
+    Ok(Action::DomainAdd {
+        domain: args.domain,
+        url,
+        secret,
+        auth_domain: args.auth_domain,
+        contact: args.contact.filter(|c| !c.is_empty()),
+    })
+}
+
+/// `domain change`: at least one setting to change.
+fn domain_change(args: DomainArgs) -> Result<Action, AdminError> {
+    let update = DomainUpdate {
+        secret: SecretSource::from_args(args.secret_file, args.secret_stdin)
+            .map(SecretSource::read)
+            .transpose()?
+            .map(|s| s.expose().to_owned()),
+        url: args.url,
+        authdomain: args.auth_domain,
+        regcontact: args.contact.map(|c| Some(c).filter(|c| !c.is_empty())),
+    };
+    if update == DomainUpdate::default() {
+        return Err(AdminError::Invalid(
+            "nothing to change: give --url, --secret-file, --secret-stdin, \
+             --auth-domain or --contact"
+                .into(),
+        ));
+    }
+    Ok(Action::DomainChange {
+        domain: args.domain,
+        update,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_from_input() {
+        let s = read_secret(&b"s3cret\r\n"[..], "stdin").unwrap();
+        assert_eq!(s.expose(), "s3cret");
+        let s = read_secret(&b"with space\n\n"[..], "stdin").unwrap();
+        assert_eq!(s.expose(), "with space");
+        let empty = read_secret(&b"\n"[..], "stdin").unwrap_err().to_string();
+        assert!(empty.contains("empty"), "{empty}");
+        let bad = read_secret(&b"\xff\xfe-hunter2"[..], "stdin")
+            .unwrap_err()
+            .to_string();
+        assert!(bad.contains("UTF-8") && !bad.contains("hunter2"), "{bad}");
+    }
+
+    #[test]
+    fn command_line_shapes() {
+        let parse = |args: &[&str]| {
+            let mut all = vec!["xcauth"];
+            all.extend_from_slice(args);
+            AdminCli::try_parse_from(all)
+        };
+        assert!(parse(&["domain", "list", "--db", "x", "-c", "y"]).is_ok());
+        assert!(parse(&["domain", "add", "d", "--url", "https://a/"]).is_err());
+        assert!(parse(&["domain", "add", "d", "--url", "ftp://a/", "--secret-stdin"]).is_err());
+        assert!(parse(&[
+            "domain",
+            "add",
+            "d",
+            "--url",
+            "https://a/",
+            "--secret-stdin",
+            "--secret-file",
+            "f"
+        ])
+        .is_err());
+        assert!(parse(&["domain", "add", "d", "--url", "https://a/", "--secret", "x"]).is_err());
+        assert!(parse(&["user", "delete", "no-at-sign"]).is_err());
+        assert!(parse(&["user", "delete", "@example.org"]).is_err());
+        assert!(parse(&["group", "delete", "staff@"]).is_err());
+        assert!(parse(&["host", "delete", "a@example.org"]).is_err());
+        assert!(parse(&["host", "delete", ""]).is_err());
+        assert!(parse(&["cache", "flush"]).is_ok());
+        assert!(parse(&["roster", "refresh", "zoë@example.org"]).is_ok());
+        let changed = parse(&["domain", "change", "d"]).map(|cli| action(cli.command));
+        assert!(matches!(changed, Ok(Err(AdminError::Invalid(_)))));
+    }
+}

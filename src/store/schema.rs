@@ -1,0 +1,96 @@
+//! The original's four tables, created exactly as it declared them, and the schema version kept in `PRAGMA user_version`.
+
+use rusqlite::{Connection, ErrorCode, TransactionBehavior};
+
+/// Our own schema version, kept in `PRAGMA user_version`. 0 is a file
+/// written by the Python original (or an empty one); 1 is the original's
+/// four tables, unchanged. Later additive changes bump it.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// The original's tables (SPEC §8). `IF NOT EXISTS` makes creation safe when
+/// several processes open a new file at the same instant.
+const SCHEMA: [&str; 4] = [
+    "CREATE TABLE IF NOT EXISTS domains (xmppdomain TEXT PRIMARY KEY, authsecret TEXT, \
+     authurl TEXT, authdomain TEXT, regcontact TEXT, \
+     regfirst TIMESTAMP DEFAULT CURRENT_TIMESTAMP, \
+     reglatest TIMESTAMP DEFAULT CURRENT_TIMESTAMP)",
+    "CREATE TABLE IF NOT EXISTS authcache (jid TEXT PRIMARY KEY, pwhash TEXT, \
+     firstauth TIMESTAMP DEFAULT CURRENT_TIMESTAMP, \
+     remoteauth TIMESTAMP DEFAULT CURRENT_TIMESTAMP, \
+     anyauth TIMESTAMP DEFAULT CURRENT_TIMESTAMP)",
+    "CREATE TABLE IF NOT EXISTS rosterinfo (jid TEXT PRIMARY KEY, fullname TEXT, \
+     grouplist TEXT, responsehash TEXT, \
+     last_update TIMESTAMP DEFAULT CURRENT_TIMESTAMP)",
+    "CREATE TABLE IF NOT EXISTS rostergroups (groupname TEXT PRIMARY KEY, userlist TEXT)",
+];
+
+/// Names of the tables in [`SCHEMA`].
+const TABLES: [&str; 4] = ["domains", "authcache", "rosterinfo", "rostergroups"];
+
+/// Creates missing tables and records [`SCHEMA_VERSION`]. Checks first
+/// without a lock, so opening a complete file takes no write lock (and
+/// works on a read-only file).
+pub(super) fn prepare_schema(conn: &mut Connection) -> rusqlite::Result<()> {
+    let present = count_tables(conn)?;
+    let version = user_version(conn)?;
+    if version > SCHEMA_VERSION {
+        tracing::warn!(
+            version,
+            known = SCHEMA_VERSION,
+            "database written by a newer xcauth; using the columns this version knows"
+        );
+    }
+    if present == TABLES.len() && version >= SCHEMA_VERSION {
+        return Ok(());
+    }
+    let upgrade = |conn: &mut Connection| -> rusqlite::Result<()> {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for sql in SCHEMA {
+            tx.execute(sql, [])?;
+        }
+        // Read again under the lock: another process may have set it.
+        if user_version(&tx)? < SCHEMA_VERSION {
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        }
+        tx.commit()
+    };
+    match upgrade(conn) {
+        // All tables are there; only the version marker could not be
+        // written. A read-only file is still usable for reading.
+        Err(e) if present == TABLES.len() && e.sqlite_error_code() == Some(ErrorCode::ReadOnly) => {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// How many of [`TABLES`] exist.
+fn count_tables(conn: &Connection) -> rusqlite::Result<usize> {
+    let n: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name IN (?1, ?2, ?3, ?4)",
+        TABLES,
+        |r| r.get(0),
+    )?;
+    Ok(usize::try_from(n).unwrap_or(0))
+}
+
+/// `PRAGMA user_version`.
+fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.pragma_query_value(None, "user_version", |r| r.get(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::tests::mem;
+
+    #[test]
+    fn new_database_is_marked_and_checked() {
+        let store = mem();
+        let conn = store.conn();
+        assert_eq!(user_version(&conn).unwrap(), SCHEMA_VERSION);
+        assert_eq!(count_tables(&conn).unwrap(), 4);
+        drop(conn);
+        assert_eq!(store.integrity_check().unwrap(), "ok");
+    }
+}
