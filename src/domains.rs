@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, warn};
 
-use crate::backend::{self, Backend, BackendKind, BackendSpec, HttpClient};
+use crate::backend::{
+    self, ApiAccount, Backend, BackendKind, BackendSpec, HttpClient, LoginForm, DEFAULT_ROSTER_TTL,
+};
 use crate::secret::Secret;
 use crate::store::{DomainRow, Store};
 use crate::token::TokenKey;
@@ -61,22 +63,51 @@ pub trait Domains: Send + Sync {
 /// The global back-end settings (command line and config file).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Global {
-    /// The kind of back end.
-    pub kind: BackendKind,
+    /// The kind of back end; `None`: decided by the URL
+    /// ([`BackendKind::for_url`]).
+    pub kind: Option<BackendKind>,
     /// The URL; `None`: only domains with a row are served.
     pub url: Option<String>,
-    /// The secret.
+    /// The secret (JSXC signature; tokens).
     pub secret: Secret,
+    /// nextcloud: how login names are made.
+    pub login_form: LoginForm,
+    /// nextcloud: the API account.
+    pub api: Option<ApiAccount>,
+    /// nextcloud: how long a built roster is reused.
+    pub roster_ttl: Duration,
 }
 
 impl Global {
     /// JSXC settings from the original's `url` and `secret`.
     pub fn jsxc(url: Option<String>, secret: Secret) -> Self {
         Global {
-            kind: BackendKind::Jsxc,
+            kind: Some(BackendKind::Jsxc),
             url,
             secret,
+            login_form: LoginForm::default(),
+            api: None,
+            roster_ttl: DEFAULT_ROSTER_TTL,
         }
+    }
+
+    /// The kind for `url`: the configured one, else what the URL says.
+    pub fn kind_for(&self, url: &str) -> BackendKind {
+        self.kind.unwrap_or_else(|| BackendKind::for_url(url))
+    }
+
+    /// The spec of a domain without a row.
+    pub fn spec(&self, domain: &str) -> Option<BackendSpec> {
+        let url = self.url.clone()?;
+        Some(BackendSpec {
+            kind: self.kind_for(&url),
+            url,
+            secret: self.secret.clone(),
+            auth_domain: domain.to_owned(),
+            login_form: self.login_form,
+            api: self.api.clone(),
+            roster_ttl: self.roster_ttl,
+        })
     }
 }
 
@@ -89,7 +120,10 @@ pub struct DbDomains {
 
 struct Loaded {
     at: Option<Instant>,
-    rows: HashMap<String, DomainSettings>,
+    /// Each row's spec beside what was built from it: a reload keeps the
+    /// built back end (its state, e.g. a cached roster) while the row is
+    /// unchanged.
+    rows: HashMap<String, (BackendSpec, DomainSettings)>,
 }
 
 impl DbDomains {
@@ -107,12 +141,11 @@ impl DbDomains {
     }
 
     /// The spec of one row; a column left empty takes the global value.
+    /// A row with its own URL and no `backend` gets the kind that URL
+    /// means; `None` (with a warning) for a row that cannot be served.
     pub fn row_spec(row: &DomainRow, global: &Global) -> Option<BackendSpec> {
-        let url = row
-            .authurl
-            .clone()
-            .filter(|u| !u.is_empty())
-            .or_else(|| global.url.clone())?;
+        let own_url = row.authurl.clone().filter(|u| !u.is_empty());
+        let url = own_url.clone().or_else(|| global.url.clone())?;
         let secret = row
             .authsecret
             .clone()
@@ -124,23 +157,69 @@ impl DbDomains {
             .clone()
             .filter(|d| !d.is_empty())
             .unwrap_or_else(|| row.xmppdomain.clone());
+        let extra = &row.backend;
+        let kind = match extra.kind.as_deref().filter(|k| !k.is_empty()) {
+            Some(text) => match BackendKind::parse(text) {
+                Ok(kind) => kind,
+                Err(e) => {
+                    warn!(
+                        "domain {:?}: backend {e}; domain not served",
+                        row.xmppdomain
+                    );
+                    return None;
+                }
+            },
+            None if own_url.is_some() => BackendKind::for_url(&url),
+            None => global.kind_for(&url),
+        };
+        let login_form = match extra.loginform.as_deref().filter(|f| !f.is_empty()) {
+            Some(text) => match LoginForm::parse(text) {
+                Ok(form) => form,
+                Err(e) => {
+                    warn!(
+                        "domain {:?}: login form {e}; domain not served",
+                        row.xmppdomain
+                    );
+                    return None;
+                }
+            },
+            None => global.login_form,
+        };
+        let api = match (&extra.apiuser, &extra.apipassword) {
+            (Some(user), password) if !user.is_empty() => Some(ApiAccount {
+                user: user.clone(),
+                password: password
+                    .clone()
+                    .map(Secret::new)
+                    .or_else(|| global.api.as_ref().map(|a| a.password.clone()))
+                    .unwrap_or_default(),
+            }),
+            _ => global.api.clone(),
+        };
         Some(BackendSpec {
-            kind: global.kind,
+            kind,
             url,
             secret,
             auth_domain,
+            login_form,
+            api,
+            roster_ttl: global.roster_ttl,
         })
     }
 
     fn reload(&self, loaded: &mut Loaded) {
         match self.store.domains() {
             Ok(rows) => {
+                let mut old = std::mem::take(&mut loaded.rows);
                 loaded.rows = rows
                     .into_iter()
                     .filter_map(|row| {
                         let spec = Self::row_spec(&row, &self.global.global)?;
-                        let settings = DomainSettings::build(&spec, &self.global.client);
-                        Some((row.xmppdomain, settings))
+                        let settings = match old.remove(&row.xmppdomain) {
+                            Some((was, settings)) if was == spec => settings,
+                            _ => DomainSettings::build(&spec, &self.global.client),
+                        };
+                        Some((row.xmppdomain, (spec, settings)))
                     })
                     .collect();
                 debug!("domain table loaded: {} rows", loaded.rows.len());
@@ -159,7 +238,7 @@ impl Domains for DbDomains {
             self.reload(&mut loaded);
         }
         match loaded.rows.get(domain) {
-            Some(settings) => Some(settings.clone()),
+            Some((_, settings)) => Some(settings.clone()),
             None => {
                 drop(loaded);
                 self.global.lookup(domain)
@@ -190,17 +269,12 @@ impl GlobalOnly {
 
 impl Domains for GlobalOnly {
     fn lookup(&self, domain: &str) -> Option<DomainSettings> {
-        let url = self.global.url.as_ref()?;
+        self.global.url.as_ref()?;
         let mut built = self.built.lock().unwrap_or_else(|e| e.into_inner());
         let backend = match built.get(domain) {
             Some(backend) => Arc::clone(backend),
             None => {
-                let spec = BackendSpec {
-                    kind: self.global.kind,
-                    url: url.clone(),
-                    secret: self.global.secret.clone(),
-                    auth_domain: domain.to_owned(),
-                };
+                let spec = self.global.spec(domain)?;
                 let backend = backend::build(&spec, &self.client);
                 if built.len() < MAX_GLOBAL_DOMAINS {
                     built.insert(domain.to_owned(), Arc::clone(&backend));
@@ -242,6 +316,7 @@ mod tests {
             regcontact: None,
             regfirst: None,
             reglatest: None,
+            backend: Default::default(),
         }
     }
 
@@ -270,6 +345,65 @@ mod tests {
             DbDomains::row_spec(&row("x.example", "s", "", ""), &no_url),
             None
         );
+    }
+
+    #[test]
+    fn the_kind_follows_the_row_then_its_url_then_the_global_setting() {
+        let jsxc_url = "https://c.example/index.php/apps/ojsxc/ajax/externalApi.php";
+        let mut r = row("a.example", "s", jsxc_url, "");
+        let mut global = global();
+        global.kind = Some(BackendKind::Nextcloud);
+        // A row's own JSXC URL means JSXC, whatever the global kind.
+        assert_eq!(
+            DbDomains::row_spec(&r, &global).unwrap().kind,
+            BackendKind::Jsxc
+        );
+        r.authurl = Some("https://c.example".into());
+        assert_eq!(
+            DbDomains::row_spec(&r, &global).unwrap().kind,
+            BackendKind::Nextcloud
+        );
+        r.backend.kind = Some("jsxc".into());
+        assert_eq!(
+            DbDomains::row_spec(&r, &global).unwrap().kind,
+            BackendKind::Jsxc
+        );
+        r.backend.kind = Some("ldap".into());
+        assert_eq!(DbDomains::row_spec(&r, &global), None);
+        // Without its own URL a row takes the global kind.
+        let bare = row("b.example", "", "", "");
+        assert_eq!(
+            DbDomains::row_spec(&bare, &global).unwrap().kind,
+            BackendKind::Nextcloud
+        );
+        global.kind = None;
+        assert_eq!(
+            DbDomains::row_spec(&bare, &global).unwrap().kind,
+            BackendKind::for_url("http://global/api")
+        );
+    }
+
+    #[test]
+    fn a_row_api_account_and_login_form_override_the_global_ones() {
+        let mut global = global();
+        global.api = Some(ApiAccount {
+            user: "g-api".into(),
+            password: Secret::new("g-pw"),
+        });
+        let mut r = row("a.example", "", "https://c.example", "");
+        let spec = DbDomains::row_spec(&r, &global).unwrap();
+        assert_eq!(spec.api, global.api);
+        assert_eq!(spec.login_form, LoginForm::User);
+        r.backend.apiuser = Some("own".into());
+        r.backend.apipassword = Some("own-pw".into());
+        r.backend.loginform = Some("user@domain".into());
+        let spec = DbDomains::row_spec(&r, &global).unwrap();
+        let api = spec.api.unwrap();
+        assert_eq!(
+            (api.user.as_str(), api.password.expose()),
+            ("own", "own-pw")
+        );
+        assert_eq!(spec.login_form, LoginForm::UserAtDomain);
     }
 
     #[test]

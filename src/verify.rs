@@ -4,11 +4,11 @@
 
 use std::sync::Arc;
 
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use tokio_util::task::TaskTracker;
 
-use crate::backend::{BackendError, Roster, Verdict};
+use crate::backend::{BackendError, Cause, Roster, Verdict};
 use crate::cache::Cache;
 use crate::clock::Clock;
 use crate::proto::{Reply, Request};
@@ -234,7 +234,7 @@ impl Verifier {
                         }
                     }
                 }
-                warn!("auth {jid}: failed, back end unreachable: {error}");
+                log_backend_error(&format!("auth {jid}: failed"), &error);
                 AuthOutcome::Unreachable(error)
             }
         }
@@ -258,6 +258,7 @@ impl Verifier {
         let Some(settings) = self.domains.lookup(domain) else {
             return;
         };
+        let waits = settings.backend.waits_for_roster();
         let sync = Arc::clone(sync);
         let jid = format!("{user}@{domain}");
         let (user, domain) = (user.to_owned(), domain.to_owned());
@@ -268,9 +269,13 @@ impl Verifier {
                     let handle = sync.spawn_after_login(user, domain, roster, now);
                     let _ = handle.await;
                 }
-                Err(e) => warn!("shared roster of {user}@{domain}: back end unreachable: {e}"),
+                Err(e) => log_backend_error(&format!("shared roster of {user}@{domain}"), &e),
             }
         });
+        if !waits {
+            debug!("shared roster of {jid}: fetched and synchronised after the login answer");
+            return;
+        }
         if tokio::time::timeout(roster::LOGIN_WAIT, task)
             .await
             .is_err()
@@ -299,7 +304,7 @@ impl Verifier {
                 Reply::No
             }
             Err(e) => {
-                warn!("isuser {user}@{domain}: back end unreachable: {e}");
+                log_backend_error(&format!("isuser {user}@{domain}"), &e);
                 self.isuser_unreachable(user, domain).await
             }
         }
@@ -352,10 +357,21 @@ impl Verifier {
         match settings.backend.roster(user).await {
             Ok(roster) => Some(roster),
             Err(e) => {
-                warn!("roster {user}@{domain}: back end unreachable: {e}");
+                log_backend_error(&format!("roster {user}@{domain}"), &e);
                 None
             }
         }
+    }
+}
+
+/// Logs a back-end error of `what` by what it means: a set-up problem is an
+/// error, a missing optional setting is said at debug level (the start-up
+/// log said it once), anything else is a warning.
+fn log_backend_error(what: &str, e: &BackendError) {
+    match e {
+        BackendError::Misconfigured(Cause::NotConfigured(_)) => debug!("{what}: {e}"),
+        BackendError::Misconfigured(_) => error!("{what}: {e}"),
+        _ => warn!("{what}: back end unreachable: {e}"),
     }
 }
 

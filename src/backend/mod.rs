@@ -6,7 +6,8 @@
 //!   saying what the caller does next, with the [`Cause`] for the log);
 //! - [`http`]: the one HTTP client every kind shares (pool, process-wide
 //!   concurrency limit, body-size limit, TLS roots);
-//! - [`jsxc`]: the Nextcloud JSXC app's signed external API (SPEC §4).
+//! - [`jsxc`]: the Nextcloud JSXC app's signed external API (SPEC §4);
+//! - [`nextcloud`]: stock Nextcloud's OCS and provisioning APIs, no app.
 //!
 //! A second kind of back end is a new file beside `jsxc.rs` implementing
 //! [`Backend`], and a [`BackendKind`] variant that [`build`] maps to it;
@@ -25,14 +26,18 @@ use crate::secret::Secret;
 
 pub mod http;
 pub mod jsxc;
+pub mod nextcloud;
 
 pub use http::{BackendBuildError, BackendOptions, HttpClient, MAX_REPLY_BYTES, USER_AGENT};
+pub use nextcloud::{ApiAccount, LoginForm};
 
 /// Which API a domain's Nextcloud is asked through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BackendKind {
     /// The JSXC app's signed external API (Nextcloud ≤ 30 with the app).
     Jsxc,
+    /// Stock Nextcloud's OCS and provisioning APIs (Nextcloud 25 and newer).
+    Nextcloud,
 }
 
 impl BackendKind {
@@ -40,6 +45,27 @@ impl BackendKind {
     pub fn name(self) -> &'static str {
         match self {
             BackendKind::Jsxc => "jsxc",
+            BackendKind::Nextcloud => "nextcloud",
+        }
+    }
+
+    /// Parses `jsxc` or `nextcloud`.
+    pub fn parse(text: &str) -> Result<BackendKind, String> {
+        match text {
+            "jsxc" => Ok(BackendKind::Jsxc),
+            "nextcloud" => Ok(BackendKind::Nextcloud),
+            other => Err(format!("{other:?}: expected jsxc or nextcloud")),
+        }
+    }
+
+    /// The kind a URL without an explicit `backend` means: `jsxc` for the
+    /// JSXC API path, `nextcloud` for anything else (a base URL).
+    pub fn for_url(url: &str) -> BackendKind {
+        let path = url.split(['?', '#']).next().unwrap_or_default();
+        if path.trim_end_matches('/').ends_with(jsxc::API_PATH) {
+            BackendKind::Jsxc
+        } else {
+            BackendKind::Nextcloud
         }
     }
 }
@@ -55,12 +81,37 @@ impl fmt::Display for BackendKind {
 pub struct BackendSpec {
     /// The API kind.
     pub kind: BackendKind,
-    /// For JSXC the external API URL.
+    /// JSXC: the external API URL; nextcloud: the base URL.
     pub url: String,
-    /// The shared secret (JSXC signature and tokens).
+    /// The shared secret (JSXC signature, and tokens for both kinds).
     pub secret: Secret,
-    /// The domain Nextcloud is told about.
+    /// The domain Nextcloud is told about (JSXC), or that the
+    /// `user@domain` login form appends (nextcloud).
     pub auth_domain: String,
+    /// nextcloud: how login names are made.
+    pub login_form: LoginForm,
+    /// nextcloud: the account for existence and groups.
+    pub api: Option<ApiAccount>,
+    /// nextcloud: how long a built shared roster is reused.
+    pub roster_ttl: std::time::Duration,
+}
+
+/// How long a stock-Nextcloud roster is reused by default.
+pub const DEFAULT_ROSTER_TTL: std::time::Duration = std::time::Duration::from_secs(600);
+
+impl BackendSpec {
+    /// A JSXC spec (the original's settings).
+    pub fn jsxc(url: String, secret: Secret, auth_domain: String) -> Self {
+        BackendSpec {
+            kind: BackendKind::Jsxc,
+            url,
+            secret,
+            auth_domain,
+            login_form: LoginForm::default(),
+            api: None,
+            roster_ttl: DEFAULT_ROSTER_TTL,
+        }
+    }
 }
 
 /// Builds the back end `spec` describes on the shared `client`.
@@ -71,6 +122,16 @@ pub fn build(spec: &BackendSpec, client: &Arc<HttpClient>) -> Arc<dyn Backend> {
             spec.url.clone(),
             spec.secret.clone(),
             spec.auth_domain.clone(),
+        )),
+        BackendKind::Nextcloud => Arc::new(nextcloud::NextcloudBackend::new(
+            Arc::clone(client),
+            nextcloud::NextcloudSettings {
+                base: spec.url.clone(),
+                auth_domain: spec.auth_domain.clone(),
+                login_form: spec.login_form,
+                api: spec.api.clone(),
+                roster_ttl: spec.roster_ttl,
+            },
         )),
     }
 }
@@ -98,6 +159,13 @@ pub trait Backend: Send + Sync {
     async fn is_user(&self, user: &str) -> Result<bool, BackendError>;
     /// The shared roster of `user`: every member of the user's groups.
     async fn roster(&self, user: &str) -> Result<Roster, BackendError>;
+    /// Whether a login's answer may wait (up to `roster::LOGIN_WAIT`) for
+    /// the roster fetch and sync: true where fetching is one request, so the
+    /// roster is in place when the client asks for it. False where it takes
+    /// several: the answer then never waits for them.
+    fn waits_for_roster(&self) -> bool {
+        true
+    }
 }
 
 /// Why the back end gave no answer, sorted by what the caller does next.
@@ -176,6 +244,17 @@ pub enum Cause {
     /// Nextcloud rejected our signature: the secrets differ.
     #[error("signature mismatch (wrong API secret? compare with the JSXC admin page)")]
     SignatureMismatch,
+    /// The question needs a setting that is missing.
+    #[error("not configured: {0}")]
+    NotConfigured(&'static str),
+    /// The account xcauth uses for the provisioning API was refused.
+    #[error("API account refused (HTTP {status}): {hint}")]
+    ApiAccount {
+        /// HTTP status (0: not asked, still backing off).
+        status: u16,
+        /// What to check.
+        hint: String,
+    },
     /// Nextcloud answered 429: it throttles this address.
     #[error("HTTP 429: Nextcloud throttles xcauth's address (add it to Nextcloud's brute-force allowlist)")]
     TooManyRequests,

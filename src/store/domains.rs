@@ -23,6 +23,43 @@ pub struct DomainRow {
     pub regfirst: Option<i64>,
     /// Latest registration change, seconds since the epoch (0 if unreadable).
     pub reglatest: Option<i64>,
+    /// The back-end settings beyond the original's columns (table
+    /// `domainbackend`, which the original does not know).
+    pub backend: DomainBackend,
+}
+
+/// A domain's back-end settings that the original's `domains` table has no
+/// columns for; kept in our own table `domainbackend`, keyed by
+/// `xmppdomain`, so the original reads and writes `domains` as before.
+/// Every field `None`: inherit the global setting.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct DomainBackend {
+    /// `jsxc` or `nextcloud`; `None`: decided by the URL.
+    pub kind: Option<String>,
+    /// The API account's login name.
+    pub apiuser: Option<String>,
+    /// The API account's password; never printed by `Debug`.
+    pub apipassword: Option<String>,
+    /// `user` or `user@domain`.
+    pub loginform: Option<String>,
+}
+
+impl DomainBackend {
+    /// True when nothing is set.
+    pub fn is_empty(&self) -> bool {
+        *self == DomainBackend::default()
+    }
+}
+
+impl fmt::Debug for DomainBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DomainBackend")
+            .field("kind", &self.kind)
+            .field("apiuser", &self.apiuser)
+            .field("apipassword", &self.apipassword.as_ref().map(|_| "***"))
+            .field("loginform", &self.loginform)
+            .finish()
+    }
 }
 
 impl fmt::Debug for DomainRow {
@@ -35,6 +72,7 @@ impl fmt::Debug for DomainRow {
             .field("regcontact", &self.regcontact)
             .field("regfirst", &self.regfirst)
             .field("reglatest", &self.reglatest)
+            .field("backend", &self.backend)
             .finish()
     }
 }
@@ -67,24 +105,18 @@ impl Store {
     /// The `domains` row of `xmppdomain`, if any.
     pub fn domain(&self, xmppdomain: &str) -> Result<Option<DomainRow>, StoreError> {
         self.read(|c| {
-            c.prepare_cached(
-                "SELECT xmppdomain, authsecret, authurl, authdomain, regcontact, \
-                 regfirst, reglatest FROM domains WHERE xmppdomain = ?1",
-            )?
-            .query_row([xmppdomain], domain_row)
-            .optional()
+            c.prepare_cached(&format!("{SELECT_DOMAINS} WHERE d.xmppdomain = ?1"))?
+                .query_row([xmppdomain], domain_row)
+                .optional()
         })
     }
 
     /// All `domains` rows, sorted by domain.
     pub fn domains(&self) -> Result<Vec<DomainRow>, StoreError> {
         self.read(|c| {
-            c.prepare_cached(
-                "SELECT xmppdomain, authsecret, authurl, authdomain, regcontact, \
-                 regfirst, reglatest FROM domains ORDER BY xmppdomain",
-            )?
-            .query_map([], domain_row)?
-            .collect()
+            c.prepare_cached(&format!("{SELECT_DOMAINS} ORDER BY d.xmppdomain"))?
+                .query_map([], domain_row)?
+                .collect()
         })
     }
 
@@ -159,9 +191,38 @@ impl Store {
         })
     }
 
-    /// Deletes the `domains` row of `xmppdomain`; true if it existed.
+    /// Sets the back-end settings of `xmppdomain` beyond the original's
+    /// columns; a field `None` keeps what is stored. The `domains` row
+    /// itself is not touched (see [`put_domain`](Self::put_domain)).
+    pub fn set_domain_backend(
+        &self,
+        xmppdomain: &str,
+        backend: &DomainBackend,
+    ) -> Result<(), StoreError> {
+        self.write(|c| {
+            c.prepare_cached(
+                "INSERT INTO domainbackend (xmppdomain, backend, apiuser, apipassword, loginform) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (xmppdomain) DO UPDATE SET \
+                 backend = coalesce(?2, backend), apiuser = coalesce(?3, apiuser), \
+                 apipassword = coalesce(?4, apipassword), loginform = coalesce(?5, loginform)",
+            )?
+            .execute(rusqlite::params![
+                xmppdomain,
+                backend.kind,
+                backend.apiuser,
+                backend.apipassword,
+                backend.loginform
+            ])?;
+            Ok(())
+        })
+    }
+
+    /// Deletes the `domains` row of `xmppdomain` (and its back-end
+    /// settings); true if the row existed.
     pub fn delete_domain(&self, xmppdomain: &str) -> Result<bool, StoreError> {
         self.write(|c| {
+            c.prepare_cached("DELETE FROM domainbackend WHERE xmppdomain = ?1")?
+                .execute([xmppdomain])?;
             Ok(
                 c.prepare_cached("DELETE FROM domains WHERE xmppdomain = ?1")?
                     .execute([xmppdomain])?
@@ -171,7 +232,13 @@ impl Store {
     }
 }
 
-/// Reads a `domains` row selected in declaration order.
+/// The `domains` columns in declaration order, then our `domainbackend`
+/// columns (NULL where the domain has no such row).
+const SELECT_DOMAINS: &str = "SELECT d.xmppdomain, d.authsecret, d.authurl, d.authdomain, \
+     d.regcontact, d.regfirst, d.reglatest, b.backend, b.apiuser, b.apipassword, b.loginform \
+     FROM domains d LEFT JOIN domainbackend b ON b.xmppdomain = d.xmppdomain";
+
+/// Reads a row of [`SELECT_DOMAINS`].
 fn domain_row(r: &Row<'_>) -> rusqlite::Result<DomainRow> {
     Ok(DomainRow {
         xmppdomain: text(r, 0)?.unwrap_or_default(),
@@ -181,6 +248,12 @@ fn domain_row(r: &Row<'_>) -> rusqlite::Result<DomainRow> {
         regcontact: text(r, 4)?,
         regfirst: timestamp(r, 5)?,
         reglatest: timestamp(r, 6)?,
+        backend: DomainBackend {
+            kind: text(r, 7)?,
+            apiuser: text(r, 8)?,
+            apipassword: text(r, 9)?,
+            loginform: text(r, 10)?,
+        },
     })
 }
 

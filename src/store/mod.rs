@@ -36,7 +36,7 @@ mod schema;
 mod time;
 
 pub use authcache::CacheEntry;
-pub use domains::{DomainRow, DomainUpdate};
+pub use domains::{DomainBackend, DomainRow, DomainUpdate};
 pub use purge::{HostDeletion, UserDeletion};
 pub use roster::{split_list, RosterInfo};
 pub use schema::SCHEMA_VERSION;

@@ -101,6 +101,7 @@ impl Store {
                 &format!("DELETE FROM rostergroups WHERE {group_match}"),
                 [&suffix],
             )?;
+            c.execute("DELETE FROM domainbackend WHERE xmppdomain = ?1", [domain])?;
             let domain = c.execute("DELETE FROM domains WHERE xmppdomain = ?1", [domain])? > 0;
             Ok(HostDeletion {
                 authcache,

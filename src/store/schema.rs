@@ -4,8 +4,10 @@ use rusqlite::{Connection, ErrorCode, TransactionBehavior};
 
 /// Our own schema version, kept in `PRAGMA user_version`. 0 is a file
 /// written by the Python original (or an empty one); 1 is the original's
-/// four tables, unchanged. Later additive changes bump it.
-pub const SCHEMA_VERSION: i64 = 1;
+/// four tables, unchanged; 2 adds our own tables beside them ([`OURS`]).
+/// The original's tables are never altered, so it keeps reading and
+/// writing them.
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// The original's tables (SPEC §8). `IF NOT EXISTS` makes creation safe when
 /// several processes open a new file at the same instant.
@@ -24,8 +26,22 @@ const SCHEMA: [&str; 4] = [
     "CREATE TABLE IF NOT EXISTS rostergroups (groupname TEXT PRIMARY KEY, userlist TEXT)",
 ];
 
-/// Names of the tables in [`SCHEMA`].
-const TABLES: [&str; 4] = ["domains", "authcache", "rosterinfo", "rostergroups"];
+/// Our own tables, which the original does not know and ignores.
+const OURS: [&str; 1] = [
+    // Back-end settings of a domain beyond the original's `domains`
+    // columns (see `DomainBackend`).
+    "CREATE TABLE IF NOT EXISTS domainbackend (xmppdomain TEXT PRIMARY KEY, \
+     backend TEXT, apiuser TEXT, apipassword TEXT, loginform TEXT)",
+];
+
+/// Names of the tables in [`SCHEMA`] and [`OURS`].
+const TABLES: [&str; 5] = [
+    "domains",
+    "authcache",
+    "rosterinfo",
+    "rostergroups",
+    "domainbackend",
+];
 
 /// Creates missing tables and records [`SCHEMA_VERSION`]. Checks first
 /// without a lock, so opening a complete file takes no write lock (and
@@ -45,7 +61,7 @@ pub(super) fn prepare_schema(conn: &mut Connection) -> rusqlite::Result<()> {
     }
     let upgrade = |conn: &mut Connection| -> rusqlite::Result<()> {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        for sql in SCHEMA {
+        for sql in SCHEMA.iter().chain(OURS.iter()) {
             tx.execute(sql, [])?;
         }
         // Read again under the lock: another process may have set it.
@@ -67,7 +83,7 @@ pub(super) fn prepare_schema(conn: &mut Connection) -> rusqlite::Result<()> {
 /// How many of [`TABLES`] exist.
 fn count_tables(conn: &Connection) -> rusqlite::Result<usize> {
     let n: i64 = conn.query_row(
-        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name IN (?1, ?2, ?3, ?4)",
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name IN (?1, ?2, ?3, ?4, ?5)",
         TABLES,
         |r| r.get(0),
     )?;
@@ -89,7 +105,7 @@ mod tests {
         let store = mem();
         let conn = store.conn();
         assert_eq!(user_version(&conn).unwrap(), SCHEMA_VERSION);
-        assert_eq!(count_tables(&conn).unwrap(), 4);
+        assert_eq!(count_tables(&conn).unwrap(), TABLES.len());
         drop(conn);
         assert_eq!(store.integrity_check().unwrap(), "ok");
     }
