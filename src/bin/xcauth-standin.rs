@@ -499,7 +499,11 @@ fn ocs_control(state: &State, post: bool, path: &str, body: &str) -> HttpRespons
     let throttle = ocs.throttle();
     match (post, path) {
         (false, "/_standin/bruteforce") => {
-            let allowlist: Vec<String> = throttle.allowlist().iter().map(ToString::to_string).collect();
+            let allowlist: Vec<String> = throttle
+                .allowlist()
+                .iter()
+                .map(ToString::to_string)
+                .collect();
             let summary = serde_json::json!({
                 "scale": throttle.scale(),
                 "allowlist": allowlist,
@@ -514,7 +518,9 @@ fn ocs_control(state: &State, post: bool, path: &str, body: &str) -> HttpRespons
             } else {
                 match body.parse::<std::net::IpAddr>() {
                     Ok(ip) => Some(ip),
-                    Err(_) => return text(400, "reset: an IP address, or nothing for all\n".to_owned()),
+                    Err(_) => {
+                        return text(400, "reset: an IP address, or nothing for all\n".to_owned())
+                    }
                 }
             };
             let cleared = throttle.reset(ip);

@@ -239,7 +239,9 @@ impl Throttle {
         let mut inner = self.lock();
         let at = Self::now(&inner);
         let bucket = bucket_of(ip);
-        inner.failures.retain(|f| at.saturating_duration_since(f.at) < LOOK_BACK);
+        inner
+            .failures
+            .retain(|f| at.saturating_duration_since(f.at) < LOOK_BACK);
         inner.failures.push(Failure {
             bucket: bucket.clone(),
             login: login.to_owned(),
@@ -286,7 +288,9 @@ impl Throttle {
         for failure in &inner.failures {
             if !map.contains_key(&failure.bucket) {
                 let n = Self::count(&inner, &failure.bucket, LOOK_BACK);
-                map.insert(failure.bucket.clone(), n.into());
+                if n > 0 {
+                    map.insert(failure.bucket.clone(), n.into());
+                }
             }
         }
         serde_json::Value::Object(map)
@@ -349,7 +353,9 @@ mod tests {
         assert!(net.contains("127.1.2.3".parse().unwrap()));
         assert!(net.contains("::ffff:127.0.0.1".parse().unwrap()));
         assert!(!net.contains("::1".parse().unwrap()));
-        assert!(Subnet::parse("::1").unwrap().contains("::1".parse().unwrap()));
+        assert!(Subnet::parse("::1")
+            .unwrap()
+            .contains("::1".parse().unwrap()));
         assert!(Subnet::parse("1.2.3.4/33").is_err());
         assert!(Subnet::parse("nonsense").is_err());
         let t = Throttle::new(1.0, vec![Subnet::parse("127.0.0.1/32").unwrap()]);
