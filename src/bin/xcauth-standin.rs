@@ -107,7 +107,10 @@ OCS: Basic auth; 412 without 'OCS-APIRequest: true'; 401 with Nextcloud's XML bo
 Every answer sets Nextcloud's cookies; a request sending any of them back gets 400 \
 (counted as cookies_returned): a real Nextcloud would skip Basic auth for it. \
 Failed logins are throttled per client address like Nextcloud (0.2 s doubling to \
-25 s, times --throttle-scale; 429 after more than 10 failures in 30 minutes).
+25 s, times --throttle-scale; 429 after more than 10 failures in 30 minutes). \
+As in Nextcloud, a main password refused by policy (2fa, --token-auth-enforced) is \
+refused before it is checked and is no brute-force failure, and uids match without \
+regard to case. Faults and latency apply to /ocs/ too (wrongsig there means none).
 
 FAULTS (--fault, or at run time: POST /_standin/fault with the mode as body):
 none, http500, http404, hang, close, nonjson, redirect, badshape, wrongsig. \
