@@ -29,6 +29,8 @@ const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 struct Standin {
     child: Child,
     addr: SocketAddr,
+    /// One client (connection pool) per local address; none keeps cookies.
+    clients: std::sync::Mutex<Vec<(IpAddr, reqwest::Client)>>,
 }
 
 impl Drop for Standin {
@@ -111,6 +113,7 @@ impl Standin {
         let mut guard = Standin {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            clients: std::sync::Mutex::new(Vec::new()),
         };
         let mut line = String::new();
         BufReader::new(stdout)
@@ -125,12 +128,7 @@ impl Standin {
     }
 
     async fn send(&self, method: reqwest::Method, path: &str, req: Req<'_>, body: &str) -> Answer {
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .local_address(req.from)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("client");
+        let client = self.client(req.from);
         let mut builder = client
             .request(method, format!("http://{}{path}", self.addr))
             .timeout(Duration::from_secs(60));
@@ -168,6 +166,21 @@ impl Standin {
             body,
             took: started.elapsed(),
         }
+    }
+
+    fn client(&self, from: IpAddr) -> reqwest::Client {
+        let mut clients = self.clients.lock().unwrap();
+        if let Some((_, client)) = clients.iter().find(|(ip, _)| *ip == from) {
+            return client.clone();
+        }
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .local_address(from)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client");
+        clients.push((from, client.clone()));
+        client
     }
 
     async fn get(&self, path: &str, req: Req<'_>) -> Answer {
@@ -210,10 +223,8 @@ impl Standin {
         let mut mac = <Hmac<Sha1> as Mac>::new_from_slice(SECRET.as_bytes()).unwrap();
         mac.update(form.as_bytes());
         let signature = format!("sha1={}", hex::encode(mac.finalize().into_bytes()));
-        let response = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .unwrap()
+        let response = self
+            .client(LOCAL)
             .post(format!("http://{}{JSXC_API}", self.addr))
             .header("X-JSXC-SIGNATURE", signature)
             .header("Content-Type", "application/x-www-form-urlencoded")
@@ -777,7 +788,7 @@ async fn provisioning_as_admin() {
 }
 
 #[tokio::test]
-async fn provisioning_as_subadmin_and_as_nobody_special() {
+async fn provisioning_as_subadmin_and_as_plain_user() {
     let s = Standin::start(&[]);
     let sam = Req::auth("sam", "sam-pw");
     let get = |endpoint: &str, req: Req<'static>| {

@@ -1,4 +1,4 @@
-//! xcauth-standin: a loopback-only fake of Nextcloud's JSXC external API, for tests and first tries.
+//! xcauth-standin: a loopback-only fake of Nextcloud (JSXC external API and stock OCS APIs), for tests and first tries.
 //!
 //! It answers `POST …/externalApi.php` (any path ending so) the way the
 //! Nextcloud JSXC app does: the `X-JSXC-SIGNATURE: ALGO=HEX` header is
@@ -119,7 +119,7 @@ GET /_standin/bruteforce, POST /_standin/bruteforce/reset (IP or empty), \
 POST /_standin/bruteforce/allowlist (CIDRs), POST /_standin/throttle-scale (factor), \
 POST /_standin/clock (seconds forward), POST /_standin/token-auth-enforced (true|false).";
 
-/// A stand-in for Nextcloud's JSXC external API, on loopback only.
+/// A stand-in for Nextcloud (JSXC external API and stock OCS APIs), on loopback only.
 #[derive(Parser)]
 #[command(name = "xcauth-standin", version, after_long_help = USERS_FORMAT)]
 struct Cli {
@@ -236,7 +236,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         drop(stdout);
         tracing::info!(
             fault = cli.fault.name(),
-            "serving the JSXC external API on {addr} for {user_count} users"
+            "serving the JSXC external API and the OCS APIs on {addr} for {user_count} users"
         );
         serve(listener, state).await;
         Ok(())
