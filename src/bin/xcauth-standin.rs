@@ -60,6 +60,8 @@ mod accounts;
 mod api;
 #[path = "xcauth-standin/ocs.rs"]
 mod ocs;
+#[path = "xcauth-standin/ocs_control.rs"]
+mod ocs_control;
 #[path = "xcauth-standin/state.rs"]
 mod state;
 #[path = "xcauth-standin/throttle.rs"]
@@ -152,7 +154,7 @@ struct Cli {
 
     /// Factor for the brute-force delays of the OCS APIs (1.0: Nextcloud's
     /// 0.2 s to 25 s; e.g. 0.001 for tests).
-    #[arg(long, value_name = "FACTOR", default_value_t = 1.0, value_parser = parse_scale)]
+    #[arg(long, value_name = "FACTOR", default_value_t = 1.0, value_parser = ocs_control::parse_scale)]
     throttle_scale: f64,
 
     /// Client subnets never throttled (Nextcloud's brute-force allowlist),
@@ -164,13 +166,6 @@ struct Cli {
     /// `token_auth_enforced`).
     #[arg(long)]
     token_auth_enforced: bool,
-}
-
-fn parse_scale(text: &str) -> Result<f64, String> {
-    match text.trim().parse::<f64>() {
-        Ok(scale) if scale.is_finite() && (0.0..=1000.0).contains(&scale) => Ok(scale),
-        _ => Err(format!("{text:?}: a number from 0 to 1000")),
-    }
 }
 
 fn main() -> ExitCode {
@@ -442,7 +437,7 @@ async fn control_request(state: &State, request: Request<Incoming>) -> HttpRespo
     };
     let post = method == Method::POST;
     match (method, path.as_str()) {
-        (Method::GET, "/_standin/stats") => to_response(Reply::json(200, stats_json(state))),
+        (Method::GET, "/_standin/stats") => to_response(Reply::json(200, ocs_control::stats_json(state))),
         (Method::POST, "/_standin/reset") => {
             state.reset();
             state.ocs().reset_stats();
@@ -453,7 +448,7 @@ async fn control_request(state: &State, request: Request<Incoming>) -> HttpRespo
             || path == "/_standin/clock"
             || path == "/_standin/token-auth-enforced" =>
         {
-            ocs_control(state, post, path, body.trim())
+            ocs_control::respond(state, post, path, body.trim())
         }
         (Method::GET, "/_standin/fault") => text(200, format!("{}\n", state.fault().name())),
         (Method::POST, "/_standin/fault") => match Fault::parse(&body) {
@@ -478,93 +473,6 @@ async fn control_request(state: &State, request: Request<Incoming>) -> HttpRespo
                 text(200, format!("{ms}\n"))
             }
             Err(_) => text(400, "latency: a whole number of milliseconds\n".to_owned()),
-        },
-        _ => text(404, "no such control endpoint\n".to_owned()),
-    }
-}
-
-/// The JSXC counters with the OCS ones beside them.
-fn stats_json(state: &State) -> String {
-    let mut stats: serde_json::Value =
-        serde_json::from_str(&state.stats_json()).unwrap_or_else(|_| serde_json::json!({}));
-    let ocs = state.ocs().stats_json();
-    let total = stats["requests"].as_u64().unwrap_or(0) + ocs["requests"].as_u64().unwrap_or(0);
-    if let Some(object) = stats.as_object_mut() {
-        object.insert("ocs".to_owned(), ocs);
-        object.insert("nextcloud_requests".to_owned(), total.into());
-    }
-    stats.to_string()
-}
-
-/// The control endpoints of the OCS side (throttle and policy).
-fn ocs_control(state: &State, post: bool, path: &str, body: &str) -> HttpResponse {
-    let ocs = state.ocs();
-    let throttle = ocs.throttle();
-    match (post, path) {
-        (false, "/_standin/bruteforce") => {
-            let allowlist: Vec<String> = throttle
-                .allowlist()
-                .iter()
-                .map(ToString::to_string)
-                .collect();
-            let summary = serde_json::json!({
-                "scale": throttle.scale(),
-                "allowlist": allowlist,
-                "buckets": throttle.summary(),
-                "token_auth_enforced": ocs.token_auth_enforced(),
-            });
-            to_response(Reply::json(200, summary.to_string()))
-        }
-        (true, "/_standin/bruteforce/reset") => {
-            let ip = if body.is_empty() {
-                None
-            } else {
-                match body.parse::<std::net::IpAddr>() {
-                    Ok(ip) => Some(ip),
-                    Err(_) => {
-                        return text(400, "reset: an IP address, or nothing for all\n".to_owned())
-                    }
-                }
-            };
-            let cleared = throttle.reset(ip);
-            tracing::info!("brute-force reset: {cleared} failures cleared");
-            text(200, format!("{cleared}\n"))
-        }
-        (true, "/_standin/bruteforce/allowlist") => {
-            let parsed: Result<Vec<throttle::Subnet>, String> = body
-                .split(|c: char| c == ',' || c.is_whitespace())
-                .filter(|s| !s.is_empty())
-                .map(throttle::Subnet::parse)
-                .collect();
-            match parsed {
-                Ok(list) => {
-                    let shown: Vec<String> = list.iter().map(ToString::to_string).collect();
-                    throttle.set_allowlist(list);
-                    text(200, format!("{}\n", shown.join(",")))
-                }
-                Err(err) => text(400, format!("allowlist: {err}\n")),
-            }
-        }
-        (true, "/_standin/throttle-scale") => match parse_scale(body) {
-            Ok(scale) => {
-                throttle.set_scale(scale);
-                text(200, format!("{scale}\n"))
-            }
-            Err(err) => text(400, format!("throttle-scale: {err}\n")),
-        },
-        (true, "/_standin/clock") => match body.parse::<u64>() {
-            Ok(seconds) => {
-                throttle.advance_clock(Duration::from_secs(seconds));
-                text(200, format!("{seconds}\n"))
-            }
-            Err(_) => text(400, "clock: whole seconds to move forward\n".to_owned()),
-        },
-        (true, "/_standin/token-auth-enforced") => match body {
-            "true" | "false" => {
-                ocs.set_token_auth_enforced(body == "true");
-                text(200, format!("{body}\n"))
-            }
-            _ => text(400, "token-auth-enforced: true or false\n".to_owned()),
         },
         _ => text(404, "no such control endpoint\n".to_owned()),
     }
