@@ -551,15 +551,15 @@ impl Ocs {
                     .is_some_and(|e| e.to_lowercase() == login.to_lowercase());
                 (same_uid(&owner.uid, login) || by_email).then_some(owner)
             }
-            None => match self.find_uid(login) {
-                Some(user) if user.main_password_is(password) => Some(user),
-                Some(_) => None,
-                None if login.contains('@') => match self.by_email(login).as_slice() {
-                    [user] if user.main_password_is(password) => Some(*user),
+            // as Nextcloud: the login as a uid first; failing that, if it
+            // looks like an address, the one account with that address
+            None => self
+                .find_uid(login)
+                .filter(|user| user.main_password_is(password))
+                .or_else(|| match self.by_email(login).as_slice() {
+                    [user] if login.contains('@') && user.main_password_is(password) => Some(*user),
                     _ => None,
-                },
-                None => None,
-            },
+                }),
         };
         match user {
             Some(user) if !user.extra.disabled => Ok(user),
@@ -1163,7 +1163,9 @@ mod tests {
              tfa\ttfa-pw\tT\tstaff\t2fa\tapp-password=app1\tapp-password=app2\n\
              dis\tdis-pw\tD\tstaff\tdisabled\n\
              d1\td1\t\t\temail=same@x.org\n\
-             d2\td2\t\t\temail=same@x.org\n",
+             d2\td2\t\t\temail=same@x.org\n\
+             b\tb-pw\t\t\temail=b@x.org\n\
+             b@x.org\town-pw\n",
         )
         .unwrap();
         Ocs::new(users, 1.0, vec![], false)
@@ -1175,6 +1177,8 @@ mod tests {
         assert_eq!(o.login("alice", "pw").unwrap().uid, "alice");
         assert_eq!(o.login("ALICE", "pw").unwrap().uid, "alice");
         assert_eq!(o.login("a@x.org", "pw").unwrap().uid, "alice");
+        assert_eq!(o.login("b@x.org", "b-pw").unwrap().uid, "b");
+        assert_eq!(o.login("b@x.org", "own-pw").unwrap().uid, "b@x.org");
         assert_eq!(o.login("alice", "nope").unwrap_err(), LoginError::Failed);
         assert_eq!(o.login("nobody", "pw").unwrap_err(), LoginError::Failed);
         assert_eq!(o.login("dis", "dis-pw").unwrap_err(), LoginError::Failed);
