@@ -193,7 +193,7 @@ impl Verifier {
                 AuthOutcome::Backend
             }
             Ok(Verdict::Rejected) => {
-                info!("auth {jid}: wrong password (back end said noauth)");
+                info!("auth {jid}: wrong password (refused by the back end)");
                 if let (Some(cache), Some((entry, matched))) = (cache, cached) {
                     // A password the back end rejects must not keep working
                     // from the cache during a later outage.
