@@ -27,6 +27,7 @@ pub mod cache;
 pub mod clock;
 pub mod config;
 pub mod domains;
+pub mod guard;
 pub mod listen;
 pub mod logging;
 pub mod proto;

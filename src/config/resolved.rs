@@ -501,7 +501,7 @@ mod tests {
         assert!(m.contains("Usage:"), "{m}");
 
         let m = invalid(load_test(&["-t", "generic", "-s", "x"], &[], None));
-        assert!(m.contains("no API URL") && m.contains("XCAUTH_URL"), "{m}");
+        assert!(m.contains("no URL") && m.contains("XCAUTH_URL"), "{m}");
 
         let m = invalid(load_test(&["-t", "generic", "-u", URL], &[], None));
         assert!(m.contains("no API secret"), "{m}");
