@@ -26,9 +26,12 @@
 //! read and write transactions) and [`StoreError`]; `schema` creates the
 //! tables and keeps the version; `time` writes and reads the timestamps;
 //! `domains`, `authcache` and `roster` hold the queries of their tables;
+//! `credentials` the several cached credentials of a JID (`authcache` and
+//! our `authcredential`);
 //! `purge` the deletions that span tables (a user, a host).
 
 mod authcache;
+mod credentials;
 mod domains;
 mod purge;
 mod roster;
