@@ -682,6 +682,89 @@ fn cache_list_and_flush_with_counts() {
     assert_eq!(s.rows("rosterinfo").len(), 4);
 }
 
+/// Several credentials per JID (one per device) live in our table
+/// `authcredential` beside the original's `authcache` row; every command
+/// that lists or forgets cache entries covers them.
+#[test]
+fn cache_user_and_host_commands_cover_every_credential_of_a_jid() {
+    let s = Setup::with_ejabberdctl();
+    let ours = |s: &Setup, jid: &str| {
+        s.count("SELECT COUNT(*) FROM authcredential WHERE jid = ?1", &[jid])
+    };
+    // Opening the original's file adds our tables.
+    assert_eq!(s.run(&["cache", "list"]).code, 0);
+    for (jid, n) in [
+        ("alice@example.org", 2),
+        ("bob@example.org", 1),
+        ("zoë@example.org", 1),
+    ] {
+        for i in 0..n {
+            s.exec(
+                "INSERT INTO authcredential (jid, pwhash, firstauth, remoteauth, anyauth) \
+                 SELECT jid, ?2, firstauth, ?3, ?3 FROM authcache WHERE jid = ?1",
+                &[
+                    jid,
+                    &format!("$2b$04$device-{i}"),
+                    &format!("2026-11-27 10:00:0{i}"),
+                ],
+            );
+        }
+    }
+    // A row left after the original deleted its JID from authcache.
+    s.exec(
+        "INSERT INTO authcredential VALUES ('gone@example.org', '$2b$04$orphan', \
+         '2026-11-01 00:00:00', '2026-11-01 00:00:00', '2026-11-01 00:00:00')",
+        &[],
+    );
+
+    let out = s.run(&["cache", "list"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let lines = out.lines();
+    assert_eq!(lines.len(), 2 + 8, "{out:?}");
+    assert_eq!(
+        lines[1],
+        "alice@example.org  2026-11-28 15:24:02  2026-11-28 15:24:02        2026-11-28 15:24:02"
+    );
+    assert_eq!(
+        lines[2],
+        "alice@example.org  2026-11-28 15:24:02  2026-11-27 10:00:01        2026-11-27 10:00:01",
+        "most recently verified first, each with its own times"
+    );
+    assert!(lines[3].contains("2026-11-27 10:00:00"), "{out:?}");
+    assert_eq!(
+        lines.last().copied(),
+        Some("4 cache entries, 8 credentials")
+    );
+    assert!(
+        !out.stdout.contains("gone@"),
+        "orphans do not count: {out:?}"
+    );
+    assert!(!out.stdout.contains("$2b$"), "never the hash");
+
+    let out = s.run(&["cache", "flush", "alice@example.org"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout, "flushed 1 cache entry (alice@example.org)\n");
+    assert_eq!(ours(&s, "alice@example.org"), 0);
+
+    let out = s.run(&["user", "delete", "bob@example.org"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(ours(&s, "bob@example.org"), 0);
+    assert_eq!(ours(&s, "zoë@example.org"), 1);
+
+    let out = s.run(&["host", "delete", "example.org"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(s.count("SELECT COUNT(*) FROM authcredential", &[]), 0);
+    assert_eq!(s.count("SELECT COUNT(*) FROM authcache", &[]), 0);
+
+    s.exec(
+        "INSERT INTO authcredential VALUES ('x@example.org', 'h', NULL, NULL, NULL)",
+        &[],
+    );
+    let out = s.run(&["cache", "flush"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(s.count("SELECT COUNT(*) FROM authcredential", &[]), 0);
+}
+
 #[test]
 fn cache_commands_note_when_the_server_does_not_cache_in_the_database() {
     let s = Setup::new();

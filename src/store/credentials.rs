@@ -180,24 +180,29 @@ impl Store {
         })
     }
 
-    /// How many credentials each JID of `authcache` has that count
-    /// (1 for its own row, plus ours), by JID.
-    pub fn credential_counts(&self) -> Result<Vec<(String, usize)>, StoreError> {
+    /// Every credential that counts, of every JID: sorted by JID, each
+    /// JID's `authcache` one first, then ours, most recently verified
+    /// first.
+    pub fn credential_list(&self) -> Result<Vec<CacheEntry>, StoreError> {
         self.read(|c| {
-            c.prepare_cached(
-                "SELECT a.jid, 1 + (SELECT COUNT(*) FROM authcredential c \
-                   WHERE c.jid = a.jid AND c.firstauth IS a.firstauth \
-                   AND c.pwhash IS NOT a.pwhash) \
-                 FROM authcache a ORDER BY a.jid",
-            )?
-            .query_map([], |r| {
-                let n: i64 = r.get(1)?;
-                Ok((
-                    text(r, 0)?.unwrap_or_default(),
-                    usize::try_from(n).unwrap_or(0),
-                ))
-            })?
-            .collect()
+            let mut rows: Vec<(i64, CacheEntry)> = c
+                .prepare_cached(
+                    "SELECT 0, jid, pwhash, firstauth, remoteauth, anyauth FROM authcache \
+                     UNION ALL \
+                     SELECT 1, c.jid, c.pwhash, a.firstauth, c.remoteauth, c.anyauth \
+                     FROM authcredential c JOIN authcache a \
+                       ON a.jid = c.jid AND c.firstauth IS a.firstauth \
+                     WHERE c.pwhash IS NOT a.pwhash",
+                )?
+                .query_map([], |r| Ok((r.get::<_, i64>(0)?, credential(r, 1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            rows.sort_by(|(ka, a), (kb, b)| {
+                a.jid
+                    .cmp(&b.jid)
+                    .then(ka.cmp(kb))
+                    .then(b.remoteauth.cmp(&a.remoteauth))
+            });
+            Ok(rows.into_iter().map(|(_, e)| e).collect())
         })
     }
 }
@@ -280,7 +285,16 @@ mod tests {
         let mut left = hashes(&s, "u@d");
         left.sort();
         assert_eq!(left, ["h1-new", "h2"]);
-        assert_eq!(s.credential_counts().unwrap(), [("u@d".to_owned(), 2)]);
+        let listed: Vec<(String, String)> = s
+            .credential_list()
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.jid, e.pwhash))
+            .collect();
+        assert_eq!(
+            listed,
+            [("u@d".into(), "h1-new".into()), ("u@d".into(), "h2".into())]
+        );
     }
 
     #[test]
@@ -335,7 +349,7 @@ mod tests {
             .unwrap();
         assert!(s.credentials("u@d").unwrap().is_empty());
         assert!(!s.credential_touch("u@d", "h1", 30).unwrap());
-        assert_eq!(s.credential_counts().unwrap(), []);
+        assert_eq!(s.credential_list().unwrap(), []);
 
         // The original logs the user in again: a new row, new firstauth.
         s.conn()
