@@ -337,7 +337,7 @@ impl Cache {
                 Vec::new()
             }
         };
-        entries.sort_by(|a, b| (b.anyauth, b.remoteauth).cmp(&(a.anyauth, a.remoteauth)));
+        entries.sort_by_key(|e| std::cmp::Reverse((e.anyauth, e.remoteauth)));
         let known = vec![None; entries.len()];
         Credentials { entries, known }
     }
