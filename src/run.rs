@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
+use crate::backend::BackendKind;
 use crate::cache::{Cache, MemoryStorage, Ttls};
 use crate::config::CacheStorage;
 use crate::domains::{DbDomains, Global};
@@ -171,7 +172,15 @@ fn build_verifier(config: &Config, client: Arc<HttpClient>) -> Result<Verifier, 
         );
         None
     };
-    let global = Global::jsxc(config.url.clone(), config.secret.clone());
+    let global = Global {
+        kind: config.backend,
+        url: config.url.clone(),
+        secret: config.secret.clone(),
+        login_form: config.login_form,
+        api: config.api.clone(),
+        roster_ttl: config.roster_ttl,
+    };
+    describe_backend(config, &global);
     let domains: Arc<dyn Domains> = match &store {
         Some(store) => Arc::new(DbDomains::new(Arc::clone(store), global, client)),
         None => Arc::new(GlobalOnly::new(global, client)),
@@ -205,6 +214,41 @@ fn build_verifier(config: &Config, client: Arc<HttpClient>) -> Result<Verifier, 
         verifier = verifier.with_roster_sync(Arc::new(sync));
     }
     Ok(verifier)
+}
+
+/// Says at start-up which back end the global settings mean, and what a
+/// missing setting costs.
+fn describe_backend(config: &Config, global: &Global) {
+    let Some(url) = &global.url else { return };
+    let kind = global.kind_for(url);
+    match kind {
+        BackendKind::Jsxc => debug!("back end: JSXC external API at {url}"),
+        BackendKind::Nextcloud => {
+            let api = global.api.as_ref().map(|a| a.user.as_str());
+            debug!(
+                "back end: stock Nextcloud at {url}, login names {}, API account {}",
+                global.login_form.name(),
+                api.unwrap_or("none")
+            );
+            if api.is_none() {
+                let known = if config.cache_storage == CacheStorage::None {
+                    "nobody (no cache)"
+                } else {
+                    "only users the cache saw log in within cache-unreachable-ttl"
+                };
+                warn!(
+                    "backend=nextcloud without api-user: isuser knows {known}; \
+                     ejabberd bounces messages to users it believes do not exist and \
+                     Postfix defers their mail, and shared roster sync is off. \
+                     Set api-user= and api-password-file= (an app password of an admin \
+                     or group subadmin account)"
+                );
+            }
+            if global.secret.is_empty() {
+                debug!("no secret: JSXC token logins are off");
+            }
+        }
+    }
 }
 
 /// Serves until end of input (stdio) or SIGTERM (sockets).

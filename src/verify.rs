@@ -192,7 +192,7 @@ impl Verifier {
                 AuthOutcome::Backend
             }
             Ok(Verdict::Rejected) => {
-                info!("auth {jid}: wrong password (back end said noauth)");
+                info!("auth {jid}: wrong password (refused by the back end)");
                 if let (Some(cache), Some(creds)) = (cache, cached) {
                     if !creds.is_empty() {
                         // A password the back end rejects must not keep

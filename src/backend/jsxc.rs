@@ -22,7 +22,13 @@ pub const API_PATH: &str = "/apps/ojsxc/ajax/externalApi.php";
 
 /// The hint for a 404 from the API URL.
 const NOT_FOUND_HINT: &str =
-    "wrong API URL? Nextcloud needs index.php/ in it: .../index.php/apps/ojsxc/ajax/externalApi.php";
+    "wrong API URL? Nextcloud needs index.php/ in it: .../index.php/apps/ojsxc/ajax/externalApi.php; \
+     or the JSXC app is not loaded (Nextcloud 31 and newer cannot load it): \
+     use backend=nextcloud with the Nextcloud base URL";
+
+/// The hint for a server error that is not the app's own error reply.
+const APP_GONE_HINT: &str =
+    "if the JSXC app no longer loads on this Nextcloud, use backend=nextcloud";
 
 /// The hint for a reply that is not the API's JSON.
 const NOT_THE_API: &str = "is the URL the JSXC external API?";
@@ -309,9 +315,14 @@ fn classify_failure(status: u16, body: &[u8]) -> BackendError {
             } else {
                 "not a JSON error reply"
             };
+            let hint = if status == 500 {
+                format!("; {APP_GONE_HINT}")
+            } else {
+                String::new()
+            };
             BackendError::Unavailable(Cause::Failed {
                 status,
-                message: format!("{}; {kind}", reason(status)),
+                message: format!("{}; {kind}{hint}", reason(status)),
             })
         }
     }
@@ -659,6 +670,28 @@ mod tests {
                 "{status}"
             );
         }
+    }
+
+    #[test]
+    fn a_nextcloud_without_the_app_gets_the_hint_to_switch() {
+        let not_found = classify(&auth("pw"), 404, None, b"<html>").unwrap_err();
+        assert!(
+            not_found.to_string().contains("backend=nextcloud"),
+            "{not_found}"
+        );
+        let crashed = classify(&auth("pw"), 500, None, b"<html>Internal</html>").unwrap_err();
+        assert!(
+            crashed.to_string().contains("backend=nextcloud"),
+            "{crashed}"
+        );
+        // The app's own error replies keep their message only.
+        let own = classify(
+            &auth("pw"),
+            500,
+            None,
+            br#"{"result":"error","data":{"msg":"x"}}"#,
+        );
+        assert!(!own.unwrap_err().to_string().contains("backend=nextcloud"));
     }
 
     #[test]

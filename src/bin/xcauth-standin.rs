@@ -1,4 +1,4 @@
-//! xcauth-standin: a loopback-only fake of Nextcloud's JSXC external API, for tests and first tries.
+//! xcauth-standin: a loopback-only fake of Nextcloud (JSXC external API and stock OCS APIs), for tests and first tries.
 //!
 //! It answers `POST …/externalApi.php` (any path ending so) the way the
 //! Nextcloud JSXC app does: the `X-JSXC-SIGNATURE: ALGO=HEX` header is
@@ -6,7 +6,10 @@
 //! secret; sha1, sha256, sha384, sha512), then `auth`, `isuser` and
 //! `sharedroster` are answered from a user table (format in
 //! [`users`]), with the app's JSON spelled byte for byte as PHP writes it.
-//! Every other path gets Nextcloud's "Page not found" page.
+//! Beside it, Nextcloud's stock OCS APIs under `/ocs/v1.php/` and
+//! `/ocs/v2.php/` (the password check `cloud/user` and the provisioning
+//! API; Basic auth, cookies, brute-force throttling: see [`ocs`] and
+//! [`throttle`]). Every other path gets Nextcloud's "Page not found" page.
 //!
 //! For tests it injects faults (`--fault`, `--latency-ms`, or at run time
 //! through the unsigned control endpoints below) and counts requests:
@@ -14,8 +17,15 @@
 //! ```text
 //! POST /_standin/fault    body: none|http500|http404|hang|close|nonjson|redirect|badshape|wrongsig
 //! POST /_standin/latency  body: milliseconds before each API answer
-//! GET  /_standin/stats    {"requests":N,"by_operation":{"auth":n,…},"last":{…}}
+//! GET  /_standin/stats    {"requests":N,"by_operation":{"auth":n,…},"last":{…},
+//!                          "ocs":{…},"nextcloud_requests":N}
 //! POST /_standin/reset    zero the counters
+//! GET  /_standin/bruteforce            {"scale":…,"allowlist":[…],"buckets":{ip: n}}
+//! POST /_standin/bruteforce/reset      body: IP (empty: every bucket)
+//! POST /_standin/bruteforce/allowlist  body: CIDR subnets (empty: none)
+//! POST /_standin/throttle-scale        body: factor for the throttle delays
+//! POST /_standin/clock                 body: seconds to move the throttle's clock forward
+//! POST /_standin/token-auth-enforced   body: true|false
 //! ```
 //!
 //! On start it prints exactly one line to stdout,
@@ -44,10 +54,18 @@ use tokio::net::TcpListener;
 use xcauth::secret::Secret;
 
 // The crate root's own folder is src/bin/, hence the explicit paths.
+#[path = "xcauth-standin/accounts.rs"]
+mod accounts;
 #[path = "xcauth-standin/api.rs"]
 mod api;
+#[path = "xcauth-standin/ocs.rs"]
+mod ocs;
+#[path = "xcauth-standin/ocs_control.rs"]
+mod ocs_control;
 #[path = "xcauth-standin/state.rs"]
 mod state;
+#[path = "xcauth-standin/throttle.rs"]
+mod throttle;
 #[path = "xcauth-standin/users.rs"]
 mod users;
 
@@ -73,11 +91,37 @@ and blank lines are ignored. An empty display name shows the uid. A uid \
 'name@domain' is found only for requests with that domain; a request for \
 USER at DOMAIN looks for 'USER@DOMAIN' first, then 'USER' (like the JSXC app).
 
+For Nextcloud's stock APIs (/ocs/v1.php, /ocs/v2.php) the groups column lists \
+group ids, and more columns may follow the fourth (leave name or groups empty \
+if need be), one option each, in any order:
+
+    email=ADDRESS        e-mail address (the login may be the address of exactly one account)
+    disabled             disabled account (401 on OCS; the JSXC API ignores it)
+    2fa                  second factor set up: the main password gets 401, app passwords 200
+    app-password=SECRET  an app password; repeat the column for several
+    admin                member of group 'admin' (a Nextcloud admin: provisioning API)
+    subadmin=GID,GID     group admin of these groups (provisioning API for their members)
+
+A line 'group:<TAB>gid<TAB>display name' gives a group a display name other than \
+its gid; the JSXC roster shows display names. App passwords also work on the JSXC API.
+
+OCS: Basic auth; 412 without 'OCS-APIRequest: true'; 401 with Nextcloud's XML body. \
+Every answer sets Nextcloud's cookies; a request sending any of them back gets 400 \
+(counted as cookies_returned): a real Nextcloud would skip Basic auth for it. \
+Failed logins are throttled per client address like Nextcloud (0.2 s doubling to \
+25 s, times --throttle-scale; 429 after more than 10 failures in 30 minutes). \
+As in Nextcloud, a main password refused by policy (2fa, --token-auth-enforced) is \
+refused before it is checked and is no brute-force failure, and uids match without \
+regard to case. Faults and latency apply to /ocs/ too (wrongsig there means none).
+
 FAULTS (--fault, or at run time: POST /_standin/fault with the mode as body):
 none, http500, http404, hang, close, nonjson, redirect, badshape, wrongsig. \
-POST /_standin/latency (milliseconds), GET /_standin/stats, POST /_standin/reset.";
+POST /_standin/latency (milliseconds), GET /_standin/stats, POST /_standin/reset, \
+GET /_standin/bruteforce, POST /_standin/bruteforce/reset (IP or empty), \
+POST /_standin/bruteforce/allowlist (CIDRs), POST /_standin/throttle-scale (factor), \
+POST /_standin/clock (seconds forward), POST /_standin/token-auth-enforced (true|false).";
 
-/// A stand-in for Nextcloud's JSXC external API, on loopback only.
+/// A stand-in for Nextcloud (JSXC external API and stock OCS APIs), on loopback only.
 #[derive(Parser)]
 #[command(name = "xcauth-standin", version, after_long_help = USERS_FORMAT)]
 struct Cli {
@@ -107,6 +151,21 @@ struct Cli {
     /// Delay before each API answer, in milliseconds.
     #[arg(long, value_name = "N", default_value_t = 0)]
     latency_ms: u64,
+
+    /// Factor for the brute-force delays of the OCS APIs (1.0: Nextcloud's
+    /// 0.2 s to 25 s; e.g. 0.001 for tests).
+    #[arg(long, value_name = "FACTOR", default_value_t = 1.0, value_parser = ocs_control::parse_scale)]
+    throttle_scale: f64,
+
+    /// Client subnets never throttled (Nextcloud's brute-force allowlist),
+    /// e.g. 127.0.0.1/32; repeat or separate by commas.
+    #[arg(long, value_name = "CIDR", value_delimiter = ',', value_parser = throttle::Subnet::parse)]
+    bruteforce_allowlist: Vec<throttle::Subnet>,
+
+    /// Accept only app passwords on the OCS APIs (Nextcloud's
+    /// `token_auth_enforced`).
+    #[arg(long)]
+    token_auth_enforced: bool,
 }
 
 fn main() -> ExitCode {
@@ -141,12 +200,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     };
     check_loopback(cli.listen)?;
     let user_count = users.len();
-    let state = Arc::new(State::new(
-        users,
-        secret,
-        cli.fault,
-        Duration::from_millis(cli.latency_ms),
-    ));
+    let ocs = ocs::Ocs::new(
+        users.clone(),
+        cli.throttle_scale,
+        cli.bruteforce_allowlist.clone(),
+        cli.token_auth_enforced,
+    );
+    let state = Arc::new(
+        State::new(
+            users,
+            secret,
+            cli.fault,
+            Duration::from_millis(cli.latency_ms),
+        )
+        .with_ocs(ocs),
+    );
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -163,7 +231,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         drop(stdout);
         tracing::info!(
             fault = cli.fault.name(),
-            "serving the JSXC external API on {addr} for {user_count} users"
+            "serving the JSXC external API and the OCS APIs on {addr} for {user_count} users"
         );
         serve(listener, state).await;
         Ok(())
@@ -207,9 +275,9 @@ async fn serve(listener: TcpListener, state: Arc<State>) {
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => stream,
+                Ok(accepted) => accepted,
                 Err(err) => {
                     // e.g. out of file descriptors: wait instead of spinning
                     tracing::warn!("accept failed: {err}");
@@ -224,7 +292,7 @@ async fn serve(listener: TcpListener, state: Arc<State>) {
         };
         let state = Arc::clone(&state);
         tokio::spawn(async move {
-            let service = service_fn(move |request| route(Arc::clone(&state), request));
+            let service = service_fn(move |request| route(Arc::clone(&state), peer, request));
             if let Err(err) = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
                 .await
@@ -274,10 +342,13 @@ type HttpResponse = Response<Full<Bytes>>;
 
 async fn route(
     state: Arc<State>,
+    peer: SocketAddr,
     request: Request<Incoming>,
 ) -> Result<HttpResponse, DropConnection> {
     let path = request.uri().path();
-    if path.ends_with("externalApi.php") {
+    if path.starts_with("/ocs/") {
+        ocs::handle(&state, peer.ip(), request).await
+    } else if path.ends_with("externalApi.php") {
         api_request(&state, request).await
     } else if path.starts_with("/_standin/") {
         Ok(control_request(&state, request).await)
@@ -364,11 +435,20 @@ async fn control_request(state: &State, request: Request<Incoming>) -> HttpRespo
         Ok(collected) => String::from_utf8_lossy(&collected.to_bytes()).into_owned(),
         Err(_) => return text(413, "control body too large\n".to_owned()),
     };
+    let post = method == Method::POST;
     match (method, path.as_str()) {
-        (Method::GET, "/_standin/stats") => to_response(Reply::json(200, state.stats_json())),
+        (Method::GET, "/_standin/stats") => to_response(Reply::json(200, ocs_control::stats_json(state))),
         (Method::POST, "/_standin/reset") => {
             state.reset();
+            state.ocs().reset_stats();
             text(200, "counters reset\n".to_owned())
+        }
+        (_, path) if path.starts_with("/_standin/bruteforce")
+            || path == "/_standin/throttle-scale"
+            || path == "/_standin/clock"
+            || path == "/_standin/token-auth-enforced" =>
+        {
+            ocs_control::respond(state, post, path, body.trim())
         }
         (Method::GET, "/_standin/fault") => text(200, format!("{}\n", state.fault().name())),
         (Method::POST, "/_standin/fault") => match Fault::parse(&body) {

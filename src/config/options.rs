@@ -9,6 +9,7 @@ use super::values::{
     CacheStorage, Count, Listen, Octal, PositiveSpan, Rounds, Span, Timeouts, Url, Value,
 };
 use super::{ConfigError, ENV_PREFIX};
+use crate::backend::{BackendKind, LoginForm};
 use crate::proto::{Protocol, SaslauthdFields};
 use crate::secret::Secret;
 
@@ -54,12 +55,30 @@ options! {
     /// Protocol to serve on standard input or inherited sockets (prosody =
     /// generic)
     protocol: Protocol => "type", short 't', value "TYPE";
-    /// JSXC external API URL (shown on the Nextcloud JSXC admin page)
+    /// Nextcloud base URL (backend=nextcloud), or the JSXC external API URL
+    /// shown on the Nextcloud JSXC admin page (backend=jsxc)
     url: Url => "url", short 'u', value "URL";
-    /// API secret; visible in the process list, prefer --secret-file
+    /// Which API to ask: nextcloud (stock Nextcloud, no app) or jsxc (the
+    /// JSXC app) [default: jsxc for a .../apps/ojsxc/ajax/externalApi.php
+    /// URL, else nextcloud]
+    backend: BackendKind => "backend", value "KIND";
+    /// API secret (jsxc: signature and tokens; nextcloud: tokens only);
+    /// visible in the process list, prefer --secret-file
     secret: Secret => "secret", short 's', value "SECRET";
     /// File holding the API secret
     secret_file: PathBuf => "secret-file", value "PATH";
+    /// nextcloud: account for user existence and groups (an admin, or a
+    /// subadmin of the groups to share)
+    api_user: String => "api-user", value "NAME";
+    /// nextcloud: file holding the API account's (app) password; also
+    /// XCAUTH_API_PASSWORD or the systemd credential xcauth-api-password
+    api_password_file: PathBuf => "api-password-file", value "PATH";
+    /// nextcloud: the Nextcloud login name of an XMPP user: user, or
+    /// user@domain [default: user]
+    login_form: LoginForm => "login-form", value "FORM";
+    // Span: 0 builds the roster afresh at every login.
+    /// nextcloud: reuse a user's shared roster for this long [default: 10m]
+    roster_ttl: Span => "roster-ttl", value "SPAN";
     /// Extra CA certificates (PEM) to trust for the API URL
     ca_file: PathBuf => "ca-file", value "PATH";
     // Timeouts refuses 0: no request could ever succeed.

@@ -12,6 +12,7 @@ use super::file::{exposure_warning, read_config_file};
 use super::options::Layer;
 use super::values::{CacheStorage, ListenSpec, Span};
 use super::{cli, ConfigError, DEFAULT_CONFIG_FILE, DEFAULT_DB, DEFAULT_LOG_DIR};
+use crate::backend::{ApiAccount, BackendKind, LoginForm, DEFAULT_ROSTER_TTL};
 use crate::proto::{CodecOptions, Protocol};
 use crate::secret::Secret;
 
@@ -86,8 +87,18 @@ pub struct Config {
     /// Global API URL (`--url`); `None` when not configured.
     pub url: Option<String>,
     /// Global API secret (`--secret`, `secret-file`, environment, systemd
-    /// credential).
+    /// credential); empty only for the nextcloud kind (no token logins).
     pub secret: Secret,
+    /// Global back-end kind (`backend`); `None`: decided by the URL.
+    pub backend: Option<BackendKind>,
+    /// nextcloud: the API account (`api-user` with its password from
+    /// `api-password-file`, `XCAUTH_API_PASSWORD` or the systemd credential
+    /// `xcauth-api-password`).
+    pub api: Option<ApiAccount>,
+    /// nextcloud: how login names are made (`login-form`).
+    pub login_form: LoginForm,
+    /// nextcloud: how long a user's shared roster is reused (`roster-ttl`).
+    pub roster_ttl: Duration,
     /// Database path (`--db`), default `/var/lib/xcauth/xcauth.sqlite3`.
     pub db: PathBuf,
     /// Cache mode.
@@ -139,6 +150,10 @@ const DEFAULT_TIMEOUTS: (Duration, Duration) = (Duration::from_secs(5), Duration
 /// File names looked up in `$CREDENTIALS_DIRECTORY` (systemd
 /// `LoadCredential=`), first match wins.
 const CREDENTIAL_NAMES: [&str; 2] = ["xcauth-secret", "secret"];
+/// The systemd credential holding the API account's password.
+const API_PASSWORD_CREDENTIAL: &str = "xcauth-api-password";
+/// The variable holding the API account's password.
+const API_PASSWORD_ENV: &str = "XCAUTH_API_PASSWORD";
 const CONFIG_FILE_ENV: &str = "XCAUTH_CONFIG_FILE";
 
 /// Resolves the configuration from the command line (`args`, including
@@ -210,8 +225,9 @@ where
 
     let url = merged.url.map(|url| url.0).ok_or_else(|| {
         ConfigError::Invalid(format!(
-            "no API URL: set url=... in {}, XCAUTH_URL or --url \
-             (the URL is shown on the Nextcloud JSXC admin page)",
+            "no URL: set url=... in {}, XCAUTH_URL or --url \
+             (the Nextcloud base URL, e.g. https://cloud.example.org, or for \
+             backend=jsxc the URL shown on the Nextcloud JSXC admin page)",
             config_file.as_deref().unwrap_or(default_file).display()
         ))
     })?;
@@ -235,16 +251,50 @@ where
             }
             Some(secret)
         }
-        (None, None) => credential_secret(env)?,
+        (None, None) => credential_secret(env, &CREDENTIAL_NAMES)?,
     };
-    let secret = secret.filter(|s| !s.is_empty()).ok_or_else(|| {
-        ConfigError::Invalid(format!(
-            "no API secret: set secret-file=PATH (or secret=...) in {}, \
-             XCAUTH_SECRET_FILE or XCAUTH_SECRET, or a systemd credential named \
-             xcauth-secret (the secret is shown on the Nextcloud JSXC admin page)",
-            config_file.as_deref().unwrap_or(default_file).display()
-        ))
-    })?;
+    let secret = secret.filter(|s| !s.is_empty());
+    let kind = merged.backend.unwrap_or_else(|| BackendKind::for_url(&url));
+    // The stock-Nextcloud kind needs a secret only for JSXC tokens.
+    let secret = match (secret, kind) {
+        (Some(secret), _) => secret,
+        (None, BackendKind::Nextcloud) => Secret::default(),
+        (None, BackendKind::Jsxc) => {
+            return Err(ConfigError::Invalid(format!(
+                "no API secret: set secret-file=PATH (or secret=...) in {}, \
+                 XCAUTH_SECRET_FILE or XCAUTH_SECRET, or a systemd credential named \
+                 xcauth-secret (the secret is shown on the Nextcloud JSXC admin page)",
+                config_file.as_deref().unwrap_or(default_file).display()
+            )))
+        }
+    };
+    let api_password = match merged.api_password_file {
+        Some(path) => {
+            let password = read_secret(&path)?;
+            if let Some(warning) = exposure_warning(&path, "is the API password file") {
+                warnings.push(warning);
+            }
+            Some(password)
+        }
+        None => match env(API_PASSWORD_ENV).filter(|p| !p.is_empty()) {
+            Some(password) => Some(Secret::new(password)),
+            None => credential_secret(env, &[API_PASSWORD_CREDENTIAL])?,
+        },
+    };
+    let api = match (merged.api_user.filter(|u| !u.is_empty()), api_password) {
+        (Some(user), Some(password)) => Some(ApiAccount { user, password }),
+        (Some(user), None) => {
+            return Err(ConfigError::Invalid(format!(
+                "api-user={user} has no password: set api-password-file=PATH, \
+                 {API_PASSWORD_ENV} or a systemd credential named {API_PASSWORD_CREDENTIAL}"
+            )))
+        }
+        (None, Some(_)) => {
+            warnings.push("an API password is set but no api-user; it is not used".into());
+            None
+        }
+        (None, None) => None,
+    };
 
     let (bcrypt_rounds_db, bcrypt_rounds_memory) = merged
         .bcrypt_rounds
@@ -267,6 +317,12 @@ where
         mode,
         url: Some(url),
         secret,
+        backend: merged.backend,
+        api,
+        login_form: merged.login_form.unwrap_or_default(),
+        roster_ttl: merged.roster_ttl.map_or(DEFAULT_ROSTER_TTL, |s| {
+            Duration::from_secs(s.0.unsigned_abs())
+        }),
         db: merged.db.unwrap_or_else(|| PathBuf::from(DEFAULT_DB)),
         cache_storage: merged.cache_storage.unwrap_or_default(),
         cache_query_ttl: ttl(merged.cache_query_ttl, DEFAULT_QUERY_TTL),
@@ -348,12 +404,16 @@ fn read_secret(path: &Path) -> Result<Secret, ConfigError> {
     Ok(Secret::new(secret))
 }
 
-/// The systemd credential (`LoadCredential=xcauth-secret:...`), if any.
-fn credential_secret(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<Secret>, ConfigError> {
+/// The first of the systemd credentials `names`
+/// (`LoadCredential=xcauth-secret:...`), if any.
+fn credential_secret(
+    env: &dyn Fn(&str) -> Option<String>,
+    names: &[&str],
+) -> Result<Option<Secret>, ConfigError> {
     let Some(dir) = env("CREDENTIALS_DIRECTORY").filter(|d| !d.is_empty()) else {
         return Ok(None);
     };
-    for name in CREDENTIAL_NAMES {
+    for name in names {
         let path = Path::new(&dir).join(name);
         match fs::metadata(&path) {
             Ok(_) => return read_secret(&path).map(Some),

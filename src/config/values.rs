@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::builder::{PossibleValuesParser, TypedValueParser, ValueParser};
 use clap::{Arg, ArgAction, ArgMatches};
 
+use crate::backend::{BackendKind, LoginForm};
 use crate::proto::{Protocol, SaslauthdFields};
 use crate::secret::Secret;
 
@@ -123,6 +124,30 @@ pub enum CacheStorage {
     Memory,
     /// In the SQLite database.
     Db,
+}
+
+impl Value for BackendKind {
+    #[cfg(test)]
+    const EXAMPLE: &'static str = "nextcloud";
+    fn parse(text: &str) -> Result<Self, String> {
+        BackendKind::parse(text)
+    }
+    fn clap(arg: Arg) -> Arg {
+        arg.action(ArgAction::Set)
+            .value_parser(choice(&["jsxc", "nextcloud"], BackendKind::parse))
+    }
+}
+
+impl Value for LoginForm {
+    #[cfg(test)]
+    const EXAMPLE: &'static str = "user@domain";
+    fn parse(text: &str) -> Result<Self, String> {
+        LoginForm::parse(text)
+    }
+    fn clap(arg: Arg) -> Arg {
+        arg.action(ArgAction::Set)
+            .value_parser(choice(&["user", "user@domain"], LoginForm::parse))
+    }
 }
 
 impl Value for CacheStorage {

@@ -80,7 +80,8 @@ fn string_list(items: &[&str]) -> String {
     out
 }
 
-fn write_php_string(s: &str, out: &mut String) {
+/// Writes `s` as PHP's `json_encode(…, JSON_HEX_TAG)` spells a string.
+pub fn write_php_string(s: &str, out: &mut String) {
     out.push('"');
     for c in s.chars() {
         match c {

@@ -8,6 +8,7 @@ use tokio::sync::watch;
 use xcauth::secret::Secret;
 
 use crate::api::{self, Fields, Reply};
+use crate::ocs::Ocs;
 use crate::users::UserTable;
 
 /// A misbehaviour to inject into API answers (control endpoints and other
@@ -85,6 +86,8 @@ pub struct State {
     fault: watch::Sender<Fault>,
     latency: Mutex<Duration>,
     stats: Mutex<Stats>,
+    /// Nextcloud's stock OCS APIs (the same fault and latency apply).
+    ocs: Ocs,
 }
 
 /// The counters stay meaningful after a panic elsewhere, so a poisoned lock
@@ -102,7 +105,18 @@ impl State {
             fault: watch::Sender::new(fault),
             latency: Mutex::new(latency),
             stats: Mutex::new(Stats::default()),
+            ocs: Ocs::default(),
         }
+    }
+
+    /// The same stand-in with these OCS APIs.
+    pub fn with_ocs(self, ocs: Ocs) -> State {
+        State { ocs, ..self }
+    }
+
+    /// The OCS APIs.
+    pub fn ocs(&self) -> &Ocs {
+        &self.ocs
     }
 
     /// The current fault.

@@ -13,10 +13,17 @@
 //! shows for a user without one). A uid of the form `name@domain` is a user
 //! that only a request for that domain finds, like a Nextcloud account whose
 //! UID contains the domain.
+//!
+//! Further columns and `group:` lines (e-mail, disabled, 2FA, app passwords,
+//! admin rights, group display names) are described in [`crate::accounts`];
+//! the groups column then lists gids, and the JSXC roster shows each group's
+//! display name (the gid unless a `group:` line gives another).
 
 use std::fmt;
 
 use xcauth::secret::Secret;
+
+use crate::accounts::{self, Extra};
 
 /// One account of the stand-in Nextcloud.
 #[derive(Debug, Clone)]
@@ -26,8 +33,17 @@ pub struct User {
     password: Secret,
     /// The display name (the uid when the file gave none).
     pub name: String,
-    /// Group display names, in file order, without duplicates.
+    /// Group ids, in file order, without duplicates.
     pub groups: Vec<String>,
+    /// The optional columns.
+    pub extra: Extra,
+}
+
+impl User {
+    /// Whether this is the main password (never an empty one).
+    pub fn main_password_is(&self, password: &str) -> bool {
+        !password.is_empty() && self.password.expose() == password
+    }
 }
 
 /// A line of the users file that could not be read.
@@ -63,6 +79,8 @@ pub struct RosterEntry<'a> {
 #[derive(Debug, Clone, Default)]
 pub struct UserTable {
     users: Vec<User>,
+    /// `(gid, display name)` from the `group:` lines, in file order.
+    group_names: Vec<(String, String)>,
 }
 
 /// PHP's `empty()` on a request parameter: `""` and `"0"` both count as
@@ -75,6 +93,7 @@ impl UserTable {
     /// Reads the TAB-separated format described in the module doc.
     pub fn parse(text: &str) -> Result<Self, TableError> {
         let mut users: Vec<User> = Vec::new();
+        let mut group_names: Vec<(String, String)> = Vec::new();
         for (index, raw) in text.lines().enumerate() {
             let line = raw.strip_suffix('\r').unwrap_or(raw);
             let error = |reason| TableError {
@@ -84,18 +103,29 @@ impl UserTable {
             if line.trim().is_empty() || line.trim_start().starts_with('#') {
                 continue;
             }
+            if let Some(group) = accounts::parse_group_line(line) {
+                let (gid, name) = group.map_err(error)?;
+                if group_names.iter().any(|(g, _)| *g == gid) {
+                    return Err(error("this group appears more than once"));
+                }
+                group_names.push((gid, name));
+                continue;
+            }
             let fields: Vec<&str> = line.split('\t').collect();
-            let (uid, password, name, groups) = match fields.as_slice() {
-                [uid, password] => (*uid, *password, "", ""),
-                [uid, password, name] => (*uid, *password, *name, ""),
-                [uid, password, name, groups] => (*uid, *password, *name, *groups),
+            let (uid, password, name, groups, options) = match fields.as_slice() {
+                [uid, password] => (*uid, *password, "", "", &[][..]),
+                [uid, password, name] => (*uid, *password, *name, "", &[][..]),
+                [uid, password, name, groups, options @ ..] => {
+                    (*uid, *password, *name, *groups, options)
+                }
                 [_] => {
                     return Err(error(
                         "expected uid<TAB>password[<TAB>name[<TAB>groups]] (fields are separated by TAB, not spaces)",
                     ))
                 }
-                _ => return Err(error("more than 4 TAB-separated fields")),
+                [] => continue,
             };
+            let extra = accounts::parse_options(options).map_err(error)?;
             if uid.is_empty() || uid.chars().any(char::is_whitespace) {
                 return Err(error("the uid must be non-empty and contain no spaces"));
             }
@@ -111,19 +141,41 @@ impl UserTable {
                     group_list.push(group.to_owned());
                 }
             }
+            if extra.admin && !group_list.iter().any(|g| g == accounts::ADMIN_GROUP) {
+                group_list.push(accounts::ADMIN_GROUP.to_owned());
+            }
             users.push(User {
                 uid: uid.to_owned(),
                 password: Secret::new(password),
                 name: if name.is_empty() { uid } else { name }.to_owned(),
                 groups: group_list,
+                extra,
             });
         }
-        Ok(UserTable { users })
+        Ok(UserTable { users, group_names })
     }
 
     /// Number of accounts.
     pub fn len(&self) -> usize {
         self.users.len()
+    }
+
+    /// All accounts, in file order.
+    pub fn users(&self) -> &[User] {
+        &self.users
+    }
+
+    /// The groups given a display name by a `group:` line, in file order.
+    pub fn declared_groups(&self) -> &[(String, String)] {
+        &self.group_names
+    }
+
+    /// A group's display name: from its `group:` line, else the gid.
+    pub fn group_name<'a>(&'a self, gid: &'a str) -> &'a str {
+        self.group_names
+            .iter()
+            .find(|(g, _)| g == gid)
+            .map_or(gid, |(_, name)| name.as_str())
     }
 
     /// The account with exactly this UID.
@@ -152,9 +204,9 @@ impl UserTable {
             .find_map(|uid| self.get(uid))
     }
 
-    /// The account whose password this is, trying the candidates in turn as
-    /// the JSXC app does (a wrong password for `user@domain` still lets the
-    /// bare `user` try).
+    /// The account whose password (or one of whose app passwords) this is,
+    /// trying the candidates in turn as the JSXC app does (a wrong password
+    /// for `user@domain` still lets the bare `user` try).
     pub fn login(&self, username: &str, domain: &str, password: &str) -> Option<&User> {
         if php_empty(password) {
             return None;
@@ -162,12 +214,13 @@ impl UserTable {
         Self::candidates(username, domain)
             .iter()
             .filter_map(|uid| self.get(uid))
-            .find(|user| user.password.expose() == password)
+            .find(|user| user.password.expose() == password || user.extra.is_app_password(password))
     }
 
     /// Everyone sharing at least one group with `user` (including `user`
     /// itself when it has a group), built the way the JSXC app builds it:
-    /// for each of the user's groups, each member in table order.
+    /// for each of the user's groups, each member in table order; groups
+    /// appear by display name.
     pub fn roster<'a>(&'a self, user: &'a User) -> Vec<RosterEntry<'a>> {
         let mut roster: Vec<RosterEntry<'a>> = Vec::new();
         for group in &user.groups {
@@ -184,7 +237,7 @@ impl UserTable {
                     }
                 };
                 if let Some(entry) = roster.get_mut(position) {
-                    entry.groups.push(group);
+                    entry.groups.push(self.group_name(group));
                 }
             }
         }
@@ -289,7 +342,35 @@ mod tests {
         assert_eq!(err.line, 2);
         assert!(err.reason.contains("TAB"));
         assert_eq!(UserTable::parse("a\tb\tc\td\te\n").unwrap_err().line, 1);
+        assert_eq!(UserTable::parse("group:\tg\n").unwrap_err().line, 1);
+        assert_eq!(
+            UserTable::parse("group:\tg\tG\ngroup:\tg\tH\n")
+                .unwrap_err()
+                .line,
+            2
+        );
         assert_eq!(UserTable::parse("a\tx\na\ty\n").unwrap_err().line, 2);
         assert_eq!(UserTable::parse("\tx\n").unwrap_err().line, 1);
+    }
+
+    #[test]
+    fn option_columns_and_group_names() {
+        let t = UserTable::parse(
+            "group:\tg1\tGroup One\n\
+             a\tpw\tA\tg1,g2\temail=a@x.org\tapp-password=app1\tapp-password=app2\n\
+             b\tpw\t\t\tadmin\tdisabled\n",
+        )
+        .unwrap();
+        let a = t.find("a", "").unwrap();
+        assert_eq!(a.extra.email.as_deref(), Some("a@x.org"));
+        assert_eq!(t.login("a", "", "app2").unwrap().uid, "a");
+        assert!(a.main_password_is("pw") && !a.main_password_is("app1"));
+        let b = t.find("b", "").unwrap();
+        assert_eq!(b.groups, ["admin"]);
+        assert!(b.extra.disabled);
+        let roster = t.roster(a);
+        assert_eq!(roster[0].groups, ["Group One", "g2"]);
+        assert_eq!(t.group_name("g2"), "g2");
+        assert_eq!(t.declared_groups().len(), 1);
     }
 }
