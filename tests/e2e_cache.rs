@@ -462,3 +462,69 @@ fn two_devices_alternate_without_asking_nextcloud() {
     let (primary, ours) = stored_credentials(&db, jid);
     assert!(primary.is_some() && ours.len() == 1, "both kept");
 }
+
+/// The same with stock Nextcloud (`backend=nextcloud`): tom has a second
+/// factor, so each device logs in with its own app password.
+#[test]
+fn two_app_passwords_alternate_without_asking_stock_nextcloud() {
+    let nc = StandIn::start_with(&["--throttle-scale", "0.001"]);
+    let dir = tempfile::tempdir().expect("dir");
+    let api_password = dir.path().join("api-password");
+    std::fs::write(&api_password, "xcauth-api-app\n").expect("write");
+    let db = dir.path().join("nextcloud.sqlite3");
+    let mut x = Xcauth::start(
+        "generic",
+        &format!("http://{}", nc.addr),
+        &[
+            "--backend",
+            "nextcloud",
+            "--api-user",
+            "xcauth-api",
+            "--api-password-file",
+            api_password.to_str().expect("path"),
+            "--db",
+            db.to_str().expect("path"),
+            "--cache-storage",
+            "db",
+            "--cache-bcrypt-rounds",
+            "4",
+        ],
+    );
+    let stats = |nc: &StandIn| -> serde_json::Value {
+        serde_json::from_str(&http(&nc.addr, "GET", "/_standin/stats", "")).expect("stats")
+    };
+    // Password checks (`GET /ocs/v2.php/cloud/user`), and every request.
+    let logins = |nc: &StandIn| {
+        stats(nc)["ocs"]["by_endpoint"]["cloud/user"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let all = |nc: &StandIn| stats(nc)["nextcloud_requests"].as_u64().expect("total");
+    let jid = "tom@example.org";
+    let mut login = |pw: &str| {
+        x.send(format!("auth:tom:example.org:{pw}\n").as_bytes());
+        x.read_line(T)
+    };
+    assert_eq!(login("tom-phone-app"), "1\n");
+    poll(T, || stored_credentials(&db, jid).0).expect("phone stored");
+    assert_eq!(login("tom-laptop-app"), "1\n");
+    poll(T, || {
+        Some(()).filter(|_| stored_credentials(&db, jid).1.len() == 1)
+    })
+    .expect("laptop stored beside the phone");
+    assert_eq!(logins(&nc), 2);
+    let before = all(&nc);
+    for pw in ["tom-phone-app", "tom-laptop-app", "tom-phone-app"] {
+        assert_eq!(login(pw), "1\n", "{pw}");
+    }
+    assert_eq!(
+        logins(&nc),
+        2,
+        "cached app passwords cost no password check"
+    );
+    assert_eq!(all(&nc), before, "and no request at all");
+    // The main password is refused (second factor), and never cached.
+    assert_eq!(login("tom-main-pw"), "0\n");
+    assert_eq!(logins(&nc), 3);
+    x.finish();
+}
