@@ -3,6 +3,13 @@
 //! process memory or the SQLite database ([`crate::store`]); passwords are
 //! only ever kept as bcrypt hashes there.
 //!
+//! A JID keeps up to [`MAX_CREDENTIALS`] verified credentials (users with
+//! a second factor have one app password per device), each with its own
+//! `remoteauth` and `anyauth` under the TTLs of SPEC §6; a new one beyond
+//! the bound replaces the least recently used. A login first asks the memo
+//! about every credential, then runs bcrypt only until one matches, and
+//! never on the same credential twice: at most [`MAX_CREDENTIALS`] checks.
+//!
 //! bcrypt at cost 12 takes hundreds of milliseconds, so every hash and
 //! check runs on the blocking pool, and a per-process memo remembers which
 //! password (as an HMAC under a random per-process key, never the password
@@ -13,6 +20,7 @@
 //! whether it counts.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use hmac::{Hmac, Mac};
@@ -36,6 +44,10 @@ pub const ANYAUTH_GRANULARITY: i64 = 60;
 /// starts afresh (it is only an accelerator).
 const MEMO_CAPACITY: usize = 100_000;
 
+/// At most this many verified credentials are kept per JID (one app
+/// password per device); past it, the least recently used one goes.
+pub const MAX_CREDENTIALS: usize = 8;
+
 /// The TTLs of SPEC §6, in seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ttls {
@@ -53,78 +65,124 @@ pub struct Ttls {
 pub struct Entry {
     /// bcrypt hash.
     pub pwhash: String,
-    /// First time this JID was cached (kept across refreshes).
+    /// First time this JID was cached (kept across refreshes and shared by
+    /// all its credentials, as the original's `authcache.firstauth`).
     pub firstauth: i64,
-    /// Last back-end verification.
+    /// Last back-end verification of this credential.
     pub remoteauth: i64,
-    /// Last successful login of any kind that used the entry.
+    /// Last successful login of any kind that used this credential.
     pub anyauth: i64,
 }
 
-/// Where entries live. Methods block (SQLite); the cache calls them on the
-/// blocking pool when [`CacheStorage::blocks`] says so.
+/// Where credentials live. Methods block (SQLite); the cache calls them on
+/// the blocking pool when [`CacheStorage::blocks`] says so.
+///
+/// A JID has at most [`MAX_CREDENTIALS`] credentials; each has its own
+/// `remoteauth` and `anyauth`, so each follows the TTL rules of SPEC §6 on
+/// its own.
 pub trait CacheStorage: Send + Sync {
-    /// The entry of `jid`.
-    fn get(&self, jid: &str) -> Result<Option<Entry>, StoreError>;
-    /// Inserts or refreshes: new hash, `remoteauth = anyauth = now`,
-    /// `firstauth` kept.
-    fn store(&self, jid: &str, pwhash: &str, now: i64) -> Result<(), StoreError>;
-    /// `anyauth = now`.
-    fn touch(&self, jid: &str, now: i64) -> Result<(), StoreError>;
-    /// Deletes the entry if it still holds `pwhash`.
+    /// Every credential of `jid`, in no particular order.
+    fn credentials(&self, jid: &str) -> Result<Vec<Entry>, StoreError>;
+    /// Records a back-end verification of `pwhash`: a new credential, or
+    /// a refresh of the stored one with that hash (`remoteauth = anyauth =
+    /// now`, `firstauth` kept). `replaces`, an older hash of the same
+    /// password, goes. Beyond [`MAX_CREDENTIALS`], the least recently used
+    /// others go.
+    fn store(
+        &self,
+        jid: &str,
+        pwhash: &str,
+        replaces: Option<&str>,
+        now: i64,
+    ) -> Result<(), StoreError>;
+    /// `anyauth = now` for the credential `pwhash`.
+    fn touch(&self, jid: &str, pwhash: &str, now: i64) -> Result<(), StoreError>;
+    /// Deletes the credential `pwhash` if it is still stored; the others
+    /// stay.
     fn delete_if_hash(&self, jid: &str, pwhash: &str) -> Result<bool, StoreError>;
     /// True when calls may block on I/O or locks.
     fn blocks(&self) -> bool;
+
+    /// The most recently verified credential of `jid` (the one the
+    /// original's `authcache` row holds).
+    fn get(&self, jid: &str) -> Result<Option<Entry>, StoreError> {
+        Ok(latest(self.credentials(jid)?))
+    }
 }
 
-/// Entries in process memory (`--cache-storage memory`).
+/// The most recently verified of `entries`; the first of equals.
+fn latest(entries: Vec<Entry>) -> Option<Entry> {
+    entries
+        .into_iter()
+        .reduce(|a, b| if b.remoteauth > a.remoteauth { b } else { a })
+}
+
+/// Credentials in process memory (`--cache-storage memory`).
 #[derive(Debug, Default)]
 pub struct MemoryStorage {
-    entries: Mutex<HashMap<String, Entry>>,
+    entries: Mutex<HashMap<String, Vec<Entry>>>,
 }
 
 impl MemoryStorage {
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
-        // A panic while holding this lock cannot leave an entry half
-        // written (every update is one insert), so the data stays usable.
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Entry>>> {
+        // A panic while holding this lock cannot leave a credential half
+        // written (every update is one assignment), so the data stays usable.
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
 impl CacheStorage for MemoryStorage {
-    fn get(&self, jid: &str) -> Result<Option<Entry>, StoreError> {
-        Ok(self.map().get(jid).cloned())
+    fn credentials(&self, jid: &str) -> Result<Vec<Entry>, StoreError> {
+        Ok(self.map().get(jid).cloned().unwrap_or_default())
     }
 
-    fn store(&self, jid: &str, pwhash: &str, now: i64) -> Result<(), StoreError> {
+    fn store(
+        &self,
+        jid: &str,
+        pwhash: &str,
+        replaces: Option<&str>,
+        now: i64,
+    ) -> Result<(), StoreError> {
         let mut map = self.map();
-        let firstauth = map.get(jid).map_or(now, |e| e.firstauth);
-        map.insert(
-            jid.to_owned(),
-            Entry {
-                pwhash: pwhash.to_owned(),
-                firstauth,
-                remoteauth: now,
-                anyauth: now,
-            },
-        );
+        let list = map.entry(jid.to_owned()).or_default();
+        let firstauth = list.iter().map(|e| e.firstauth).min().unwrap_or(now);
+        list.retain(|e| e.pwhash != pwhash && Some(e.pwhash.as_str()) != replaces);
+        while list.len() >= MAX_CREDENTIALS {
+            let Some(lru) = least_recently_used(list) else {
+                break;
+            };
+            list.remove(lru);
+        }
+        list.push(Entry {
+            pwhash: pwhash.to_owned(),
+            firstauth,
+            remoteauth: now,
+            anyauth: now,
+        });
         Ok(())
     }
 
-    fn touch(&self, jid: &str, now: i64) -> Result<(), StoreError> {
-        if let Some(e) = self.map().get_mut(jid) {
-            e.anyauth = now;
+    fn touch(&self, jid: &str, pwhash: &str, now: i64) -> Result<(), StoreError> {
+        if let Some(list) = self.map().get_mut(jid) {
+            for e in list.iter_mut().filter(|e| e.pwhash == pwhash) {
+                e.anyauth = now;
+            }
         }
         Ok(())
     }
 
     fn delete_if_hash(&self, jid: &str, pwhash: &str) -> Result<bool, StoreError> {
         let mut map = self.map();
-        if map.get(jid).is_some_and(|e| e.pwhash == pwhash) {
+        let Some(list) = map.get_mut(jid) else {
+            return Ok(false);
+        };
+        let before = list.len();
+        list.retain(|e| e.pwhash != pwhash);
+        let deleted = list.len() < before;
+        if list.is_empty() {
             map.remove(jid);
-            return Ok(true);
         }
-        Ok(false)
+        Ok(deleted)
     }
 
     fn blocks(&self) -> bool {
@@ -132,26 +190,44 @@ impl CacheStorage for MemoryStorage {
     }
 }
 
+/// Index of the credential to drop first: the oldest `anyauth`, then the
+/// oldest `remoteauth` (the same order the database uses).
+fn least_recently_used(list: &[Entry]) -> Option<usize> {
+    list.iter()
+        .enumerate()
+        .min_by_key(|(_, e)| (e.anyauth, e.remoteauth))
+        .map(|(i, _)| i)
+}
+
 impl CacheStorage for Store {
-    fn get(&self, jid: &str) -> Result<Option<Entry>, StoreError> {
-        Ok(self.cache_get(jid)?.map(|e: CacheEntry| Entry {
-            pwhash: e.pwhash,
-            firstauth: e.firstauth,
-            remoteauth: e.remoteauth,
-            anyauth: e.anyauth,
-        }))
+    fn credentials(&self, jid: &str) -> Result<Vec<Entry>, StoreError> {
+        Ok(Store::credentials(self, jid)?
+            .into_iter()
+            .map(|e: CacheEntry| Entry {
+                pwhash: e.pwhash,
+                firstauth: e.firstauth,
+                remoteauth: e.remoteauth,
+                anyauth: e.anyauth,
+            })
+            .collect())
     }
 
-    fn store(&self, jid: &str, pwhash: &str, now: i64) -> Result<(), StoreError> {
-        self.cache_store(jid, pwhash, now)
+    fn store(
+        &self,
+        jid: &str,
+        pwhash: &str,
+        replaces: Option<&str>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.credential_store(jid, pwhash, replaces, now, MAX_CREDENTIALS)
     }
 
-    fn touch(&self, jid: &str, now: i64) -> Result<(), StoreError> {
-        self.cache_touch(jid, now).map(|_| ())
+    fn touch(&self, jid: &str, pwhash: &str, now: i64) -> Result<(), StoreError> {
+        self.credential_touch(jid, pwhash, now).map(|_| ())
     }
 
     fn delete_if_hash(&self, jid: &str, pwhash: &str) -> Result<bool, StoreError> {
-        self.cache_delete_if_hash(jid, pwhash)
+        self.credential_delete(jid, pwhash)
     }
 
     fn blocks(&self) -> bool {
@@ -159,13 +235,35 @@ impl CacheStorage for Store {
     }
 }
 
-/// What the memo knows about one user: the keyed digest of a password and
-/// the stored hash it was compared with, for the last match and the last
-/// mismatch.
+/// What the memo knows about one user: keyed digests of passwords and the
+/// stored hashes they were compared with, for matches and mismatches kept
+/// apart (so that a stream of wrong guesses cannot push out the matches),
+/// each at most [`MAX_CREDENTIALS`], oldest dropped first.
 #[derive(Debug, Clone, Default)]
 struct MemoEntry {
-    good: Option<([u8; 32], String)>,
-    bad: Option<([u8; 32], String)>,
+    good: Vec<([u8; 32], String)>,
+    bad: Vec<([u8; 32], String)>,
+}
+
+/// The credentials of one JID during one login, most recently used first,
+/// with what this login already found out about each (so no hash is
+/// checked twice, whatever the memo forgets meanwhile).
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    entries: Vec<Entry>,
+    known: Vec<Option<bool>>,
+}
+
+impl Credentials {
+    /// The credentials, most recently used first.
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
 }
 
 /// The cache: policy on top of a [`CacheStorage`].
@@ -175,6 +273,7 @@ pub struct Cache {
     rounds: u32,
     memo_key: [u8; 32],
     memo: Mutex<HashMap<String, MemoEntry>>,
+    bcrypt_checks: AtomicUsize,
 }
 
 impl Cache {
@@ -192,7 +291,14 @@ impl Cache {
             rounds,
             memo_key,
             memo: Mutex::new(HashMap::new()),
+            bcrypt_checks: AtomicUsize::new(0),
         }
+    }
+
+    /// How many bcrypt checks of a password against a stored hash this
+    /// cache has run (hashing new passwords not counted).
+    pub fn bcrypt_checks(&self) -> usize {
+        self.bcrypt_checks.load(Ordering::Relaxed)
     }
 
     /// The TTLs in force.
@@ -215,17 +321,70 @@ impl Cache {
         now - entry.remoteauth < self.ttls.unreachable
     }
 
-    /// The entry of `jid`; a storage failure is logged and treated as "no
-    /// entry" (the back end decides then).
+    /// The most recently verified credential of `jid`; a storage failure
+    /// is logged and treated as "no entry" (the back end decides then).
     pub async fn get(&self, jid: &str) -> Option<Entry> {
-        let result = self.run(jid, |s, jid| s.get(jid)).await;
-        match result {
-            Ok(entry) => entry,
+        latest(self.credentials(jid).await.entries)
+    }
+
+    /// Every credential of `jid`, most recently used first; a storage
+    /// failure is logged and treated as "none".
+    pub async fn credentials(&self, jid: &str) -> Credentials {
+        let mut entries = match self.run(jid, |s, jid| s.credentials(jid)).await {
+            Ok(entries) => entries,
             Err(e) => {
                 warn!("cache lookup for {jid} failed: {e}");
-                None
+                Vec::new()
+            }
+        };
+        entries.sort_by_key(|e| std::cmp::Reverse((e.anyauth, e.remoteauth)));
+        let known = vec![None; entries.len()];
+        Credentials { entries, known }
+    }
+
+    /// The first of the credentials for which `usable` holds that
+    /// `password` matches. The memo answers for all of them first; only
+    /// then is bcrypt run, one credential after the other, until one
+    /// matches. Each credential is checked at most once per
+    /// [`Credentials`], so a login never costs more than
+    /// [`MAX_CREDENTIALS`] bcrypt checks.
+    pub async fn find(
+        &self,
+        jid: &str,
+        creds: &mut Credentials,
+        password: &Secret,
+        usable: impl Fn(&Entry) -> bool,
+    ) -> Option<Entry> {
+        let digest = self.digest(password);
+        for (entry, known) in creds.entries.iter().zip(creds.known.iter_mut()) {
+            if known.is_none() {
+                *known = self.memo_lookup(jid, &digest, &entry.pwhash);
             }
         }
+        let hit = |creds: &Credentials| {
+            creds
+                .entries
+                .iter()
+                .zip(&creds.known)
+                .find(|(e, k)| **k == Some(true) && usable(e))
+                .map(|(e, _)| e.clone())
+        };
+        if let Some(entry) = hit(creds) {
+            return Some(entry);
+        }
+        for i in 0..creds.entries.len() {
+            if creds.known[i].is_some() || !usable(&creds.entries[i]) {
+                continue;
+            }
+            let entry = creds.entries[i].clone();
+            let ok = self.bcrypt_check(jid, &entry.pwhash, password).await;
+            self.memo_store(jid, digest, &entry.pwhash, ok);
+            creds.known[i] = Some(ok);
+            if ok {
+                return Some(entry);
+            }
+        }
+        None
     }
 
     /// Does `password` match `entry`'s hash? Memo first, then bcrypt on the
@@ -235,25 +394,60 @@ impl Cache {
         if let Some(known) = self.memo_lookup(jid, &digest, &entry.pwhash) {
             return known;
         }
-        let hash = entry.pwhash.clone();
+        let ok = self.bcrypt_check(jid, &entry.pwhash, password).await;
+        self.memo_store(jid, digest, &entry.pwhash, ok);
+        ok
+    }
+
+    /// bcrypt on the blocking pool; an unusable hash never matches.
+    async fn bcrypt_check(&self, jid: &str, pwhash: &str, password: &Secret) -> bool {
+        self.bcrypt_checks.fetch_add(1, Ordering::Relaxed);
+        let hash = pwhash.to_owned();
         let pw = password.clone();
-        let ok = match tokio::task::spawn_blocking(move || bcrypt::verify(pw.expose(), &hash)).await
-        {
+        match tokio::task::spawn_blocking(move || bcrypt::verify(pw.expose(), &hash)).await {
             Ok(Ok(ok)) => ok,
             Ok(Err(e)) => {
                 warn!("cached hash of {jid} is unusable ({e}); ignoring it");
                 false
             }
             Err(_) => false,
-        };
-        self.memo_store(jid, digest, &entry.pwhash, ok);
-        ok
+        }
     }
 
-    /// After a back-end success: hash the password and store it with
-    /// `remoteauth = anyauth = now`.
+    /// After a back-end success: stores the password with `remoteauth =
+    /// anyauth = now` (see [`Cache::remember_with`]).
     pub async fn remember(&self, jid: &str, password: &Secret, now: i64) {
+        let creds = self.credentials(jid).await;
+        self.remember_with(jid, password, now, creds).await;
+    }
+
+    /// After a back-end success, with the credentials this login already
+    /// looked at: a stored credential that matches `password` is refreshed
+    /// in place (no new hash, unless its bcrypt cost is not the configured
+    /// one); otherwise a new hash is stored beside the others, and the
+    /// least recently used goes if there are [`MAX_CREDENTIALS`] already.
+    pub async fn remember_with(
+        &self,
+        jid: &str,
+        password: &Secret,
+        now: i64,
+        mut creds: Credentials,
+    ) {
         if !Cache::cacheable(password) {
+            return;
+        }
+        let found = self.find(jid, &mut creds, password, |_| true).await;
+        if let Some(entry) = found
+            .as_ref()
+            .filter(|e| bcrypt_cost(&e.pwhash) == Some(self.rounds))
+        {
+            let hash = entry.pwhash.clone();
+            if let Err(e) = self
+                .run(jid, move |s, jid| s.store(jid, &hash, None, now))
+                .await
+            {
+                warn!("cannot cache the login of {jid}: {e}");
+            }
             return;
         }
         let digest = self.digest(password);
@@ -269,8 +463,11 @@ impl Cache {
                 Err(_) => return,
             };
         let stored = hash.clone();
+        let replaces = found.map(|e| e.pwhash);
         match self
-            .run(jid, move |s, jid| s.store(jid, &stored, now))
+            .run(jid, move |s, jid| {
+                s.store(jid, &stored, replaces.as_deref(), now)
+            })
             .await
         {
             Ok(()) => self.memo_store(jid, digest, &hash, true),
@@ -278,29 +475,54 @@ impl Cache {
         }
     }
 
-    /// Records a login served from the entry (`anyauth = now`), at most
-    /// once per [`ANYAUTH_GRANULARITY`].
+    /// Records a login served from `entry` (`anyauth = now`), at most once
+    /// per [`ANYAUTH_GRANULARITY`].
     pub async fn touch(&self, jid: &str, entry: &Entry, now: i64) {
         if now - entry.anyauth < ANYAUTH_GRANULARITY && now >= entry.anyauth {
             return;
         }
-        if let Err(e) = self.run(jid, move |s, jid| s.touch(jid, now)).await {
+        let hash = entry.pwhash.clone();
+        if let Err(e) = self.run(jid, move |s, jid| s.touch(jid, &hash, now)).await {
             warn!("cannot update the cache entry of {jid}: {e}");
         }
     }
 
-    /// Deletes `entry` of `jid` if it is still the stored one (used when the
-    /// back end rejected the password that matches it: the password was
-    /// changed or revoked).
+    /// After the back end rejected `password`: deletes every credential it
+    /// matches that could still let anyone in (fresh, or usable while the
+    /// back end is unreachable), so a changed or revoked password stops
+    /// working during a later outage. The other credentials stay. Returns
+    /// how many went.
+    pub async fn forget_password(
+        &self,
+        jid: &str,
+        mut creds: Credentials,
+        password: &Secret,
+        now: i64,
+    ) -> usize {
+        let mut gone = 0;
+        let usable = |e: &Entry| self.fresh(e, now) || self.usable_while_unreachable(e, now);
+        while let Some(entry) = self.find(jid, &mut creds, password, usable).await {
+            self.forget(jid, &entry).await;
+            gone += 1;
+            // Not found again: it is no longer "usable" below.
+            if let Some(i) = creds.entries.iter().position(|e| e.pwhash == entry.pwhash) {
+                creds.entries.remove(i);
+                creds.known.remove(i);
+            }
+        }
+        gone
+    }
+
+    /// Deletes the credential `entry` of `jid` if it is still stored (used
+    /// when the back end rejected the password that matches it: the
+    /// password was changed or revoked). The other credentials stay.
     pub async fn forget(&self, jid: &str, entry: &Entry) {
         let hash = entry.pwhash.clone();
         match self
             .run(jid, move |s, jid| s.delete_if_hash(jid, &hash))
             .await
         {
-            Ok(_) => {
-                self.memo_map().remove(jid);
-            }
+            Ok(_) => self.memo_forget(jid, &entry.pwhash),
             Err(e) => warn!("cannot delete the cache entry of {jid}: {e}"),
         }
     }
@@ -340,9 +562,10 @@ impl Cache {
         }
         let memo = self.memo_map();
         let entry = memo.get(jid)?;
-        let same = |slot: &Option<([u8; 32], String)>| {
-            slot.as_ref()
-                .is_some_and(|(d, h)| h == pwhash && bool::from(d.ct_eq(digest)))
+        let same = |slots: &[([u8; 32], String)]| {
+            slots
+                .iter()
+                .any(|(d, h)| h == pwhash && bool::from(d.ct_eq(digest)))
         };
         if same(&entry.good) {
             Some(true)
@@ -362,13 +585,32 @@ impl Cache {
             memo.clear();
         }
         let slot = memo.entry(jid.to_owned()).or_default();
-        let value = Some((digest, pwhash.to_owned()));
-        if ok {
-            slot.good = value;
-        } else {
-            slot.bad = value;
+        let slots = if ok { &mut slot.good } else { &mut slot.bad };
+        // One password matches a hash: a newer match of the same hash
+        // replaces the older one.
+        slots.retain(|(d, h)| !(h == pwhash && (ok || d == &digest)));
+        if slots.len() >= MAX_CREDENTIALS {
+            slots.remove(0);
+        }
+        slots.push((digest, pwhash.to_owned()));
+    }
+
+    /// Drops what the memo knows about the hash `pwhash` of `jid`.
+    fn memo_forget(&self, jid: &str, pwhash: &str) {
+        let mut memo = self.memo_map();
+        if let Some(slot) = memo.get_mut(jid) {
+            slot.good.retain(|(_, h)| h != pwhash);
+            slot.bad.retain(|(_, h)| h != pwhash);
+            if slot.good.is_empty() && slot.bad.is_empty() {
+                memo.remove(jid);
+            }
         }
     }
+}
+
+/// The cost of a `$2b$NN$...` hash.
+fn bcrypt_cost(pwhash: &str) -> Option<u32> {
+    pwhash.get(4..6)?.parse().ok()
 }
 
 #[cfg(test)]
@@ -427,6 +669,267 @@ mod tests {
         c.forget("a@d", &stored).await;
         assert_eq!(c.get("a@d").await, None);
         assert!(c.memo_map().get("a@d").is_none());
+    }
+
+    /// Several devices of one user against the fake back end, over both
+    /// storages.
+    mod devices {
+        use super::*;
+        use crate::backend::fake::{timeout, Reply as Answer, Scripted};
+        use crate::backend::BackendError;
+        use crate::clock::FixedClock;
+        use crate::domains::{DomainSettings, Fixed};
+        use crate::proto::{Reply, Request};
+        use crate::verify::Verifier;
+
+        const JID: &str = "tom@example.org";
+
+        struct Rig {
+            verifier: Arc<Verifier>,
+            clock: Arc<FixedClock>,
+            cache: Arc<Cache>,
+            storage: Arc<dyn CacheStorage>,
+            backend: Arc<Scripted>,
+        }
+
+        fn storages() -> Vec<(&'static str, Arc<dyn CacheStorage>)> {
+            let db = match Store::open(std::path::Path::new(":memory:")) {
+                Ok(s) => s,
+                Err(e) => panic!("open :memory: failed: {e}"),
+            };
+            vec![
+                ("memory", Arc::new(MemoryStorage::default())),
+                ("db", Arc::new(db)),
+            ]
+        }
+
+        fn rig(storage: Arc<dyn CacheStorage>, script: Vec<Result<Answer, BackendError>>) -> Rig {
+            let backend = Arc::new(Scripted::new(script));
+            let clock = Arc::new(FixedClock::new(0));
+            let domains = Arc::new(Fixed(DomainSettings {
+                backend: backend.clone(),
+                token_key: None,
+            }));
+            let cache = Arc::new(Cache::new(
+                Arc::clone(&storage),
+                Ttls {
+                    query: 3600,
+                    verification: 86400,
+                    unreachable: 604_800,
+                },
+                4,
+            ));
+            let verifier =
+                Arc::new(Verifier::new(clock.clone(), domains).with_cache(Arc::clone(&cache)));
+            Rig {
+                verifier,
+                clock,
+                cache,
+                storage,
+                backend,
+            }
+        }
+
+        impl Rig {
+            async fn login(&self, t: i64, password: &str) -> Reply {
+                self.clock.set(t);
+                let reply = Arc::clone(&self.verifier)
+                    .handle(Request::Auth {
+                        user: "tom".into(),
+                        domain: "example.org".into(),
+                        password: Secret::new(password),
+                        service: None,
+                    })
+                    .await;
+                self.verifier.settle().await;
+                reply
+            }
+
+            fn count(&self) -> usize {
+                self.storage.credentials(JID).unwrap().len()
+            }
+        }
+
+        #[tokio::test]
+        async fn two_devices_alternate_without_the_back_end_once_both_are_cached() {
+            for (name, storage) in storages() {
+                let r = rig(storage, vec![Ok(Answer::Accepted), Ok(Answer::Accepted)]);
+                assert_eq!(r.login(10, "app-pw-phone").await, Reply::Yes);
+                assert_eq!(r.login(20, "app-pw-laptop").await, Reply::Yes);
+                assert_eq!((r.backend.calls(), r.count()), (2, 2), "{name}");
+                let checks = r.cache.bcrypt_checks();
+                for (i, pw) in ["app-pw-phone", "app-pw-laptop"]
+                    .iter()
+                    .cycle()
+                    .take(6)
+                    .enumerate()
+                {
+                    let t = 100 + 100 * i as i64;
+                    assert_eq!(r.login(t, pw).await, Reply::Yes, "{name} {pw} at {t}");
+                }
+                assert_eq!(
+                    r.backend.calls(),
+                    2,
+                    "{name}: no back-end request once both are cached"
+                );
+                assert_eq!(r.cache.bcrypt_checks(), checks, "{name}: the memo answers");
+                // Each credential kept its own times.
+                let mut times: Vec<(i64, i64)> = r
+                    .storage
+                    .credentials(JID)
+                    .unwrap()
+                    .iter()
+                    .map(|e| (e.remoteauth, e.anyauth))
+                    .collect();
+                times.sort_unstable();
+                assert_eq!(times, [(10, 500), (20, 600)], "{name}");
+                // The most recently verified one is what `authcache` holds.
+                assert_eq!(
+                    r.storage.get(JID).unwrap().unwrap().remoteauth,
+                    20,
+                    "{name}"
+                );
+            }
+        }
+
+        #[tokio::test]
+        async fn the_ninth_credential_evicts_the_least_recently_used() {
+            for (name, storage) in storages() {
+                let r = rig(storage, vec![Ok(Answer::Accepted); 10]);
+                for i in 0..MAX_CREDENTIALS as i64 {
+                    assert_eq!(r.login(100 * i, &format!("device-{i}")).await, Reply::Yes);
+                }
+                assert_eq!(
+                    (r.backend.calls(), r.count()),
+                    (MAX_CREDENTIALS, MAX_CREDENTIALS)
+                );
+                // Device 0 is used again, so device 1 is now the least
+                // recently used.
+                assert_eq!(r.login(750, "device-0").await, Reply::Yes);
+                assert_eq!(r.backend.calls(), MAX_CREDENTIALS, "{name}");
+
+                let checks = r.cache.bcrypt_checks();
+                assert_eq!(r.login(800, "device-8").await, Reply::Yes);
+                assert!(
+                    r.cache.bcrypt_checks() - checks <= MAX_CREDENTIALS,
+                    "{name}: a login runs bcrypt at most once per credential"
+                );
+                assert_eq!(r.backend.calls(), MAX_CREDENTIALS + 1);
+                assert_eq!(r.count(), MAX_CREDENTIALS, "{name}: still bounded");
+
+                // Device 1 was dropped: it asks the back end again...
+                assert_eq!(r.login(900, "device-1").await, Reply::Yes);
+                assert_eq!(r.backend.calls(), MAX_CREDENTIALS + 2, "{name}");
+                // ...and the others are still served from the cache (device
+                // 2 was the least recently used and made room for device 1).
+                for i in [0, 3, 4, 5, 6, 7, 8, 1] {
+                    assert_eq!(r.login(1000 + i, &format!("device-{i}")).await, Reply::Yes);
+                }
+                assert_eq!(r.backend.calls(), MAX_CREDENTIALS + 2, "{name}");
+                assert_eq!(r.count(), MAX_CREDENTIALS, "{name}");
+            }
+        }
+
+        #[tokio::test]
+        async fn a_rejected_password_removes_only_its_own_credential() {
+            for (name, storage) in storages() {
+                let r = rig(
+                    storage,
+                    vec![
+                        Ok(Answer::Accepted),
+                        Ok(Answer::Accepted),
+                        Ok(Answer::Rejected),
+                        Err(timeout()),
+                        Err(timeout()),
+                    ],
+                );
+                assert_eq!(r.login(10, "revoked").await, Reply::Yes);
+                assert_eq!(r.login(20, "kept").await, Reply::Yes);
+                // After the query TTL the revoked app password is asked
+                // about, and rejected.
+                assert_eq!(r.login(4000, "revoked").await, Reply::No);
+                let left = r.storage.credentials(JID).unwrap();
+                assert_eq!(left.len(), 1, "{name}");
+                assert_eq!(left[0].remoteauth, 20, "{name}: the other device's stays");
+                // During an outage the kept one works, the revoked one not.
+                assert_eq!(r.login(4100, "kept").await, Reply::Yes, "{name}");
+                assert_eq!(r.login(4200, "revoked").await, Reply::No, "{name}");
+                assert_eq!(r.backend.calls(), 5);
+            }
+        }
+
+        #[tokio::test]
+        async fn outage_fallback_uses_any_matching_credential_within_the_unreachable_ttl() {
+            const WEEK: i64 = 604_800;
+            for (name, storage) in storages() {
+                let r = rig(
+                    storage,
+                    vec![
+                        Ok(Answer::Accepted),
+                        Ok(Answer::Accepted),
+                        Err(timeout()),
+                        Err(timeout()),
+                        Err(timeout()),
+                        Err(timeout()),
+                        Err(timeout()),
+                    ],
+                );
+                assert_eq!(r.login(10, "old-device").await, Reply::Yes);
+                assert_eq!(r.login(200_000, "new-device").await, Reply::Yes);
+                // The older credential (not the one in `authcache`) still
+                // answers within its own unreachable TTL...
+                assert_eq!(
+                    r.login(10 + WEEK - 1, "old-device").await,
+                    Reply::Yes,
+                    "{name}"
+                );
+                assert_eq!(r.login(10 + WEEK - 1, "wrong").await, Reply::No, "{name}");
+                // ...and not after it, while the newer one still does.
+                assert_eq!(
+                    r.login(10 + WEEK + 1, "old-device").await,
+                    Reply::No,
+                    "{name}"
+                );
+                assert_eq!(
+                    r.login(10 + WEEK + 2, "new-device").await,
+                    Reply::Yes,
+                    "{name}"
+                );
+                assert_eq!(
+                    r.login(200_000 + WEEK, "new-device").await,
+                    Reply::No,
+                    "{name}"
+                );
+                assert_eq!(r.backend.calls(), 7);
+            }
+        }
+
+        #[tokio::test]
+        async fn a_password_verified_again_refreshes_its_credential_in_place() {
+            for (name, storage) in storages() {
+                let r = rig(storage, vec![Ok(Answer::Accepted); 3]);
+                assert_eq!(r.login(10, "a").await, Reply::Yes);
+                assert_eq!(r.login(20, "b").await, Reply::Yes);
+                let before: Vec<String> = r
+                    .storage
+                    .credentials(JID)
+                    .unwrap()
+                    .into_iter()
+                    .map(|e| e.pwhash)
+                    .collect();
+                // Query TTL passed: asked again, accepted; no duplicate.
+                assert_eq!(r.login(5000, "a").await, Reply::Yes);
+                let after = r.storage.credentials(JID).unwrap();
+                assert_eq!(after.len(), 2, "{name}");
+                let a = r.storage.get(JID).unwrap().unwrap();
+                assert_eq!(
+                    (a.firstauth, a.remoteauth, a.anyauth),
+                    (10, 5000, 5000),
+                    "{name}"
+                );
+                assert!(before.contains(&a.pwhash), "{name}: same hash, refreshed");
+            }
+        }
     }
 
     #[test]

@@ -162,55 +162,55 @@ impl Verifier {
 
         let jid = format!("{user}@{domain}");
         let cache = self.cache.as_ref().filter(|_| Cache::cacheable(password));
+        // The credentials of the JID, with what this login learnt about
+        // each: only fresh ones are checked before the back end is asked.
         let mut cached = None;
         if let Some(cache) = cache {
-            if let Some(entry) = cache.get(&jid).await {
-                let matched = if cache.fresh(&entry, now) {
-                    Some(cache.matches(&jid, &entry, password).await)
-                } else {
-                    None
-                };
-                if matched == Some(true) {
+            let mut creds = cache.credentials(&jid).await;
+            if !creds.is_empty() {
+                let fresh = |e: &crate::cache::Entry| cache.fresh(e, now);
+                if let Some(entry) = cache.find(&jid, &mut creds, password, fresh).await {
                     debug!("auth {jid}: cache hit");
                     cache.touch(&jid, &entry, now).await;
                     return AuthOutcome::Cache;
                 }
-                cached = Some((entry, matched));
             }
+            cached = Some(creds);
         }
 
         let answer = settings.backend.auth(user, password).await;
         match answer {
             Ok(Verdict::Accepted) => {
                 debug!("auth {jid}: accepted by back end");
-                if let Some(cache) = cache {
+                if let (Some(cache), Some(creds)) = (cache, cached) {
                     self.in_background({
                         let (cache, jid, password) =
                             (Arc::clone(cache), jid.clone(), password.clone());
-                        async move { cache.remember(&jid, &password, now).await }
+                        async move { cache.remember_with(&jid, &password, now, creds).await }
                     });
                 }
                 AuthOutcome::Backend
             }
             Ok(Verdict::Rejected) => {
                 info!("auth {jid}: wrong password (refused by the back end)");
-                if let (Some(cache), Some((entry, matched))) = (cache, cached) {
-                    // A password the back end rejects must not keep working
-                    // from the cache during a later outage.
-                    self.in_background({
-                        let (cache, jid, password) =
-                            (Arc::clone(cache), jid.clone(), password.clone());
-                        async move {
-                            let matches = match matched {
-                                Some(m) => m,
-                                None => cache.matches(&jid, &entry, &password).await,
-                            };
-                            if matches {
-                                info!("auth {jid}: cached password no longer valid; entry removed");
-                                cache.forget(&jid, &entry).await;
+                if let (Some(cache), Some(creds)) = (cache, cached) {
+                    if !creds.is_empty() {
+                        // A password the back end rejects must not keep
+                        // working from the cache during a later outage; the
+                        // other devices' credentials stay.
+                        self.in_background({
+                            let (cache, jid, password) =
+                                (Arc::clone(cache), jid.clone(), password.clone());
+                            async move {
+                                let gone = cache.forget_password(&jid, creds, &password, now).await;
+                                if gone > 0 {
+                                    info!(
+                                        "auth {jid}: cached password no longer valid; credential removed"
+                                    );
+                                }
                             }
-                        }
-                    });
+                        });
+                    }
                 }
                 AuthOutcome::Rejected
             }
@@ -219,19 +219,12 @@ impl Verifier {
                 AuthOutcome::Rejected
             }
             Err(error) => {
-                if let (Some(cache), Some((entry, matched))) = (cache, cached) {
-                    if cache.usable_while_unreachable(&entry, now) {
-                        let matches = match matched {
-                            Some(m) => m,
-                            None => cache.matches(&jid, &entry, password).await,
-                        };
-                        if matches {
-                            warn!(
-                                "auth {jid}: back end unreachable ({error}); accepted from cache"
-                            );
-                            cache.touch(&jid, &entry, now).await;
-                            return AuthOutcome::CacheWhileUnreachable(error);
-                        }
+                if let (Some(cache), Some(mut creds)) = (cache, cached) {
+                    let usable = |e: &crate::cache::Entry| cache.usable_while_unreachable(e, now);
+                    if let Some(entry) = cache.find(&jid, &mut creds, password, usable).await {
+                        warn!("auth {jid}: back end unreachable ({error}); accepted from cache");
+                        cache.touch(&jid, &entry, now).await;
+                        return AuthOutcome::CacheWhileUnreachable(error);
                     }
                 }
                 log_backend_error(&format!("auth {jid}: failed"), &error);

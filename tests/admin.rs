@@ -418,6 +418,294 @@ fn domain_secrets_are_never_plain_arguments() {
     assert_eq!(s.all_tables(), before);
 }
 
+/// Our `domainbackend` row of `domain`: kind, API user, API password,
+/// login form.
+type BackendRow = (
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+fn backend_row(s: &Setup, domain: &str) -> Option<BackendRow> {
+    s.conn()
+        .query_row(
+            "SELECT backend, apiuser, apipassword, loginform FROM domainbackend \
+             WHERE xmppdomain = ?1",
+            [domain],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .ok()
+}
+
+/// The `domain list` line of `domain`.
+fn listed_line(out: &Out, domain: &str) -> String {
+    match out.lines().into_iter().find(|l| l.starts_with(domain)) {
+        Some(l) => l.to_owned(),
+        None => panic!("{domain} not listed: {out:?}"),
+    }
+}
+
+#[test]
+fn domain_add_and_change_set_the_kind_api_account_and_login_form() {
+    let s = Setup::new();
+    for odd in ODD {
+        let domain = format!("{odd}.example");
+        let api_user = format!("{odd} admin");
+        let password = format!("api-pw-{odd}'; --");
+        let out = s.run_with_stdin(
+            &[
+                "domain",
+                "add",
+                &domain,
+                "--url",
+                "https://cloud.example/",
+                "--backend",
+                "nextcloud",
+                "--api-user",
+                &api_user,
+                "--api-password-stdin",
+                "--login-form",
+                "user@domain",
+            ],
+            &format!("{password}\n"),
+        );
+        assert_eq!(out.code, 0, "{domain}: {out:?}");
+        assert!(out.stdout.contains("back end nextcloud"), "{out:?}");
+        assert!(!out.stdout.contains("api-pw") && !out.stderr.contains("api-pw"));
+        assert_eq!(
+            backend_row(&s, &domain),
+            Some((
+                Some("nextcloud".into()),
+                Some(api_user.clone()),
+                Some(password.clone()),
+                Some("user@domain".into())
+            ))
+        );
+        // No JSXC secret is needed for stock Nextcloud.
+        let secret: Option<String> = s
+            .conn()
+            .query_row(
+                "SELECT authsecret FROM domains WHERE xmppdomain = ?1",
+                [&domain],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(secret.as_deref(), Some(""));
+
+        let out = s.run(&["domain", "list"]);
+        assert_eq!(out.code, 0, "{out:?}");
+        assert!(out.lines()[0].contains("BACKEND") && out.lines()[0].contains("API PASSWORD"));
+        let line = listed_line(&out, &domain);
+        assert!(
+            line.contains(" nextcloud ") && !line.contains("nextcloud*"),
+            "{line}"
+        );
+        assert!(
+            line.contains(&api_user) && line.contains("user@domain"),
+            "{line}"
+        );
+        assert!(line.contains(" *** "), "password masked: {line}");
+        assert!(!out.stdout.contains("api-pw") && !out.stderr.contains("api-pw"));
+        let shown = s.run(&["domain", "list", "--show-secrets"]);
+        assert!(
+            listed_line(&shown, &domain).contains(&password),
+            "{shown:?}"
+        );
+
+        // Change the kind and the password (from a file); the rest stays.
+        let file = s.path("api-password.txt");
+        std::fs::write(&file, format!("new-api-pw-{odd}\n")).unwrap();
+        let out = s.run(&[
+            "domain",
+            "change",
+            &domain,
+            "--backend",
+            "jsxc",
+            "--api-password-file",
+            file.to_str().unwrap(),
+        ]);
+        assert_eq!(out.code, 0, "{out:?}");
+        assert!(out.stderr.is_empty(), "the row has an API user: {out:?}");
+        assert_eq!(
+            backend_row(&s, &domain),
+            Some((
+                Some("jsxc".into()),
+                Some(api_user.clone()),
+                Some(format!("new-api-pw-{odd}")),
+                Some("user@domain".into())
+            ))
+        );
+        let out = s.run(&["domain", "change", &domain, "--login-form", "user"]);
+        assert_eq!(out.code, 0, "{out:?}");
+        assert_eq!(backend_row(&s, &domain).unwrap().3.as_deref(), Some("user"));
+
+        let out = s.run(&["domain", "remove", &domain]);
+        assert_eq!(out.code, 0, "{out:?}");
+        assert_eq!(backend_row(&s, &domain), None, "removed with the domain");
+    }
+}
+
+#[test]
+fn without_backend_the_kind_is_not_stored_and_listed_as_inferred() {
+    let s = Setup::new();
+    for (domain, url, kind) in [
+        (
+            "j.example",
+            "https://c.example/index.php/apps/ojsxc/ajax/externalApi.php",
+            "jsxc*",
+        ),
+        ("n.example", "https://c.example/", "nextcloud*"),
+    ] {
+        let out = s.run_with_stdin(
+            &["domain", "add", domain, "--url", url, "--secret-stdin"],
+            "sec\n",
+        );
+        assert_eq!(out.code, 0, "{out:?}");
+        assert_eq!(backend_row(&s, domain), None, "{domain}: nothing stored");
+        let out = s.run(&["domain", "list"]);
+        let line = listed_line(&out, domain);
+        assert!(line.contains(&format!(" {kind} ")), "{line}");
+        assert!(out.stderr.contains("not stored"), "{out:?}");
+    }
+    // The fixture's rows: a JSXC URL and another one.
+    let out = s.run(&["domain", "list"]);
+    assert!(
+        listed_line(&out, "jabber.example.com").contains(" jsxc* "),
+        "{out:?}"
+    );
+    assert!(
+        listed_line(&out, "chat.example.net").contains(" nextcloud* "),
+        "{out:?}"
+    );
+
+    // Only an API user: the kind stays inferred.
+    let out = s.run(&["domain", "change", "n.example", "--api-user", "svc"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        backend_row(&s, "n.example"),
+        Some((None, Some("svc".into()), None, None))
+    );
+    // A password without any API user is stored, with a note.
+    let out = s.run_with_stdin(
+        &["domain", "change", "j.example", "--api-password-stdin"],
+        "pw-without-user\n",
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains("--api-user"), "{out:?}");
+    assert!(!out.stderr.contains("pw-without-user"), "{out:?}");
+}
+
+#[test]
+fn bad_backend_settings_are_refused_and_change_nothing() {
+    let s = Setup::new();
+    let before = s.all_tables();
+    for args in [
+        &[
+            "domain",
+            "add",
+            "d.example",
+            "--url",
+            "https://a/",
+            "--backend",
+            "ldap",
+        ][..],
+        &[
+            "domain",
+            "add",
+            "d.example",
+            "--url",
+            "https://a/",
+            "--backend",
+            "Nextcloud",
+        ],
+        &[
+            "domain",
+            "add",
+            "d.example",
+            "--url",
+            "https://a/",
+            "--backend",
+            "",
+        ],
+        &[
+            "domain",
+            "add",
+            "d.example",
+            "--url",
+            "https://a/",
+            "--backend",
+            "nextcloud",
+            "--login-form",
+            "email",
+        ],
+        &[
+            "domain",
+            "change",
+            "chat.example.net",
+            "--login-form",
+            "user@",
+        ],
+        &["domain", "change", "chat.example.net", "--api-user", ""],
+        // The API password never on the command line.
+        &[
+            "domain",
+            "change",
+            "chat.example.net",
+            "--api-password",
+            "hunter2",
+        ],
+        // One standard input for one secret.
+        &[
+            "domain",
+            "change",
+            "chat.example.net",
+            "--secret-stdin",
+            "--api-password-stdin",
+        ],
+        &[
+            "domain",
+            "change",
+            "chat.example.net",
+            "--api-password-stdin",
+            "--api-password-file",
+            "f",
+        ],
+        // JSXC signs with the secret: it is required.
+        &[
+            "domain",
+            "add",
+            "d.example",
+            "--url",
+            "https://a/",
+            "--backend",
+            "jsxc",
+        ],
+    ] {
+        let out = s.run_with_stdin(args, "hunter2\n");
+        assert_eq!(out.code, 2, "{args:?}: {out:?}");
+        assert!(!out.stderr.contains("hunter2"), "{args:?}: {out:?}");
+    }
+    let out = s.run_with_stdin(
+        &[
+            "domain",
+            "change",
+            "chat.example.net",
+            "--api-password-stdin",
+        ],
+        "\n",
+    );
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("empty"), "{out:?}");
+    assert_eq!(s.all_tables(), before);
+    let ours = s
+        .conn()
+        .query_row("SELECT COUNT(*) FROM domainbackend", [], |r| {
+            r.get::<_, i64>(0)
+        });
+    assert!(matches!(ours, Ok(0) | Err(_)), "{ours:?}");
+}
+
 // ----- users, groups, hosts ----------------------------------------------------
 
 #[test]
@@ -680,6 +968,89 @@ fn cache_list_and_flush_with_counts() {
     assert_eq!(out.lines().last().copied(), Some("0 cache entries"));
     // Roster state is not part of the cache.
     assert_eq!(s.rows("rosterinfo").len(), 4);
+}
+
+/// Several credentials per JID (one per device) live in our table
+/// `authcredential` beside the original's `authcache` row; every command
+/// that lists or forgets cache entries covers them.
+#[test]
+fn cache_user_and_host_commands_cover_every_credential_of_a_jid() {
+    let s = Setup::with_ejabberdctl();
+    let ours = |s: &Setup, jid: &str| {
+        s.count("SELECT COUNT(*) FROM authcredential WHERE jid = ?1", &[jid])
+    };
+    // Opening the original's file adds our tables.
+    assert_eq!(s.run(&["cache", "list"]).code, 0);
+    for (jid, n) in [
+        ("alice@example.org", 2),
+        ("bob@example.org", 1),
+        ("zoë@example.org", 1),
+    ] {
+        for i in 0..n {
+            s.exec(
+                "INSERT INTO authcredential (jid, pwhash, firstauth, remoteauth, anyauth) \
+                 SELECT jid, ?2, firstauth, ?3, ?3 FROM authcache WHERE jid = ?1",
+                &[
+                    jid,
+                    &format!("$2b$04$device-{i}"),
+                    &format!("2026-11-27 10:00:0{i}"),
+                ],
+            );
+        }
+    }
+    // A row left after the original deleted its JID from authcache.
+    s.exec(
+        "INSERT INTO authcredential VALUES ('gone@example.org', '$2b$04$orphan', \
+         '2026-11-01 00:00:00', '2026-11-01 00:00:00', '2026-11-01 00:00:00')",
+        &[],
+    );
+
+    let out = s.run(&["cache", "list"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let lines = out.lines();
+    assert_eq!(lines.len(), 2 + 8, "{out:?}");
+    assert_eq!(
+        lines[1],
+        "alice@example.org  2026-11-28 15:24:02  2026-11-28 15:24:02        2026-11-28 15:24:02"
+    );
+    assert_eq!(
+        lines[2],
+        "alice@example.org  2026-11-28 15:24:02  2026-11-27 10:00:01        2026-11-27 10:00:01",
+        "most recently verified first, each with its own times"
+    );
+    assert!(lines[3].contains("2026-11-27 10:00:00"), "{out:?}");
+    assert_eq!(
+        lines.last().copied(),
+        Some("4 cache entries, 8 credentials")
+    );
+    assert!(
+        !out.stdout.contains("gone@"),
+        "orphans do not count: {out:?}"
+    );
+    assert!(!out.stdout.contains("$2b$"), "never the hash");
+
+    let out = s.run(&["cache", "flush", "alice@example.org"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout, "flushed 1 cache entry (alice@example.org)\n");
+    assert_eq!(ours(&s, "alice@example.org"), 0);
+
+    let out = s.run(&["user", "delete", "bob@example.org"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(ours(&s, "bob@example.org"), 0);
+    assert_eq!(ours(&s, "zoë@example.org"), 1);
+
+    let out = s.run(&["host", "delete", "example.org"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(s.count("SELECT COUNT(*) FROM authcredential", &[]), 0);
+    assert_eq!(s.count("SELECT COUNT(*) FROM authcache", &[]), 0);
+
+    s.exec(
+        "INSERT INTO authcredential VALUES ('x@example.org', 'h', NULL, NULL, NULL)",
+        &[],
+    );
+    let out = s.run(&["cache", "flush"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(s.count("SELECT COUNT(*) FROM authcredential", &[]), 0);
 }
 
 #[test]

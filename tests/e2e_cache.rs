@@ -340,3 +340,191 @@ fn bcrypt_check_does_not_stall_other_logins() {
         "cached password accepted during the outage"
     );
 }
+
+/// Starts the stand-in with the users in `table` (the file format of
+/// `testdata/users.txt`).
+fn standin_with_users(dir: &Path, table: &str) -> (Guard, String, String) {
+    use std::io::BufRead;
+    let users = dir.join("users.txt");
+    std::fs::write(&users, table).expect("users file");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_xcauth-standin"))
+        .arg("--users")
+        .arg(&users)
+        .arg("--secret")
+        .arg(SECRET)
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start xcauth-standin");
+    let stdout = child.stdout.take().expect("stand-in stdout");
+    let guard = Guard(child);
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("stand-in prints its address");
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .expect("listening line")
+        .to_owned();
+    let addr = url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .expect("host:port")
+        .to_owned();
+    (guard, url, addr)
+}
+
+fn standin_requests(addr: &str) -> u64 {
+    let stats: serde_json::Value =
+        serde_json::from_str(&http(addr, "GET", "/_standin/stats", "")).expect("stats");
+    stats["requests"].as_u64().expect("requests count")
+}
+
+/// The credentials of `jid` the database holds: (authcache hash, our rows).
+fn stored_credentials(db: &Path, jid: &str) -> (Option<String>, Vec<String>) {
+    let conn = rusqlite::Connection::open(db).expect("open");
+    let primary = conn
+        .query_row("SELECT pwhash FROM authcache WHERE jid = ?1", [jid], |r| {
+            r.get(0)
+        })
+        .ok();
+    let mut stmt = conn
+        .prepare("SELECT pwhash FROM authcredential WHERE jid = ?1")
+        .expect("prepare");
+    let ours = stmt
+        .query_map([jid], |r| r.get(0))
+        .expect("query")
+        .collect::<Result<Vec<String>, _>>()
+        .expect("rows");
+    (primary, ours)
+}
+
+/// Two devices of one user, each with its own app password: once both are
+/// cached, they alternate without a single request to Nextcloud.
+#[test]
+fn two_devices_alternate_without_asking_nextcloud() {
+    let dir = tempfile::tempdir().expect("dir");
+    // The JSXC app tries `user@domain`, then `user`: two accounts whose
+    // passwords both log tom@example.org in, like two app passwords.
+    let (_nc, url, addr) = standin_with_users(
+        dir.path(),
+        "tom@example.org\tphone-app-pw\tTom\ntom\tlaptop-app-pw\tTom\n",
+    );
+    let db = dir.path().join("devices.sqlite3");
+    let db_arg = db.to_str().expect("path");
+    let mut x = Xcauth::start(
+        "generic",
+        &url,
+        &[
+            "--db",
+            db_arg,
+            "--cache-storage",
+            "db",
+            "--cache-bcrypt-rounds",
+            "4",
+        ],
+    );
+    let jid = "tom@example.org";
+    let mut login = |pw: &str| {
+        x.send(format!("auth:tom:example.org:{pw}\n").as_bytes());
+        x.read_line(T)
+    };
+    // Device A, then device B: each asks Nextcloud once; wait until each
+    // credential is stored (the cache write follows the answer).
+    assert_eq!(login("phone-app-pw"), "1\n");
+    assert_eq!(standin_requests(&addr), 1);
+    poll(T, || stored_credentials(&db, jid).0).expect("A stored");
+    assert_eq!(login("laptop-app-pw"), "1\n");
+    assert_eq!(standin_requests(&addr), 2);
+    let (primary, ours) = poll(T, || {
+        Some(stored_credentials(&db, jid)).filter(|(_, ours)| ours.len() == 1)
+    })
+    .expect("B stored beside A");
+    // authcache holds the most recently verified one, as the original
+    // would have written it; A moved to our table.
+    let primary = primary.expect("authcache row");
+    assert!(bcrypt::verify("laptop-app-pw", &primary).expect("hash"));
+    assert!(bcrypt::verify("phone-app-pw", &ours[0]).expect("hash"));
+
+    // Device A again, then B, then A: no request to Nextcloud.
+    for pw in ["phone-app-pw", "laptop-app-pw", "phone-app-pw"] {
+        assert_eq!(login(pw), "1\n", "{pw}");
+    }
+    assert_eq!(standin_requests(&addr), 2, "cached logins cost no request");
+    // A wrong password still asks (and fails).
+    assert_eq!(login("guess"), "0\n");
+    assert_eq!(standin_requests(&addr), 3);
+    x.finish();
+    let (primary, ours) = stored_credentials(&db, jid);
+    assert!(primary.is_some() && ours.len() == 1, "both kept");
+}
+
+/// The same with stock Nextcloud (`backend=nextcloud`): tom has a second
+/// factor, so each device logs in with its own app password.
+#[test]
+fn two_app_passwords_alternate_without_asking_stock_nextcloud() {
+    let nc = StandIn::start_with(&["--throttle-scale", "0.001"]);
+    let dir = tempfile::tempdir().expect("dir");
+    let api_password = dir.path().join("api-password");
+    std::fs::write(&api_password, "xcauth-api-app\n").expect("write");
+    let db = dir.path().join("nextcloud.sqlite3");
+    let mut x = Xcauth::start(
+        "generic",
+        &format!("http://{}", nc.addr),
+        &[
+            "--backend",
+            "nextcloud",
+            "--api-user",
+            "xcauth-api",
+            "--api-password-file",
+            api_password.to_str().expect("path"),
+            "--db",
+            db.to_str().expect("path"),
+            "--cache-storage",
+            "db",
+            "--cache-bcrypt-rounds",
+            "4",
+        ],
+    );
+    let stats = |nc: &StandIn| -> serde_json::Value {
+        serde_json::from_str(&http(&nc.addr, "GET", "/_standin/stats", "")).expect("stats")
+    };
+    // Password checks (`GET /ocs/v2.php/cloud/user`), and every request.
+    let logins = |nc: &StandIn| {
+        stats(nc)["ocs"]["by_endpoint"]["cloud/user"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let all = |nc: &StandIn| stats(nc)["nextcloud_requests"].as_u64().expect("total");
+    let jid = "tom@example.org";
+    let mut login = |pw: &str| {
+        x.send(format!("auth:tom:example.org:{pw}\n").as_bytes());
+        x.read_line(T)
+    };
+    assert_eq!(login("tom-phone-app"), "1\n");
+    poll(T, || stored_credentials(&db, jid).0).expect("phone stored");
+    assert_eq!(login("tom-laptop-app"), "1\n");
+    poll(T, || {
+        Some(()).filter(|_| stored_credentials(&db, jid).1.len() == 1)
+    })
+    .expect("laptop stored beside the phone");
+    assert_eq!(logins(&nc), 2);
+    let before = all(&nc);
+    for pw in ["tom-phone-app", "tom-laptop-app", "tom-phone-app"] {
+        assert_eq!(login(pw), "1\n", "{pw}");
+    }
+    assert_eq!(
+        logins(&nc),
+        2,
+        "cached app passwords cost no password check"
+    );
+    assert_eq!(all(&nc), before, "and no request at all");
+    // The main password is refused (second factor), and never cached.
+    assert_eq!(login("tom-main-pw"), "0\n");
+    assert_eq!(logins(&nc), 3);
+    x.finish();
+}

@@ -11,7 +11,7 @@ use std::process::Command;
 use rusqlite::{Connection, OpenFlags};
 use serde_json::Value;
 use tempfile::TempDir;
-use xcauth::store::{format_timestamp, DomainUpdate, Store};
+use xcauth::store::{format_timestamp, DomainUpdate, Store, SCHEMA_VERSION};
 
 const FIXTURE: &str = "python-2.0.4.sqlite3";
 /// 2026-11-28 15:24:02 UTC, the whole second of the fixture's cache times.
@@ -62,7 +62,7 @@ fn read_only(path: &Path) -> Connection {
 /// The original's four tables.
 const ORIGINAL_TABLES: [&str; 4] = ["authcache", "domains", "rostergroups", "rosterinfo"];
 /// The tables xcauth adds beside them (the original ignores them).
-const OUR_TABLES: [&str; 1] = ["domainbackend"];
+const OUR_TABLES: [&str; 2] = ["authcredential", "domainbackend"];
 
 /// Name and `CREATE` text of every table.
 fn all_tables(path: &Path) -> Vec<(String, String)> {
@@ -312,7 +312,7 @@ fn python_reads_what_we_write_into_its_file() {
         "the original's schema text changed"
     );
     assert_eq!(pragma(&path, "journal_mode"), "delete");
-    assert_eq!(pragma(&path, "user_version"), "2");
+    assert_eq!(pragma(&path, "user_version"), SCHEMA_VERSION.to_string());
 
     let Some(py) = python(PY_READ, &path) else {
         return;
@@ -395,7 +395,7 @@ fn a_new_file_has_exactly_the_original_tables() {
         "the original's tables and ours, nothing else"
     );
     assert_eq!(pragma(&path, "journal_mode"), "delete");
-    assert_eq!(pragma(&path, "user_version"), "2");
+    assert_eq!(pragma(&path, "user_version"), SCHEMA_VERSION.to_string());
     // Same columns, types and defaults as the original's tables.
     let columns = |p: &Path| -> Vec<(String, String, String, Option<String>, i64)> {
         let conn = read_only(p);
@@ -571,4 +571,100 @@ fn columns_added_by_users_survive_our_updates() {
             .as_deref(),
         Some("Robert")
     );
+}
+
+/// The original's own statements for a login (`auth_with_cache`), a
+/// back-end success (`auth_update_cache`) and `xcdeluser`, run on a file
+/// where we keep several credentials per JID.
+const PY_ORIGINAL: &str = r#"
+import datetime, json, sqlite3, sys, warnings
+warnings.simplefilter('ignore')
+conn = sqlite3.connect(sys.argv[1], detect_types=sqlite3.PARSE_DECLTYPES)
+out = {}
+for jid in ('alice@example.org', 'bob@example.org'):
+    rows = list(conn.execute('SELECT pwhash, remoteauth, anyauth FROM authcache WHERE jid = ?', (jid,)))
+    out[jid] = [[r[0], r[1].isoformat(' '), r[2].isoformat(' ')] for r in rows]
+now = datetime.datetime.strptime('NOW_TEXT', '%Y-%m-%d %H:%M:%S')
+conn.execute('UPDATE authcache SET anyauth = ? WHERE jid = ?', (now, 'alice@example.org'))
+conn.execute('INSERT OR IGNORE INTO authcache (jid, firstauth) VALUES (?, ?)', ('bob@example.org', now))
+conn.execute('UPDATE authcache SET pwhash = ?, remoteauth = ?, anyauth = ? WHERE jid = ?',
+             ('$2b$06$python', now, now, 'bob@example.org'))
+conn.execute('DELETE FROM authcache WHERE jid = ?', ('colon@example.org',))
+conn.commit()
+print(json.dumps(out))
+"#;
+
+#[test]
+fn the_original_reads_and_writes_authcache_beside_several_credentials() {
+    let (_dir, path) = fixture_copy();
+    let hash = |pw: &str| bcrypt::hash(pw, 4).unwrap();
+    let (alice_phone, alice_laptop) = (hash("alice-phone"), hash("alice-laptop"));
+    {
+        let store = open(&path);
+        // alice: the fixture's password, then two app passwords.
+        store
+            .credential_store("alice@example.org", &alice_phone, None, NOW, 8)
+            .unwrap();
+        store
+            .credential_store("alice@example.org", &alice_laptop, None, NOW + 1, 8)
+            .unwrap();
+        store
+            .credential_store("bob@example.org", &hash("bob-phone"), None, NOW, 8)
+            .unwrap();
+        store
+            .credential_store("colon@example.org", &hash("colon-phone"), None, NOW, 8)
+            .unwrap();
+        assert_eq!(store.credentials("alice@example.org").unwrap().len(), 3);
+    }
+    assert_eq!(
+        all_tables(&path).len(),
+        ORIGINAL_TABLES.len() + OUR_TABLES.len()
+    );
+
+    let Some(py) = python(PY_READ, &path) else {
+        return;
+    };
+    assert_eq!(py["integrity"], "ok");
+    // The original sees one row per JID: the most recently verified
+    // credential, with its own times and the JID's first login kept.
+    let alice = row(&py, "authcache", "alice@example.org");
+    assert_eq!(alice[1], alice_laptop.as_str());
+    assert_eq!(
+        (&alice[2], &alice[3], &alice[4]),
+        (&CACHE_TIME.into(), &(NOW + 1).into(), &(NOW + 1).into())
+    );
+    assert_eq!(rows(&py, "authcache").len(), 4);
+
+    let script = PY_ORIGINAL.replace("NOW_TEXT", &format_timestamp(NOW + 4));
+    let Some(seen) = python(&script, &path) else {
+        return;
+    };
+    let laptop = format_timestamp(NOW + 1);
+    assert_eq!(
+        seen["alice@example.org"],
+        serde_json::json!([[alice_laptop, laptop, laptop]]),
+        "the original's own query finds the laptop's credential"
+    );
+    assert!(bcrypt::verify("alice-laptop", &alice_laptop).unwrap());
+
+    let store = open(&path);
+    // The original's login touched authcache only; the other devices stay.
+    let alice: Vec<(String, i64)> = store
+        .credentials("alice@example.org")
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.pwhash, e.anyauth))
+        .collect();
+    assert_eq!(alice.len(), 3);
+    assert_eq!(alice[0], (alice_laptop.clone(), NOW + 4));
+    assert!(alice.iter().any(|(h, _)| h == &alice_phone));
+    // The original verified another password for bob: it is in authcache,
+    // and bob's other credential still counts.
+    let bob = store.credentials("bob@example.org").unwrap();
+    assert_eq!(bob.len(), 2);
+    assert_eq!(bob[0].pwhash, "$2b$06$python");
+    assert_eq!(bob[0].firstauth, CACHE_TIME);
+    // xcdeluser deleted colon's row: none of its credentials counts.
+    assert!(store.credentials("colon@example.org").unwrap().is_empty());
+    assert_eq!(store.cache_get("colon@example.org").unwrap(), None);
 }

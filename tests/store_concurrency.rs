@@ -90,3 +90,53 @@ fn eight_connections_write_one_new_file_without_errors_or_lost_rows() {
         assert_eq!(members.len(), ROUNDS as usize, "group{t}");
     }
 }
+
+/// Eight connections add credentials to one JID at once (eight devices
+/// logging in through eight helpers): the bound holds, `authcache` keeps
+/// one of the newest, and every kept credential counts.
+#[test]
+fn eight_connections_add_credentials_to_one_jid_within_the_bound() {
+    const KEEP: usize = 8;
+    let dir = tempfile::tempdir().unwrap();
+    let path = Arc::new(dir.path().join("devices.sqlite3"));
+    drop(open(&path));
+    let barrier = Arc::new(Barrier::new(THREADS));
+    let workers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let path = Arc::clone(&path);
+            let barrier = Arc::clone(&barrier);
+            thread::spawn(move || {
+                let store = open(&path);
+                barrier.wait();
+                for round in 0..ROUNDS {
+                    let now = 1_000 + round;
+                    let hash = format!("hash-{t}-{round}");
+                    store
+                        .credential_store("tom@example.org", &hash, None, now, KEEP)
+                        .unwrap();
+                    // Touching may find it already evicted by the others.
+                    store
+                        .credential_touch("tom@example.org", &hash, now)
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        if let Err(panic) = w.join() {
+            std::panic::resume_unwind(panic);
+        }
+    }
+    let store = open(&path);
+    assert_eq!(store.integrity_check().unwrap(), "ok");
+    let creds = store.credentials("tom@example.org").unwrap();
+    assert_eq!(creds.len(), KEEP);
+    let primary = store.cache_get("tom@example.org").unwrap().unwrap();
+    assert_eq!(primary.remoteauth, 1_000 + ROUNDS - 1, "one of the last");
+    assert_eq!(creds[0].pwhash, primary.pwhash);
+    assert!(creds.iter().all(|e| e.firstauth == 1_000));
+    let mut hashes: Vec<&str> = creds.iter().map(|e| e.pwhash.as_str()).collect();
+    hashes.sort_unstable();
+    hashes.dedup();
+    assert_eq!(hashes.len(), KEEP, "no duplicates");
+}

@@ -8,9 +8,10 @@ use clap::{Args, Parser, Subcommand};
 
 use super::report::shown;
 use super::AdminError;
+use crate::backend::{BackendKind, LoginForm};
 use crate::config::parse_url;
 use crate::secret::Secret;
-use crate::store::DomainUpdate;
+use crate::store::{DomainBackend, DomainUpdate};
 
 const AFTER_HELP: &str = "\
 --db, -c and --ejabberdctl are accepted after any command. Without --db, the \
@@ -50,6 +51,8 @@ pub(super) struct AdminCli {
 }
 
 #[derive(Subcommand)]
+// Parsed once per run; boxing the domain arguments would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Command {
     /// Per-domain back ends (URL, secret, auth domain), the `domains` table
     #[command(subcommand)]
@@ -94,6 +97,34 @@ pub(super) struct DomainArgs {
     /// Registration contact (free text, e.g. the admin's JID)
     #[arg(long, value_name = "JID")]
     contact: Option<String>,
+    /// Kind of back end [default: jsxc for a URL ending in
+    /// /apps/ojsxc/ajax/externalApi.php, else nextcloud]
+    #[arg(long, value_name = "KIND", value_parser = parse_backend)]
+    backend: Option<String>,
+    /// Nextcloud account for existence and group questions (an admin, or a
+    /// subadmin of the shared groups)
+    #[arg(long, value_name = "NAME", value_parser = NonEmptyStringValueParser::new())]
+    api_user: Option<String>,
+    /// Read the API account's password (ideally an app password) from this
+    /// file
+    #[arg(long, value_name = "FILE")]
+    api_password_file: Option<PathBuf>,
+    /// Read the API account's password from standard input
+    #[arg(long, conflicts_with_all = ["api_password_file", "secret_stdin"])]
+    api_password_stdin: bool,
+    /// Login name sent to Nextcloud: the bare user, or user@domain
+    #[arg(long, value_name = "FORM", value_parser = parse_login_form)]
+    login_form: Option<String>,
+}
+
+/// `--backend`: `jsxc` or `nextcloud`.
+fn parse_backend(text: &str) -> Result<String, String> {
+    BackendKind::parse(text).map(|kind| kind.name().to_owned())
+}
+
+/// `--login-form`: `user` or `user@domain`.
+fn parse_login_form(text: &str) -> Result<String, String> {
+    LoginForm::parse(text).map(|form| form.name().to_owned())
 }
 
 #[derive(Subcommand)]
@@ -101,7 +132,7 @@ pub(super) enum DomainCommand {
     /// Give an XMPP domain its own back end
     #[command(
         mut_arg("url", |a| a.required(true)),
-        mut_arg("secret_file", |a| a.required_unless_present("secret_stdin"))
+        mut_arg("secret_file", |a| a.required_unless_present_any(["secret_stdin", "backend"]))
     )]
     Add(DomainArgs),
     /// Change some settings of a domain
@@ -110,7 +141,12 @@ pub(super) enum DomainCommand {
         mut_arg("secret_file", |a| a.help("Read the new API secret from this file")),
         mut_arg("secret_stdin", |a| a.help("Read the new API secret from standard input")),
         mut_arg("auth_domain", |a| a.help("New domain sent to Nextcloud")),
-        mut_arg("contact", |a| a.help("New registration contact ('' clears it)"))
+        mut_arg("contact", |a| a.help("New registration contact ('' clears it)")),
+        mut_arg("backend", |a| a.help("New kind of back end: jsxc or nextcloud")),
+        mut_arg("api_user", |a| a.help("New Nextcloud account for existence and group questions")),
+        mut_arg("api_password_file", |a| a.help("Read the API account's new password from this file")),
+        mut_arg("api_password_stdin", |a| a.help("Read the API account's new password from standard input")),
+        mut_arg("login_form", |a| a.help("New login name form: user or user@domain"))
     )]
     Change(DomainArgs),
     /// List the domains with their own back end (secrets hidden)
@@ -211,10 +247,14 @@ pub(super) enum Action {
         secret: Secret,
         auth_domain: Option<String>,
         contact: Option<String>,
+        /// Settings for our `domainbackend` table; all `None`: no row.
+        backend: DomainBackend,
     },
     DomainChange {
         domain: String,
         update: DomainUpdate,
+        /// Settings for our `domainbackend` table; `None` keeps a field.
+        backend: DomainBackend,
     },
     DomainList {
         show_secrets: bool,
@@ -269,7 +309,8 @@ impl SecretSource {
         }
     }
 
-    fn read(self) -> Result<Secret, AdminError> {
+    /// Reads it; `what` names it in the prompt on a terminal.
+    fn read(self, what: &str) -> Result<Secret, AdminError> {
         match self {
             SecretSource::File(path) => {
                 let bytes = std::fs::read(&path)
@@ -279,7 +320,7 @@ impl SecretSource {
             SecretSource::Stdin => {
                 let stdin = io::stdin();
                 if stdin.is_terminal() {
-                    eprint!("API secret (shown as typed; end with Enter): ");
+                    eprint!("{what} (shown as typed; end with Enter): ");
                     let _ = io::stderr().flush();
                     let mut line = String::new();
                     stdin
@@ -344,21 +385,60 @@ fn domain_add(args: DomainArgs) -> Result<Action, AdminError> {
             shown(&args.domain)
         )));
     }
-    let secret = SecretSource::from_args(args.secret_file, args.secret_stdin)
-        .ok_or_else(|| {
-            AdminError::Invalid("give the secret with --secret-file or --secret-stdin".into())
-        })?
-        .read()?;
     // clap already insists on the URL; this keeps the code from relying on it.
     let url = args
         .url
         .ok_or_else(|| AdminError::Invalid("give the URL with --url".into()))?;
+    let backend = domain_backend(
+        args.backend,
+        args.api_user,
+        args.api_password_file,
+        args.api_password_stdin,
+        args.login_form,
+    )?;
+    // The JSXC API signs every request with the secret; stock Nextcloud
+    // needs none (it then only checks tokens, with the global secret).
+    let kind = match backend.kind.as_deref() {
+        Some(name) => BackendKind::parse(name).map_err(AdminError::Invalid)?,
+        None => BackendKind::for_url(&url),
+    };
+    let secret = match SecretSource::from_args(args.secret_file, args.secret_stdin) {
+        Some(source) => source.read("API secret")?,
+        None if kind == BackendKind::Nextcloud => Secret::new(""),
+        None => {
+            return Err(AdminError::Invalid(
+                "the jsxc back end needs the secret: give --secret-file or --secret-stdin".into(),
+            ))
+        }
+    };
     Ok(Action::DomainAdd {
         domain: args.domain,
         url,
         secret,
         auth_domain: args.auth_domain,
         contact: args.contact.filter(|c| !c.is_empty()),
+        backend,
+    })
+}
+
+/// The settings of our `domainbackend` table from the command line, the
+/// API password read.
+fn domain_backend(
+    kind: Option<String>,
+    api_user: Option<String>,
+    password_file: Option<PathBuf>,
+    password_stdin: bool,
+    login_form: Option<String>,
+) -> Result<DomainBackend, AdminError> {
+    let apipassword = SecretSource::from_args(password_file, password_stdin)
+        .map(|source| source.read("API password"))
+        .transpose()?
+        .map(|s| s.expose().to_owned());
+    Ok(DomainBackend {
+        kind,
+        apiuser: api_user,
+        apipassword,
+        loginform: login_form,
     })
 }
 
@@ -366,23 +446,32 @@ fn domain_add(args: DomainArgs) -> Result<Action, AdminError> {
 fn domain_change(args: DomainArgs) -> Result<Action, AdminError> {
     let update = DomainUpdate {
         secret: SecretSource::from_args(args.secret_file, args.secret_stdin)
-            .map(SecretSource::read)
+            .map(|source| source.read("API secret"))
             .transpose()?
             .map(|s| s.expose().to_owned()),
         url: args.url,
         authdomain: args.auth_domain,
         regcontact: args.contact.map(|c| Some(c).filter(|c| !c.is_empty())),
     };
-    if update == DomainUpdate::default() {
+    let backend = domain_backend(
+        args.backend,
+        args.api_user,
+        args.api_password_file,
+        args.api_password_stdin,
+        args.login_form,
+    )?;
+    if update == DomainUpdate::default() && backend.is_empty() {
         return Err(AdminError::Invalid(
             "nothing to change: give --url, --secret-file, --secret-stdin, \
-             --auth-domain or --contact"
+             --auth-domain, --contact, --backend, --api-user, --api-password-file, \
+             --api-password-stdin or --login-form"
                 .into(),
         ));
     }
     Ok(Action::DomainChange {
         domain: args.domain,
         update,
+        backend,
     })
 }
 

@@ -1,12 +1,14 @@
-//! `xcauth domain add|change|list|remove`: the per-domain back ends in the `domains` table.
+//! `xcauth domain add|change|list|remove`: the per-domain back ends in the `domains` table, and their kind, API account and login form in our `domainbackend` table.
 
 use super::report::{counted, optional, shown, table, Report, ABSENT, HIDDEN};
 use super::Context;
+use crate::backend::BackendKind;
 use crate::config::plain_http_warning;
 use crate::secret::Secret;
-use crate::store::{format_timestamp, DomainUpdate, StoreError};
+use crate::store::{format_timestamp, DomainBackend, DomainRow, DomainUpdate, StoreError};
 
 /// Gives `domain` its own back end, unless it has one already.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn add(
     cx: &Context<'_>,
     r: &mut Report,
@@ -15,6 +17,7 @@ pub(super) fn add(
     secret: &Secret,
     auth_domain: Option<String>,
     contact: Option<&str>,
+    backend: &DomainBackend,
 ) -> Result<(), StoreError> {
     if cx.store.domain(domain)?.is_some() {
         r.missing(format!(
@@ -26,16 +29,48 @@ pub(super) fn add(
     let auth_domain = auth_domain.unwrap_or_else(|| domain.to_owned());
     cx.store
         .put_domain(domain, secret.expose(), url, &auth_domain, contact, cx.now)?;
+    if !backend.is_empty() {
+        cx.store.set_domain_backend(domain, backend)?;
+    }
+    let (kind, inferred) = effective_kind(backend.kind.as_deref(), Some(url));
     r.line(format!(
-        "added domain {} (auth domain {}, URL {})",
+        "added domain {} (auth domain {}, URL {}, back end {kind}{})",
         shown(domain),
         shown(&auth_domain),
-        shown(url)
+        shown(url),
+        if inferred { " from the URL" } else { "" }
     ));
     if let Some(warning) = plain_http_warning(url) {
         r.note(format!("warning: {}", shown(&warning)));
     }
+    note_password_without_user(r, backend, None);
     Ok(())
+}
+
+/// The kind a row gets at run time: its own, else what its URL says
+/// (`None` without a URL of its own: the global setting decides). The flag
+/// says it was inferred.
+fn effective_kind(kind: Option<&str>, url: Option<&str>) -> (String, bool) {
+    match (
+        kind.filter(|k| !k.is_empty()),
+        url.filter(|u| !u.is_empty()),
+    ) {
+        (Some(kind), _) => (shown(kind), false),
+        (None, Some(url)) => (BackendKind::for_url(url).name().to_owned(), true),
+        (None, None) => ("global".to_owned(), true),
+    }
+}
+
+/// An API password is used only together with an API user of the same
+/// row; says so when one is stored without the other.
+fn note_password_without_user(r: &mut Report, backend: &DomainBackend, row: Option<&DomainRow>) {
+    let stored_user = row.and_then(|d| d.backend.apiuser.as_deref());
+    if backend.apipassword.is_some() && backend.apiuser.is_none() && stored_user.is_none() {
+        r.note(
+            "note: the API password is used only with an API user of the same domain \
+             (--api-user); until then the global API account is used",
+        );
+    }
 }
 
 /// Changes some settings of an existing domain.
@@ -44,8 +79,11 @@ pub(super) fn change(
     r: &mut Report,
     domain: &str,
     update: DomainUpdate,
+    backend: &DomainBackend,
 ) -> Result<(), StoreError> {
     let url = update.url.clone();
+    // Also with only back-end settings: marks the row as changed, and says
+    // whether it exists.
     if !cx.store.update_domain(domain, update, cx.now)? {
         r.missing(format!(
             "no domain {}; use `xcauth domain add`",
@@ -53,7 +91,12 @@ pub(super) fn change(
         ));
         return Ok(());
     }
+    if !backend.is_empty() {
+        cx.store.set_domain_backend(domain, backend)?;
+    }
     r.line(format!("changed domain {}", shown(domain)));
+    let row = cx.store.domain(domain)?;
+    note_password_without_user(r, backend, row.as_ref());
     if let Some(warning) = url.as_deref().and_then(plain_http_warning) {
         r.note(warning);
     }
@@ -67,10 +110,18 @@ pub(super) fn list(cx: &Context<'_>, r: &mut Report, show_secrets: bool) -> Resu
         .iter()
         .map(|d| {
             let secret = match &d.authsecret {
+                Some(s) if s.is_empty() => ABSENT.to_owned(),
                 Some(s) if show_secrets => shown(s),
                 Some(_) => HIDDEN.to_owned(),
                 None => ABSENT.to_owned(),
             };
+            let api_password = match &d.backend.apipassword {
+                Some(p) if p.is_empty() => ABSENT.to_owned(),
+                Some(p) if show_secrets => shown(p),
+                Some(_) => HIDDEN.to_owned(),
+                None => ABSENT.to_owned(),
+            };
+            let (kind, inferred) = effective_kind(d.backend.kind.as_deref(), d.authurl.as_deref());
             vec![
                 shown(&d.xmppdomain),
                 optional(d.authdomain.as_deref()),
@@ -79,6 +130,10 @@ pub(super) fn list(cx: &Context<'_>, r: &mut Report, show_secrets: bool) -> Resu
                 optional(d.regcontact.as_deref()),
                 d.reglatest
                     .map_or_else(|| ABSENT.to_owned(), format_timestamp),
+                if inferred { format!("{kind}*") } else { kind },
+                optional(d.backend.apiuser.as_deref()),
+                api_password,
+                optional(d.backend.loginform.as_deref()),
             ]
         })
         .collect();
@@ -89,9 +144,22 @@ pub(super) fn list(cx: &Context<'_>, r: &mut Report, show_secrets: bool) -> Resu
         "SECRET",
         "CONTACT",
         "CHANGED (UTC)",
+        "BACKEND",
+        "API USER",
+        "API PASSWORD",
+        "LOGIN FORM",
     ];
     r.out.extend(table(&header, &cells));
     r.line(counted(rows.len(), "domain", "domains"));
+    if rows
+        .iter()
+        .any(|d| d.backend.kind.as_deref().is_none_or(str::is_empty))
+    {
+        r.note(
+            "note: BACKEND with * is not stored: the kind the URL means (jsxc for …/apps/ojsxc/ajax/externalApi.php, \
+             else nextcloud); \"global*\": the global setting decides",
+        );
+    }
     Ok(())
 }
 
@@ -125,6 +193,7 @@ mod tests {
                 secret: Secret::new("hunter2-secret"),
                 auth_domain: None,
                 contact: Some("admin@x".into()),
+                backend: DomainBackend::default(),
             };
             let r = f.run(add.clone(), false);
             assert_eq!(r.status, EXIT_DONE, "{r:?}");
@@ -154,6 +223,7 @@ mod tests {
                     authdomain: Some(format!("auth-{odd}")),
                     ..DomainUpdate::default()
                 },
+                backend: DomainBackend::default(),
             };
             assert_eq!(f.run(change, false).status, EXIT_DONE);
             let row = f.store.domain(&domain).unwrap().unwrap();
@@ -174,6 +244,7 @@ mod tests {
                     url: Some("https://b/".into()),
                     ..DomainUpdate::default()
                 },
+                backend: DomainBackend::default(),
             };
             assert_eq!(f.run(change, false).status, EXIT_MISSING);
         }

@@ -176,6 +176,7 @@ fn perform(action: Action, cx: &Context<'_>) -> Result<Report, StoreError> {
             secret,
             auth_domain,
             contact,
+            backend,
         } => domain::add(
             cx,
             r,
@@ -184,8 +185,13 @@ fn perform(action: Action, cx: &Context<'_>) -> Result<Report, StoreError> {
             &secret,
             auth_domain,
             contact.as_deref(),
+            &backend,
         )?,
-        Action::DomainChange { domain, update } => domain::change(cx, r, &domain, update)?,
+        Action::DomainChange {
+            domain,
+            update,
+            backend,
+        } => domain::change(cx, r, &domain, update, &backend)?,
         Action::DomainList { show_secrets } => domain::list(cx, r, show_secrets)?,
         Action::DomainRemove { domain } => domain::remove(cx, r, &domain)?,
         Action::UserDelete { jid } => users::delete_user(cx, r, &jid)?,

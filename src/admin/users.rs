@@ -120,10 +120,11 @@ pub(super) fn refresh_roster(
     Ok(())
 }
 
-/// Lists the cached logins, never the hashes.
+/// Lists the cached logins, one line per credential (a JID has one per
+/// device with its own app password), never the hashes.
 pub(super) fn list_cache(cx: &Context<'_>, r: &mut Report) -> Result<(), StoreError> {
     note_cache_storage(r, cx.cache_storage);
-    let entries = cx.store.cache_list()?;
+    let entries = cx.store.credential_list()?;
     let cells: Vec<Vec<String>> = entries
         .iter()
         .map(|e| {
@@ -142,11 +143,22 @@ pub(super) fn list_cache(cx: &Context<'_>, r: &mut Report) -> Result<(), StoreEr
         "LAST LOGIN (UTC)",
     ];
     r.out.extend(table(&header, &cells));
-    r.line(counted(entries.len(), "cache entry", "cache entries"));
+    let mut jids: Vec<&str> = entries.iter().map(|e| e.jid.as_str()).collect();
+    jids.dedup();
+    let summary = counted(jids.len(), "cache entry", "cache entries");
+    if entries.len() > jids.len() {
+        r.line(format!(
+            "{summary}, {}",
+            counted(entries.len(), "credential", "credentials")
+        ));
+    } else {
+        r.line(summary);
+    }
     Ok(())
 }
 
-/// Deletes the cache entry of `jid` (all entries).
+/// Deletes the cache entry of `jid`, with all its credentials (all
+/// entries).
 pub(super) fn flush_cache(
     cx: &Context<'_>,
     r: &mut Report,

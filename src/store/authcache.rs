@@ -69,9 +69,12 @@ impl Store {
         })
     }
 
-    /// Deletes the cache entry of `jid`; true if it existed.
+    /// Deletes the cache entry of `jid`, all its credentials; true if it
+    /// existed.
     pub fn cache_delete(&self, jid: &str) -> Result<bool, StoreError> {
         self.write(|c| {
+            c.prepare_cached("DELETE FROM authcredential WHERE jid = ?1")?
+                .execute([jid])?;
             Ok(c.prepare_cached("DELETE FROM authcache WHERE jid = ?1")?
                 .execute([jid])?
                 > 0)
@@ -103,9 +106,13 @@ impl Store {
         })
     }
 
-    /// Deletes every cache entry; returns how many there were.
+    /// Deletes every cache entry, with all credentials; returns how many
+    /// entries (JIDs) there were.
     pub fn cache_flush(&self) -> Result<usize, StoreError> {
-        self.write(|c| c.execute("DELETE FROM authcache", []))
+        self.write(|c| {
+            c.execute("DELETE FROM authcredential", [])?;
+            c.execute("DELETE FROM authcache", [])
+        })
     }
 
     /// Number of cache entries.

@@ -4,9 +4,11 @@
 //! the Python version is read and updated in place, and the Python version
 //! can still read what we write. Hence:
 //!
-//! - the four tables are created exactly as the original declared them, and
-//!   nothing else is added to the file except `PRAGMA user_version`, which
-//!   the original never reads or writes (it stays 0 in its files);
+//! - the four tables are created exactly as the original declared them and
+//!   never altered; what the original has no columns for lives in tables of
+//!   our own beside them (`domainbackend`, `authcredential`), which it
+//!   ignores, and `PRAGMA user_version`, which it never reads or writes (it
+//!   stays 0 in its files);
 //! - timestamps are UTC text `YYYY-MM-DD HH:MM:SS` (what Python's sqlite3
 //!   adapter writes for a datetime without microseconds, and what
 //!   `CURRENT_TIMESTAMP` gives); both that and the `.ffffff` form are read;
@@ -26,9 +28,12 @@
 //! read and write transactions) and [`StoreError`]; `schema` creates the
 //! tables and keeps the version; `time` writes and reads the timestamps;
 //! `domains`, `authcache` and `roster` hold the queries of their tables;
+//! `credentials` the several cached credentials of a JID (`authcache` and
+//! our `authcredential`);
 //! `purge` the deletions that span tables (a user, a host).
 
 mod authcache;
+mod credentials;
 mod domains;
 mod purge;
 mod roster;

@@ -35,10 +35,11 @@ pub struct HostDeletion {
 }
 
 impl Store {
-    /// Forgets everything cached about `jid`: its `authcache` and
-    /// `rosterinfo` rows, and its membership in every stored group.
+    /// Forgets everything cached about `jid`: its `authcache` row and other
+    /// credentials (`authcredential`), its `rosterinfo` row, and its membership in every stored group.
     pub fn delete_user(&self, jid: &str) -> Result<UserDeletion, StoreError> {
         self.write(|c| {
+            c.execute("DELETE FROM authcredential WHERE jid = ?1", [jid])?;
             let authcache = c.execute("DELETE FROM authcache WHERE jid = ?1", [jid])?;
             let rosterinfo = c.execute("DELETE FROM rosterinfo WHERE jid = ?1", [jid])?;
             // instr() narrows the scan; membership is decided on the split list.
@@ -75,14 +76,18 @@ impl Store {
         })
     }
 
-    /// Forgets a whole virtual host: the `authcache` and `rosterinfo` rows
-    /// of JIDs ending in `@domain`, the groups whose key ends in `@domain`,
+    /// Forgets a whole virtual host: the `authcache`, `authcredential` and
+    /// `rosterinfo` rows of JIDs ending in `@domain`, the groups whose key ends in `@domain`,
     /// and the `domains` row. `x@sub.domain` and `x@otherdomain` stay.
     pub fn delete_host(&self, domain: &str) -> Result<HostDeletion, StoreError> {
         let suffix = format!("@{domain}");
         let jid_match = KEY_ENDS_WITH.replace("{col}", "jid");
         let group_match = KEY_ENDS_WITH.replace("{col}", "groupname");
         self.write(|c| {
+            c.execute(
+                &format!("DELETE FROM authcredential WHERE {jid_match}"),
+                [&suffix],
+            )?;
             let authcache = c.execute(
                 &format!("DELETE FROM authcache WHERE {jid_match}"),
                 [&suffix],

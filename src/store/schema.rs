@@ -4,10 +4,11 @@ use rusqlite::{Connection, ErrorCode, TransactionBehavior};
 
 /// Our own schema version, kept in `PRAGMA user_version`. 0 is a file
 /// written by the Python original (or an empty one); 1 is the original's
-/// four tables, unchanged; 2 adds our own tables beside them ([`OURS`]).
+/// four tables, unchanged; 2 adds our own tables beside them ([`OURS`]);
+/// 3 adds `authcredential`.
 /// The original's tables are never altered, so it keeps reading and
 /// writing them.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// The original's tables (SPEC §8). `IF NOT EXISTS` makes creation safe when
 /// several processes open a new file at the same instant.
@@ -27,20 +28,27 @@ const SCHEMA: [&str; 4] = [
 ];
 
 /// Our own tables, which the original does not know and ignores.
-const OURS: [&str; 1] = [
+const OURS: [&str; 2] = [
     // Back-end settings of a domain beyond the original's `domains`
     // columns (see `DomainBackend`).
     "CREATE TABLE IF NOT EXISTS domainbackend (xmppdomain TEXT PRIMARY KEY, \
      backend TEXT, apiuser TEXT, apipassword TEXT, loginform TEXT)",
+    // Verified credentials of a JID besides the one in `authcache`;
+    // `firstauth` is a verbatim copy of that `authcache` row's, and a row
+    // counts only while they agree (see `store/credentials.rs`).
+    "CREATE TABLE IF NOT EXISTS authcredential (jid TEXT NOT NULL, pwhash TEXT NOT NULL, \
+     firstauth TIMESTAMP, remoteauth TIMESTAMP, anyauth TIMESTAMP, \
+     PRIMARY KEY (jid, pwhash))",
 ];
 
 /// Names of the tables in [`SCHEMA`] and [`OURS`].
-const TABLES: [&str; 5] = [
+const TABLES: [&str; 6] = [
     "domains",
     "authcache",
     "rosterinfo",
     "rostergroups",
     "domainbackend",
+    "authcredential",
 ];
 
 /// Creates missing tables and records [`SCHEMA_VERSION`]. Checks first
@@ -83,7 +91,7 @@ pub(super) fn prepare_schema(conn: &mut Connection) -> rusqlite::Result<()> {
 /// How many of [`TABLES`] exist.
 fn count_tables(conn: &Connection) -> rusqlite::Result<usize> {
     let n: i64 = conn.query_row(
-        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name IN (?1, ?2, ?3, ?4, ?5)",
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name IN (?1, ?2, ?3, ?4, ?5, ?6)",
         TABLES,
         |r| r.get(0),
     )?;
