@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, OnceLock};
 use std::time::Duration;
 
 /// The API secret every test uses unless it says otherwise.
@@ -39,7 +39,7 @@ impl StandIn {
     /// Starts the stand-in with extra arguments.
     pub fn start_with(extra: &[&str]) -> StandIn {
         let users = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/users.txt");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_xcauth-standin"))
+        let mut child = Command::new(tool_bin("xcauth-standin"))
             .arg("--users")
             .arg(&users)
             .arg("--secret")
@@ -121,6 +121,96 @@ pub struct Xcauth {
 /// Path of the xcauth binary under test.
 pub fn xcauth_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_xcauth"))
+}
+
+/// Path of a binary of the `xcauth-tools` package (`xcauth-standin`,
+/// `xcauth-load`) in the target directory this test runs from.
+///
+/// They are not targets of this package, so cargo builds them for this
+/// package's tests only under `cargo test --workspace`. When one is missing
+/// or older than a source it is built from, `cargo build -p xcauth-tools`
+/// runs, once per test process. The layout is cargo's usual
+/// `TARGET/PROFILE/deps/TEST`; a build for another `--target` triple is not
+/// looked for.
+pub fn tool_bin(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+    let dir = profile_dir();
+    let bin = dir.join(name);
+    if is_stale(&bin) {
+        if let Err(e) = BUILT.get_or_init(|| build_tools(&dir)) {
+            panic!("{e}");
+        }
+    }
+    bin
+}
+
+/// `TARGET/PROFILE`: the test executable sits in its `deps` folder.
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("path of the test executable");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("the test executable is in TARGET/PROFILE/deps")
+        .to_path_buf()
+}
+
+/// Whether `bin` is missing or older than a manifest or Rust source of the
+/// tools or of the xcauth library they use.
+fn is_stale(bin: &Path) -> bool {
+    let Ok(built) = std::fs::metadata(bin).and_then(|m| m.modified()) else {
+        return true;
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut newest = std::time::SystemTime::UNIX_EPOCH;
+    for file in ["Cargo.toml", "Cargo.lock", "tools/Cargo.toml"] {
+        newest_in(&root.join(file), &mut newest);
+    }
+    newest_in(&root.join("src"), &mut newest);
+    newest_in(&root.join("tools/src"), &mut newest);
+    newest > built
+}
+
+/// Raises `newest` to the modification time of `path`, or of the newest
+/// `.rs` file below it when it is a folder.
+fn newest_in(path: &Path, newest: &mut std::time::SystemTime) {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return;
+    };
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(path).into_iter().flatten().flatten() {
+            let child = entry.path();
+            if child.is_dir() || child.extension().is_some_and(|e| e == "rs") {
+                newest_in(&child, newest);
+            }
+        }
+    } else if let Ok(modified) = meta.modified() {
+        *newest = (*newest).max(modified);
+    }
+}
+
+/// Builds the tools' binaries into `dir` (`TARGET/PROFILE`) with the
+/// profile of the running tests.
+fn build_tools(dir: &Path) -> Result<(), String> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "-p", "xcauth-tools", "--bins", "--manifest-path"])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"));
+    if let Some(target) = dir.parent() {
+        cmd.arg("--target-dir").arg(target);
+    }
+    match dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => {}
+        Some("release") => {
+            cmd.arg("--release");
+        }
+        Some(profile) => {
+            cmd.args(["--profile", profile]);
+        }
+    }
+    match cmd.status() {
+        Ok(status) if status.success() => Ok(()),
+        Ok(status) => Err(format!("cargo build -p xcauth-tools failed: {status}")),
+        Err(e) => Err(format!("cannot run cargo to build xcauth-tools: {e}")),
+    }
 }
 
 impl Xcauth {
