@@ -277,14 +277,17 @@ impl Xcauth {
 
     /// Contents of xcauth.log and xcauth.err so far.
     pub fn logs(&self) -> String {
-        let mut all = String::new();
-        for name in ["xcauth.log", "xcauth.err"] {
-            all.push_str(
-                &std::fs::read_to_string(self.log_dir.path().join(name)).unwrap_or_default(),
-            );
-        }
-        all
+        logs_in(self.log_dir.path())
     }
+}
+
+/// Contents of `xcauth.log` and `xcauth.err` in the log folder `dir` so
+/// far; a file not written yet counts as empty.
+pub fn logs_in(dir: &Path) -> String {
+    ["xcauth.log", "xcauth.err"]
+        .iter()
+        .map(|name| std::fs::read_to_string(dir.join(name)).unwrap_or_default())
+        .collect()
 }
 
 /// Runs a blocking read on this thread but gives up (panics) after
@@ -543,13 +546,7 @@ impl Served {
 
     /// Contents of xcauth.log and xcauth.err so far.
     pub fn logs(&self) -> String {
-        let mut all = String::new();
-        for name in ["xcauth.log", "xcauth.err"] {
-            all.push_str(
-                &std::fs::read_to_string(self.log_dir.path().join(name)).unwrap_or_default(),
-            );
-        }
-        all
+        logs_in(self.log_dir.path())
     }
 
     /// Waits until the logs contain `text`, up to 10 s.
