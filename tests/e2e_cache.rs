@@ -5,7 +5,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
@@ -17,14 +16,6 @@ fn fixture_copy(dir: &Path) -> PathBuf {
     let dst = dir.join("xcauth.sqlite3");
     std::fs::copy(src, &dst).expect("copy fixture");
     dst
-}
-
-fn dead_url() -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port");
-    format!("http://127.0.0.1:{port}/index.php/apps/ojsxc/ajax/externalApi.php")
 }
 
 fn now() -> u64 {
@@ -39,9 +30,10 @@ fn original_database_logs_users_in_during_an_outage() {
     let dir = tempfile::tempdir().expect("dir");
     let db = fixture_copy(dir.path());
     let db_arg = db.to_str().expect("path");
+    let dead = RefusingPort::new();
     let mut x = Xcauth::start(
         "generic",
-        &dead_url(),
+        &dead.url(),
         &[
             "--db",
             db_arg,
@@ -95,7 +87,8 @@ fn domain_rows_choose_secret_and_back_end() {
     drop(conn);
     let db_arg = db.to_str().expect("path");
     // The global URL is dead: only the row can make this succeed.
-    let mut x = Xcauth::start("generic", &dead_url(), &["--db", db_arg]);
+    let dead = RefusingPort::new();
+    let mut x = Xcauth::start("generic", &dead.url(), &["--db", db_arg]);
     x.send(b"auth:alice:xmpp.example.org:alice-pw\n");
     assert_eq!(x.read_line(T), "1\n");
     let stats: serde_json::Value =
@@ -235,9 +228,10 @@ fn sigkill_during_writes_leaves_a_sound_database() {
         .expect("check");
     assert_eq!(check, "ok");
     // And xcauth opens it again and serves from it.
+    let dead = RefusingPort::new();
     let mut again = Xcauth::start(
         "generic",
-        &dead_url(),
+        &dead.url(),
         &["--db", &db_arg, "--cache-storage", "db"],
     );
     again.send(b"auth:alice:example.org:alice-pw\n");
@@ -269,45 +263,11 @@ fn bcrypt_check_does_not_stall_other_logins() {
     seed.send(b"auth:alice:example.org:alice-pw\n");
     assert_eq!(seed.read_line(T), "1\n");
     seed.finish();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port");
-    let listen = format!("generic=127.0.0.1:{port}");
-    let log_dir = tempfile::tempdir().expect("logs");
-    let child = Command::new(xcauth_bin())
-        .args([
-            "-d",
-            "--url",
-            &nc.url,
-            "--db",
-            &db_arg,
-            "--cache-storage",
-            "db",
-            "--listen",
-            &listen,
-        ])
-        .arg("--log")
-        .arg(log_dir.path())
-        .env("XCAUTH_SECRET", SECRET)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start");
-    let _guard = Guard(child);
-    let connect = || {
-        let deadline = std::time::Instant::now() + T;
-        loop {
-            match std::net::TcpStream::connect(("127.0.0.1", port)) {
-                Ok(s) => return s,
-                Err(_) if std::time::Instant::now() < deadline => {
-                    std::thread::yield_now();
-                }
-                Err(e) => panic!("connect: {e}"),
-            }
-        }
-    };
+    // The listening socket is bound here and passed as a systemd socket,
+    // so it accepts before xcauth even runs.
+    let (_served, at) =
+        Served::activate_generic(&nc.url, &["--db", &db_arg, "--cache-storage", "db"]);
+    let connect = || std::net::TcpStream::connect(&at).expect("connect");
     let mut slow = connect();
     let mut fast = connect();
     // Nextcloud is now down, so alice's password goes to the cost-12 check.

@@ -338,13 +338,42 @@ pub const NO: [u8; 4] = [0, 2, 0, 0];
 
 // --- socket service (tests/e2e_sockets.rs) --------------------------------
 
-/// A free TCP port on 127.0.0.1: the kernel's pick, free when asked. Another
-/// process may take it before the caller binds it, so callers retry.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port()
+/// A loopback TCP port that refuses connections for as long as this value
+/// lives: a socket is bound to it but never listens. Unlike a port picked
+/// and freed again, no other process can start listening there meanwhile.
+pub struct RefusingPort {
+    pub port: u16,
+    _socket: std::os::fd::OwnedFd,
+}
+
+impl RefusingPort {
+    pub fn new() -> RefusingPort {
+        use nix::sys::socket::{bind, getsockname, socket, AddressFamily, SockFlag, SockType};
+        use nix::sys::socket::{SockaddrIn, SockaddrLike};
+        use std::os::fd::AsRawFd;
+        let socket = socket(
+            AddressFamily::Inet,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .expect("TCP socket");
+        bind(socket.as_raw_fd(), &SockaddrIn::new(127, 0, 0, 1, 0)).expect("bind 127.0.0.1:0");
+        let bound: SockaddrIn = getsockname(socket.as_raw_fd()).expect("bound address");
+        assert_eq!(bound.family(), Some(AddressFamily::Inet));
+        RefusingPort {
+            port: bound.port(),
+            _socket: socket,
+        }
+    }
+
+    /// The JSXC API URL on this port.
+    pub fn url(&self) -> String {
+        format!(
+            "http://127.0.0.1:{}/index.php/apps/ojsxc/ajax/externalApi.php",
+            self.port
+        )
+    }
 }
 
 /// Polls `check` every 20 ms until it returns `Some`, or `None` once
@@ -490,6 +519,13 @@ impl Write for Conn {
     }
 }
 
+/// Moves standard input, output and error to descriptors 3, 4, 5 and execs
+/// the program with the systemd variables for them; the standard streams
+/// become /dev/null.
+const ACTIVATE: &str = r#"exec 3<&0 4>&1 5>&2 0</dev/null 1>/dev/null 2>/dev/null
+export LISTEN_PID=$$ LISTEN_FDS=$XC_FDS
+exec "$0" "$@""#;
+
 /// A running xcauth serving sockets, logging at debug level into its own
 /// directory; killed when dropped.
 pub struct Served {
@@ -547,6 +583,48 @@ impl Served {
     /// Contents of xcauth.log and xcauth.err so far.
     pub fn logs(&self) -> String {
         logs_in(self.log_dir.path())
+    }
+
+    /// Runs xcauth (made by [`Served::command`] for `url`, plus `extra`)
+    /// socket-activated the way systemd does it: `fds` (one to three
+    /// listening sockets the caller has bound) become descriptors 3.. named
+    /// `names` (`LISTEN_FDNAMES`), with `LISTEN_PID` set to xcauth's own
+    /// process id; its standard streams are /dev/null. A shell moves the
+    /// descriptors into place and then execs xcauth, which keeps the
+    /// shell's process id (`$$`).
+    pub fn activate(
+        url: &str,
+        fds: Vec<std::os::fd::OwnedFd>,
+        names: &str,
+        extra: &[&str],
+    ) -> Served {
+        assert!(!fds.is_empty() && fds.len() <= 3);
+        let count = fds.len();
+        let log_dir = tempfile::tempdir().expect("log dir");
+        let base = Served::command(url, log_dir.path());
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(ACTIVATE)
+            .arg(base.get_program())
+            .args(base.get_args())
+            .args(extra)
+            .env("XCAUTH_SECRET", SECRET)
+            .env("XC_FDS", count.to_string())
+            .env("LISTEN_FDNAMES", names);
+        let mut fds = fds.into_iter();
+        let mut next = || fds.next().map_or_else(Stdio::null, Stdio::from);
+        cmd.stdin(next()).stdout(next()).stderr(next());
+        Served::spawn(cmd, log_dir)
+    }
+
+    /// Like [`Served::activate`] (with `-t generic`) on one loopback TCP
+    /// listener bound here on port 0; returns its address too.
+    pub fn activate_generic(url: &str, extra: &[&str]) -> (Served, String) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("bound address").to_string();
+        let args = [&["-t", "generic"], extra].concat();
+        let served = Served::activate(url, vec![listener.into()], "generic", &args);
+        (served, addr)
     }
 
     /// Waits until the logs contain `text`, up to 10 s.
