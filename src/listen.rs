@@ -210,10 +210,10 @@ fn systemd_count(
     listen_fds: Option<&str>,
     our_pid: u32,
 ) -> Result<Option<usize>, String> {
-    let ours = listen_pid.and_then(|p| p.trim().parse::<u32>().ok()) == Some(our_pid);
+    // Parsed strictly, as listenfd (which adopts the descriptors) does.
+    let ours = listen_pid.and_then(|p| p.parse::<u32>().ok()) == Some(our_pid);
     match listen_fds {
         Some(count) if ours => count
-            .trim()
             .parse::<usize>()
             .map(|n| (n > 0).then_some(n))
             .map_err(|_| format!("LISTEN_FDS={count:?} is not a number of descriptors")),
