@@ -2,6 +2,11 @@
 //! socket inherited on standard input (inetd "wait" and "nowait"), and our
 //! own `--listen` sockets. Everything here is told apart by asking the
 //! kernel about the descriptor, never by guessing from the environment.
+//!
+//! Start-up collects all of them into [`Sockets`] before the async runtime
+//! (or any other thread) exists: the systemd variables are removed from the
+//! environment, which is only sound while the process is single-threaded.
+//! The library's `run` then serves what it is given.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -17,13 +22,27 @@ use tracing::{info, warn};
 use crate::config::{ListenAddress, ListenSpec, SocketOptions};
 use crate::proto::Protocol;
 
-/// A listening socket, ready for the reactor.
+/// A listening socket, bound or adopted, not yet handed to a reactor.
 #[derive(Debug)]
 pub enum Listener {
     /// TCP, IPv4 or IPv6.
-    Tcp(tokio::net::TcpListener),
+    Tcp(std::net::TcpListener),
     /// A Unix stream socket.
-    Unix(tokio::net::UnixListener),
+    Unix(std::os::unix::net::UnixListener),
+}
+
+/// Everything a service serves, collected at start-up.
+#[derive(Debug)]
+pub enum Sockets {
+    /// Standard input and output: the classic helper of ejabberd and
+    /// Prosody (a pipe, a terminal or a file on descriptor 0).
+    Stdio,
+    /// A connection inherited on standard input (inetd "nowait"): served,
+    /// then the process ends.
+    Connected(Connected),
+    /// Listening sockets (systemd's, our own `--listen` ones, or one
+    /// inherited on standard input): accepted on until stopped.
+    Listening(Vec<Bound>),
 }
 
 /// A listener and the protocol spoken on it.
@@ -107,64 +126,148 @@ fn classify(fd: OwnedFd) -> io::Result<Stdin> {
     })
 }
 
-/// Turns an inherited listening descriptor into a reactor listener.
-pub fn adopt_listening(fd: OwnedFd, family: AddressFamily) -> io::Result<Listener> {
+/// Takes an inherited listening descriptor as a listener.
+pub fn adopt_listening(fd: OwnedFd, family: AddressFamily) -> Listener {
     if family == AddressFamily::Unix {
-        let std = std::os::unix::net::UnixListener::from(fd);
-        std.set_nonblocking(true)?;
-        Ok(Listener::Unix(tokio::net::UnixListener::from_std(std)?))
+        Listener::Unix(std::os::unix::net::UnixListener::from(fd))
     } else {
-        let std = std::net::TcpListener::from(fd);
-        std.set_nonblocking(true)?;
-        Ok(Listener::Tcp(tokio::net::TcpListener::from_std(std)?))
+        Listener::Tcp(std::net::TcpListener::from(fd))
     }
 }
 
-/// Sockets passed by systemd (`LISTEN_PID`, `LISTEN_FDS`,
-/// `LISTEN_FDNAMES`). A descriptor named `ejabberd`, `prosody`, `generic`,
-/// `saslauthd` or `postfix` speaks that protocol; others speak `fallback`
-/// (`-t`). Empty when this process was not socket-activated.
-pub fn systemd_listeners(fallback: Protocol) -> io::Result<Vec<Bound>> {
-    let mut fds = listenfd::ListenFd::from_env();
-    let names: Vec<String> = std::env::var("LISTEN_FDNAMES")
+/// The environment variables of systemd's socket-activation protocol
+/// (sd_listen_fds(3)).
+const SYSTEMD_VARS: [&str; 3] = ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"];
+
+/// Descriptors systemd passed to this process (from 3 on), with their
+/// names; none when it did not.
+pub struct SystemdFds {
+    fds: listenfd::ListenFd,
+    names: Vec<String>,
+}
+
+impl std::fmt::Debug for SystemdFds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SystemdFds")
+            .field("count", &self.fds.len())
+            .field("names", &self.names)
+            .finish()
+    }
+}
+
+/// Reads systemd's socket-activation variables the way sd_listen_fds(3)
+/// does, and removes them from the environment so that no child process
+/// (ejabberdctl) mistakes our descriptors for its own.
+///
+/// `LISTEN_FDS` counts only when `LISTEN_PID` is present and is this
+/// process's id: a variable inherited from a socket-activated parent, or
+/// set for another process, is ignored (and removed all the same).
+///
+/// Call this first thing in `main`, before any other thread exists:
+/// changing the environment while another thread may read it is undefined
+/// behaviour (glibc's `getenv` does not synchronise with `unsetenv`).
+pub fn take_systemd_env() -> io::Result<SystemdFds> {
+    let read = |name| std::env::var(name).ok();
+    let count = systemd_count(
+        read("LISTEN_PID").as_deref(),
+        read("LISTEN_FDS").as_deref(),
+        std::process::id(),
+    );
+    let names: Vec<String> = read("LISTEN_FDNAMES")
         .map(|v| v.split(':').map(str::to_owned).collect())
         .unwrap_or_default();
-    let mut bound = Vec::new();
-    for idx in 0..fds.len() {
-        let name = names.get(idx).cloned().unwrap_or_default();
-        let protocol = Protocol::from_name(&name).unwrap_or(fallback);
-        // listenfd checks family and type but not that the socket listens:
-        // a unit with Accept=yes hands over a connection instead.
-        let listener = match fds.take_tcp_listener(idx) {
-            Ok(Some(l)) if is_listening(&l) => {
-                l.set_nonblocking(true)?;
-                Listener::Tcp(tokio::net::TcpListener::from_std(l)?)
-            }
-            _ => match fds.take_unix_listener(idx) {
-                Ok(Some(l)) if is_listening(&l) => {
-                    l.set_nonblocking(true)?;
-                    Listener::Unix(tokio::net::UnixListener::from_std(l)?)
-                }
-                _ => {
-                    return Err(io::Error::other(format!(
-                        "systemd descriptor {} ({name:?}) is not a listening stream socket (Accept=no is required)",
-                        idx + 3
-                    )))
-                }
-            },
-        };
-        let label = if name.is_empty() {
-            format!("systemd fd {}", idx + 3)
-        } else {
-            format!("systemd socket {name}")
-        };
-        bound.push(Bound {
-            protocol,
-            listener,
-            label,
-        });
+    let fds = match count {
+        Ok(Some(_)) => {
+            // listenfd reads LISTEN_PID and LISTEN_FDS again (they are ours)
+            // and adopts descriptors 3.. without unsafe code of our own.
+            // Its extension LISTEN_FDS_FIRST_FD is not systemd's protocol.
+            std::env::remove_var("LISTEN_FDS_FIRST_FD");
+            listenfd::ListenFd::from_env()
+        }
+        _ => listenfd::ListenFd::empty(),
+    };
+    for name in SYSTEMD_VARS {
+        std::env::remove_var(name);
     }
-    Ok(bound)
+    match count {
+        Ok(Some(n)) if fds.len() != n => Err(io::Error::other(format!(
+            "LISTEN_FDS={n} but {} descriptors were handed over",
+            fds.len()
+        ))),
+        Ok(Some(_)) => Ok(SystemdFds { fds, names }),
+        Ok(None) => Ok(SystemdFds {
+            fds,
+            names: Vec::new(),
+        }),
+        Err(e) => Err(io::Error::other(e)),
+    }
+}
+
+/// How many descriptors systemd passed, given `LISTEN_PID` and
+/// `LISTEN_FDS` and our process id: `None` when they are not meant for us.
+fn systemd_count(
+    listen_pid: Option<&str>,
+    listen_fds: Option<&str>,
+    our_pid: u32,
+) -> Result<Option<usize>, String> {
+    // Parsed strictly, as listenfd (which adopts the descriptors) does.
+    let ours = listen_pid.and_then(|p| p.parse::<u32>().ok()) == Some(our_pid);
+    match listen_fds {
+        Some(count) if ours => count
+            .parse::<usize>()
+            .map(|n| (n > 0).then_some(n))
+            .map_err(|_| format!("LISTEN_FDS={count:?} is not a number of descriptors")),
+        _ => Ok(None),
+    }
+}
+
+impl SystemdFds {
+    /// How many descriptors systemd passed.
+    pub fn len(&self) -> usize {
+        self.fds.len()
+    }
+
+    /// Whether systemd passed no descriptor.
+    pub fn is_empty(&self) -> bool {
+        self.fds.len() == 0
+    }
+
+    /// The passed descriptors as listeners. A descriptor named `ejabberd`,
+    /// `prosody`, `generic`, `saslauthd` or `postfix` speaks that protocol;
+    /// others speak `fallback` (`-t`). Every one must be a listening stream
+    /// socket.
+    pub fn listeners(mut self, fallback: Protocol) -> io::Result<Vec<Bound>> {
+        let mut bound = Vec::new();
+        for idx in 0..self.fds.len() {
+            let name = self.names.get(idx).cloned().unwrap_or_default();
+            let protocol = Protocol::from_name(&name).unwrap_or(fallback);
+            // listenfd checks family and type but not that the socket
+            // listens: a unit with Accept=yes hands over a connection instead.
+            let listener = match self.fds.take_tcp_listener(idx) {
+                Ok(Some(l)) if is_listening(&l) => Listener::Tcp(l),
+                _ => match self.fds.take_unix_listener(idx) {
+                    Ok(Some(l)) if is_listening(&l) => Listener::Unix(l),
+                    _ => {
+                        return Err(io::Error::other(format!(
+                            "systemd descriptor {} ({name:?}) is not a listening stream socket (Accept=no is required)",
+                            idx + 3
+                        )))
+                    }
+                },
+            };
+            let label = if name.is_empty() {
+                format!("systemd fd {}", idx + 3)
+            } else {
+                format!("systemd socket {name}")
+            };
+            bound.push(Bound {
+                protocol,
+                listener,
+                label,
+            });
+        }
+        Ok(bound)
+    }
 }
 
 /// Whether `fd` is a socket in the listening state.
@@ -177,31 +280,29 @@ fn is_listening(fd: &impl AsFd) -> bool {
 pub fn bind(spec: &ListenSpec, options: &SocketOptions) -> io::Result<Bound> {
     match &spec.address {
         ListenAddress::Tcp(addr) => {
-            let std = std::net::TcpListener::bind(addr)
+            let listener = std::net::TcpListener::bind(addr)
                 .map_err(|e| io::Error::new(e.kind(), format!("listen on {addr}: {e}")))?;
-            std.set_nonblocking(true)?;
-            let local = std.local_addr()?;
+            let local = listener.local_addr()?;
             if !local.ip().is_loopback() {
                 warn!("{} listens on {local}, reachable from other hosts: anyone who can connect can test passwords", spec.protocol.name());
             }
             Ok(Bound {
                 protocol: spec.protocol,
-                listener: Listener::Tcp(tokio::net::TcpListener::from_std(std)?),
+                listener: Listener::Tcp(listener),
                 label: local.to_string(),
             })
         }
         ListenAddress::Unix(path) => {
             remove_stale_socket(path)?;
-            let std = std::os::unix::net::UnixListener::bind(path).map_err(|e| {
+            let listener = std::os::unix::net::UnixListener::bind(path).map_err(|e| {
                 io::Error::new(e.kind(), format!("listen on {}: {e}", path.display()))
             })?;
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(options.mode))?;
             set_owner(path, options)?;
-            std.set_nonblocking(true)?;
             info!("Unix socket {} mode {:04o}", path.display(), options.mode);
             Ok(Bound {
                 protocol: spec.protocol,
-                listener: Listener::Unix(tokio::net::UnixListener::from_std(std)?),
+                listener: Listener::Unix(listener),
                 label: format!("unix:{}", path.display()),
             })
         }
@@ -225,32 +326,42 @@ fn remove_stale_socket(path: &Path) -> io::Result<()> {
 
 fn set_owner(path: &Path, options: &SocketOptions) -> io::Result<()> {
     use nix::unistd::{chown, Gid, Group, Uid, User};
-    let uid = match &options.owner {
-        None => None,
-        Some(name) => Some(match name.parse::<u32>() {
-            Ok(n) => Uid::from_raw(n),
-            Err(_) => {
-                User::from_name(name)?
-                    .ok_or_else(|| io::Error::other(format!("socket-owner: no user {name:?}")))?
-                    .uid
-            }
-        }),
-    };
-    let gid = match &options.group {
-        None => None,
-        Some(name) => Some(match name.parse::<u32>() {
-            Ok(n) => Gid::from_raw(n),
-            Err(_) => {
-                Group::from_name(name)?
-                    .ok_or_else(|| io::Error::other(format!("socket-group: no group {name:?}")))?
-                    .gid
-            }
-        }),
-    };
+    let uid = options
+        .owner
+        .as_deref()
+        .map(|name| {
+            resolve_id(name, "socket-owner: no user", Uid::from_raw, |n| {
+                Ok(User::from_name(n)?.map(|u| u.uid))
+            })
+        })
+        .transpose()?;
+    let gid = options
+        .group
+        .as_deref()
+        .map(|name| {
+            resolve_id(name, "socket-group: no group", Gid::from_raw, |n| {
+                Ok(Group::from_name(n)?.map(|g| g.gid))
+            })
+        })
+        .transpose()?;
     if uid.is_some() || gid.is_some() {
         chown(path, uid, gid)?;
     }
     Ok(())
+}
+
+/// A user or group id given as a number, or looked up by `name`; a name
+/// that does not exist is an error saying `missing` and the name.
+fn resolve_id<T>(
+    name: &str,
+    missing: &str,
+    from_raw: fn(u32) -> T,
+    lookup: impl FnOnce(&str) -> nix::Result<Option<T>>,
+) -> io::Result<T> {
+    match name.parse::<u32>() {
+        Ok(n) => Ok(from_raw(n)),
+        Err(_) => lookup(name)?.ok_or_else(|| io::Error::other(format!("{missing} {name:?}"))),
+    }
 }
 
 #[cfg(test)]
@@ -295,6 +406,44 @@ mod tests {
     }
 
     #[test]
+    fn systemd_variables_count_only_for_our_pid() {
+        assert_eq!(systemd_count(None, None, 42), Ok(None));
+        // A stray LISTEN_FDS without LISTEN_PID, e.g. inherited from a
+        // socket-activated parent, is not ours.
+        assert_eq!(systemd_count(None, Some("1"), 42), Ok(None));
+        assert_eq!(systemd_count(Some(""), Some("1"), 42), Ok(None));
+        assert_eq!(systemd_count(Some("41"), Some("1"), 42), Ok(None));
+        assert_eq!(systemd_count(Some("x"), Some("1"), 42), Ok(None));
+        assert_eq!(systemd_count(Some("42"), None, 42), Ok(None));
+        assert_eq!(systemd_count(Some("42"), Some("0"), 42), Ok(None));
+        assert_eq!(systemd_count(Some("42"), Some("3"), 42), Ok(Some(3)));
+        assert!(systemd_count(Some("42"), Some("three"), 42).is_err());
+        // Not ours: not even looked at.
+        assert_eq!(systemd_count(Some("41"), Some("three"), 42), Ok(None));
+    }
+
+    #[test]
+    fn owners_and_groups_by_number_or_name() {
+        use nix::unistd::{Uid, User};
+        let by_number = resolve_id("0", "no user", Uid::from_raw, |_| {
+            panic!("a number is not looked up")
+        });
+        assert_eq!(by_number.expect("uid"), Uid::from_raw(0));
+        let by_name = resolve_id("root", "no user", Uid::from_raw, |n| {
+            Ok(User::from_name(n)?.map(|u| u.uid))
+        });
+        assert_eq!(by_name.expect("root exists"), Uid::from_raw(0));
+        let missing = resolve_id(
+            "no-such-user-xc",
+            "socket-owner: no user",
+            Uid::from_raw,
+            |_| Ok(None),
+        );
+        let message = missing.expect_err("missing user").to_string();
+        assert_eq!(message, "socket-owner: no user \"no-such-user-xc\"");
+    }
+
+    #[test]
     fn stale_socket_is_replaced_but_files_are_not() {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("mux");
@@ -304,11 +453,6 @@ mod tests {
             address: ListenAddress::Unix(path.clone()),
         };
         let options = SocketOptions::default();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("rt");
-        let _guard = rt.enter();
         let bound = bind(&spec, &options).expect("rebind over stale socket");
         let mode = std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
         assert_eq!(mode, 0o660);

@@ -1,5 +1,10 @@
 //! Start-up: turn a resolved [`Config`] into a running service or a
 //! one-shot query, and map the result to an exit status.
+//!
+//! [`main_with_args`] owns the process: while it is still single-threaded
+//! it takes systemd's variables out of the environment and collects the
+//! sockets to serve (systemd's, `--listen`, or standard input), then starts
+//! the runtime and hands them to [`run`], which serves what it is given.
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -10,7 +15,7 @@ use tracing::{debug, error, info, warn};
 use crate::backend::{BackendOptions, HttpClient};
 use crate::clock::SystemClock;
 use crate::config::{self, Config, Mode};
-use crate::listen;
+use crate::listen::{self, Sockets};
 use crate::logging;
 use crate::proto::Reply;
 use crate::serve::{self, ListenContext, StreamLimits};
@@ -40,7 +45,20 @@ pub fn main_with_args<I: IntoIterator<Item = OsString>>(args: I) -> ExitCode {
     if args.get(1).is_some_and(|a| crate::admin::is_subcommand(a)) {
         return crate::admin::main(args);
     }
-    let config = match config::load(args, &|key| std::env::var(key).ok()) {
+    // First, while no other thread exists (the log writer and the runtime
+    // start below): this changes the environment.
+    let systemd = listen::take_systemd_env();
+    // The configuration asks whether systemd passed sockets (named ones
+    // need no -t): only descriptors that are ours count.
+    let listen_fds = match &systemd {
+        Ok(fds) if !fds.is_empty() => Some(fds.len().to_string()),
+        _ => None,
+    };
+    let env = |key: &str| match key {
+        "LISTEN_FDS" => listen_fds.clone(),
+        _ => std::env::var(key).ok(),
+    };
+    let config = match config::load(args, &env) {
         Ok(config) => config,
         Err(config::ConfigError::Cli(e)) => e.exit(),
         Err(e) => {
@@ -66,12 +84,19 @@ pub fn main_with_args<I: IntoIterator<Item = OsString>>(args: I) -> ExitCode {
     for warning in &config.warnings {
         warn!("{warning}");
     }
+    let serving = matches!(config.mode, Mode::Serve(_));
+    let sockets = match config.mode {
+        Mode::Serve(protocol) => match collect_sockets(&config, protocol, systemd) {
+            Ok(sockets) => sockets,
+            Err(code) => return code,
+        },
+        _ => Sockets::Stdio,
+    };
     // One helper on standard input (how ejabberd and Prosody run us) is
     // served best by a single-threaded reactor: no cross-thread wake-ups,
     // less memory. Socket service spreads connections over all cores.
     // bcrypt and SQLite run on the blocking pool either way.
-    let sockets = !config.sockets.listen.is_empty() || std::env::var_os("LISTEN_FDS").is_some();
-    let mut builder = if sockets {
+    let mut builder = if matches!(sockets, Sockets::Listening(_)) {
         tokio::runtime::Builder::new_multi_thread()
     } else {
         tokio::runtime::Builder::new_current_thread()
@@ -83,11 +108,74 @@ pub fn main_with_args<I: IntoIterator<Item = OsString>>(args: I) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    runtime.block_on(run(config))
+    runtime.block_on(async move {
+        let shutdown = CancellationToken::new();
+        if serving {
+            spawn_sighup_handler();
+            spawn_stop_handler(shutdown.clone());
+        }
+        run(sockets, config, shutdown).await
+    })
 }
 
-/// Runs the configured mode to its end.
-pub async fn run(config: Config) -> ExitCode {
+/// The sockets a service serves, in this order: systemd's descriptors and
+/// the `--listen` sockets; when there are none, whatever standard input is
+/// (a listening or connected socket, or plain input). Runs before the
+/// runtime; a failure is logged and is exit status 2.
+fn collect_sockets(
+    config: &Config,
+    protocol: crate::proto::Protocol,
+    systemd: std::io::Result<listen::SystemdFds>,
+) -> Result<Sockets, ExitCode> {
+    let usage = || ExitCode::from(EXIT_USAGE);
+    let mut listeners = match systemd.and_then(|fds| fds.listeners(protocol)) {
+        Ok(l) => l,
+        Err(e) => {
+            error!("socket activation: {e}");
+            return Err(usage());
+        }
+    };
+    for spec in &config.sockets.listen {
+        match listen::bind(spec, &config.sockets) {
+            Ok(bound) => listeners.push(bound),
+            Err(e) => {
+                error!("{e}");
+                eprintln!("xcauth: {e}");
+                return Err(usage());
+            }
+        }
+    }
+    if !listeners.is_empty() {
+        return Ok(Sockets::Listening(listeners));
+    }
+    match listen::classify_stdin() {
+        Ok(listen::Stdin::Stdio) => Ok(Sockets::Stdio),
+        Ok(listen::Stdin::Connected(conn)) => Ok(Sockets::Connected(conn)),
+        Ok(listen::Stdin::Listening(fd, family)) => {
+            let listener = listen::adopt_listening(fd, family);
+            // Our duplicate is now the only reference we keep: once it is
+            // closed at shutdown, the kernel refuses new clients.
+            if let Err(e) = listen::release_stdin() {
+                warn!("cannot detach standard input from the listening socket: {e}");
+            }
+            Ok(Sockets::Listening(vec![listen::Bound {
+                protocol,
+                listener,
+                label: "inherited socket on standard input".into(),
+            }]))
+        }
+        Err(e) => {
+            error!("standard input: {e}");
+            Err(usage())
+        }
+    }
+}
+
+/// Runs the configured mode to its end. A service serves `sockets`, bound
+/// or adopted beforehand (one-shot queries ignore them), until end of input
+/// or until `shutdown` is cancelled; then it drains within the configured
+/// shutdown timeout.
+pub async fn run(sockets: Sockets, config: Config, shutdown: CancellationToken) -> ExitCode {
     let client = match HttpClient::new(&BackendOptions {
         connect_timeout: config.connect_timeout,
         request_timeout: config.request_timeout,
@@ -118,7 +206,7 @@ pub async fn run(config: Config) -> ExitCode {
         debug!("one-shot query: {}", describe(&config.mode));
     }
     match config.mode.clone() {
-        Mode::Serve(protocol) => serve(&config, protocol, verifier).await,
+        Mode::Serve(protocol) => serve(&config, protocol, sockets, verifier, shutdown).await,
         Mode::AuthTest {
             user,
             domain,
@@ -251,96 +339,62 @@ fn describe_backend(config: &Config, global: &Global) {
     }
 }
 
-/// Serves until end of input (stdio) or SIGTERM (sockets).
+/// Serves `sockets` until end of input (stdio, an inherited connection) or
+/// `shutdown` (listening sockets).
 async fn serve(
     config: &Config,
     protocol: crate::proto::Protocol,
+    sockets: Sockets,
     verifier: Arc<Verifier>,
+    shutdown: CancellationToken,
 ) -> ExitCode {
-    spawn_sighup_handler();
-    let shutdown = CancellationToken::new();
-    spawn_stop_handler(shutdown.clone());
-    let sockets = &config.sockets;
-    let mut listeners = match listen::systemd_listeners(protocol) {
-        Ok(l) => l,
+    let limits = &config.sockets;
+    let listeners = match sockets {
+        Sockets::Connected(conn) => {
+            info!(
+                "xcauth {VERSION} serving {} on an inherited connection",
+                protocol.name()
+            );
+            let result = serve::serve_connected(
+                conn,
+                protocol.codec(&config.codec),
+                Arc::clone(&verifier),
+                StreamLimits::socket(limits.idle_timeout),
+                shutdown,
+            )
+            .await;
+            settle(&verifier, limits.shutdown_timeout).await;
+            return finish_stream(result);
+        }
+        Sockets::Stdio => {
+            info!(
+                "xcauth {VERSION} serving {} on standard input",
+                protocol.name()
+            );
+            notify(&[sd_notify::NotifyState::Ready]);
+            let result = serve::serve_stdio(
+                protocol.codec(&config.codec),
+                Arc::clone(&verifier),
+                shutdown,
+            )
+            .await;
+            settle(&verifier, limits.shutdown_timeout).await;
+            return finish_stream(result);
+        }
+        Sockets::Listening(listeners) => listeners,
+    };
+    let listeners = match serve::register(listeners) {
+        Ok(registered) => registered,
         Err(e) => {
-            error!("socket activation: {e}");
+            error!("cannot serve the listening sockets: {e}");
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    for spec in &sockets.listen {
-        match listen::bind(spec, sockets) {
-            Ok(bound) => listeners.push(bound),
-            Err(e) => {
-                error!("{e}");
-                eprintln!("xcauth: {e}");
-                return ExitCode::from(EXIT_USAGE);
-            }
-        }
-    }
-    if listeners.is_empty() {
-        match listen::classify_stdin() {
-            Ok(listen::Stdin::Stdio) => {}
-            Ok(listen::Stdin::Connected(conn)) => {
-                info!(
-                    "xcauth {VERSION} serving {} on an inherited connection",
-                    protocol.name()
-                );
-                let result = serve::serve_connected(
-                    conn,
-                    protocol.codec(&config.codec),
-                    Arc::clone(&verifier),
-                    StreamLimits::socket(sockets.idle_timeout),
-                    shutdown,
-                )
-                .await;
-                settle(&verifier, sockets.shutdown_timeout).await;
-                return finish_stream(result);
-            }
-            Ok(listen::Stdin::Listening(fd, family)) => match listen::adopt_listening(fd, family) {
-                Ok(listener) => {
-                    // Our duplicate is now the only reference we keep: once it
-                    // is closed at shutdown, the kernel refuses new clients.
-                    if let Err(e) = listen::release_stdin() {
-                        warn!("cannot detach standard input from the listening socket: {e}");
-                    }
-                    listeners.push(listen::Bound {
-                        protocol,
-                        listener,
-                        label: "inherited socket on standard input".into(),
-                    });
-                }
-                Err(e) => {
-                    error!("inherited listening socket: {e}");
-                    return ExitCode::from(EXIT_USAGE);
-                }
-            },
-            Err(e) => {
-                error!("standard input: {e}");
-                return ExitCode::from(EXIT_USAGE);
-            }
-        }
-    }
-    if listeners.is_empty() {
-        info!(
-            "xcauth {VERSION} serving {} on standard input",
-            protocol.name()
-        );
-        notify(&[sd_notify::NotifyState::Ready]);
-        let result = serve::serve_stdio(
-            protocol.codec(&config.codec),
-            Arc::clone(&verifier),
-            shutdown,
-        )
-        .await;
-        settle(&verifier, sockets.shutdown_timeout).await;
-        return finish_stream(result);
-    }
     let ctx = ListenContext {
         verifier: Arc::clone(&verifier),
         codec: config.codec.clone(),
-        limits: StreamLimits::socket(sockets.idle_timeout),
-        connections: Arc::new(Semaphore::new(sockets.max_connections)),
+        limits: StreamLimits::socket(limits.idle_timeout),
+        connections: Arc::new(Semaphore::new(limits.max_connections)),
         shutdown: shutdown.clone(),
         tasks: TaskTracker::new(),
     };
@@ -352,10 +406,10 @@ async fn serve(
         notify(&[sd_notify::NotifyState::Stopping]);
         info!("stopping: finishing requests in flight");
     });
-    serve::serve_listeners(listeners, ctx, sockets.shutdown_timeout).await;
+    serve::serve_listeners(listeners, ctx, limits.shutdown_timeout).await;
     // STOPPING=1 must reach systemd before the runtime goes away.
     let _ = told.await;
-    settle(&verifier, sockets.shutdown_timeout).await;
+    settle(&verifier, limits.shutdown_timeout).await;
     info!("stopped");
     ExitCode::from(EXIT_TRUE)
 }
@@ -445,5 +499,66 @@ fn spawn_sighup_handler() {
             });
         }
         Err(e) => warn!("cannot handle SIGHUP: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::listen::{Bound, Listener};
+    use crate::proto::Protocol;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+    /// The library serves a socket its caller bound (on port 0, so no port
+    /// is guessed) and stops when told to.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn run_serves_the_listeners_it_is_given_until_shutdown() {
+        let dir = tempfile::tempdir().expect("dir");
+        let db = dir.path().join("absent.sqlite3");
+        let args = [
+            "xcauth".into(),
+            "-t".into(),
+            "generic".into(),
+            "--url".into(),
+            "http://127.0.0.1:9/unused".into(),
+            "--secret".into(),
+            "S".into(),
+            "--cache-storage".into(),
+            "none".into(),
+            "--db".into(),
+            db.into_os_string(),
+        ];
+        let config = config::load_with_default_file(args, &|_| None, &dir.path().join("none.conf"))
+            .expect("config");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let at = listener.local_addr().expect("addr");
+        let sockets = Sockets::Listening(vec![Bound {
+            protocol: Protocol::Generic,
+            listener: Listener::Tcp(listener),
+            label: "test".into(),
+        }]);
+        let shutdown = CancellationToken::new();
+        let serving = tokio::spawn(run(sockets, config, shutdown.clone()));
+
+        let stream = tokio::net::TcpStream::connect(at).await.expect("connect");
+        let (reader, mut writer) = stream.into_split();
+        let token = crate::token::make(b"S", "alice", "example.org", u32::MAX);
+        writer
+            .write_all(format!("auth:alice:example.org:{token}\n").as_bytes())
+            .await
+            .expect("write");
+        let mut line = String::new();
+        BufReader::new(reader)
+            .read_line(&mut line)
+            .await
+            .expect("answer");
+        assert_eq!(line, "1\n");
+
+        shutdown.cancel();
+        let code = tokio::time::timeout(std::time::Duration::from_secs(10), serving)
+            .await
+            .expect("run ends after shutdown")
+            .expect("run task");
+        assert_eq!(code, ExitCode::from(EXIT_TRUE));
     }
 }

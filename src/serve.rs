@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::listen::{Bound, Listener};
-use crate::proto::{Codec, CodecOptions, Decoded, Reply, Request};
+use crate::proto::{Codec, CodecOptions, Decoded, Protocol, Reply, Request};
 use crate::verify::Verifier;
 
 /// Requests of one stream worked on at the same time; past this the stream
@@ -290,13 +290,37 @@ pub struct ListenContext {
     pub tasks: TaskTracker,
 }
 
+/// Listening sockets handed to the reactor of the running runtime, ready
+/// for [`serve_listeners`].
+pub struct Registered(Vec<(Accepting, Protocol, String)>);
+
+/// Hands `listeners` to the reactor; call it inside the runtime.
+pub fn register(listeners: Vec<Bound>) -> io::Result<Registered> {
+    listeners
+        .into_iter()
+        .map(|bound| {
+            Ok((
+                Accepting::register(bound.listener)?,
+                bound.protocol,
+                bound.label,
+            ))
+        })
+        .collect::<io::Result<Vec<_>>>()
+        .map(Registered)
+}
+
 /// Accepts on every listener until `ctx.shutdown`, serving each connection
 /// in its own task; then waits up to `drain` for in-flight requests.
-pub async fn serve_listeners(listeners: Vec<Bound>, ctx: ListenContext, drain: Duration) {
+pub async fn serve_listeners(listeners: Registered, ctx: ListenContext, drain: Duration) {
     let mut loops = Vec::new();
-    for bound in listeners {
-        info!("listening on {} ({})", bound.label, bound.protocol.name());
-        loops.push(tokio::spawn(accept_loop(bound, ctx.clone())));
+    for (listener, protocol, label) in listeners.0 {
+        info!("listening on {label} ({})", protocol.name());
+        loops.push(tokio::spawn(accept_loop(
+            listener,
+            protocol,
+            label,
+            ctx.clone(),
+        )));
     }
     ctx.shutdown.cancelled().await;
     for l in &loops {
@@ -311,7 +335,28 @@ pub async fn serve_listeners(listeners: Vec<Bound>, ctx: ListenContext, drain: D
     }
 }
 
-async fn accept_loop(bound: Bound, ctx: ListenContext) {
+/// A listener registered with the reactor.
+enum Accepting {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener),
+}
+
+impl Accepting {
+    fn register(listener: Listener) -> io::Result<Accepting> {
+        Ok(match listener {
+            Listener::Tcp(l) => {
+                l.set_nonblocking(true)?;
+                Accepting::Tcp(tokio::net::TcpListener::from_std(l)?)
+            }
+            Listener::Unix(l) => {
+                l.set_nonblocking(true)?;
+                Accepting::Unix(tokio::net::UnixListener::from_std(l)?)
+            }
+        })
+    }
+}
+
+async fn accept_loop(listener: Accepting, protocol: Protocol, label: String, ctx: ListenContext) {
     loop {
         // Take a connection slot first: past the limit, clients wait in the
         // kernel's backlog instead of costing us memory.
@@ -323,13 +368,13 @@ async fn accept_loop(bound: Bound, ctx: ListenContext) {
             _ = ctx.shutdown.cancelled() => return,
         };
         let accepted = tokio::select! {
-            a = accept(&bound.listener) => a,
+            a = accept(&listener) => a,
             _ = ctx.shutdown.cancelled() => return,
         };
         match accepted {
             Ok((reader, writer, peer)) => {
-                debug!("connection on {} from {peer}", bound.label);
-                let codec = bound.protocol.codec(&ctx.codec);
+                debug!("connection on {label} from {peer}");
+                let codec = protocol.codec(&ctx.codec);
                 let verifier = Arc::clone(&ctx.verifier);
                 let (limits, shutdown) = (ctx.limits, ctx.shutdown.clone());
                 ctx.tasks.spawn(async move {
@@ -343,7 +388,7 @@ async fn accept_loop(bound: Bound, ctx: ListenContext) {
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
-                warn!("accept on {} failed: {e}", bound.label);
+                warn!("accept on {label} failed: {e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
@@ -353,15 +398,15 @@ async fn accept_loop(bound: Bound, ctx: ListenContext) {
 type BoxedRead = Box<dyn AsyncRead + Unpin + Send>;
 type BoxedWrite = Box<dyn AsyncWrite + Unpin + Send>;
 
-async fn accept(listener: &Listener) -> io::Result<(BoxedRead, BoxedWrite, String)> {
+async fn accept(listener: &Accepting) -> io::Result<(BoxedRead, BoxedWrite, String)> {
     match listener {
-        Listener::Tcp(l) => {
+        Accepting::Tcp(l) => {
             let (stream, addr) = l.accept().await?;
             stream.set_nodelay(true)?;
             let (r, w) = stream.into_split();
             Ok((Box::new(r), Box::new(w), addr.to_string()))
         }
-        Listener::Unix(l) => {
+        Accepting::Unix(l) => {
             let (stream, _) = l.accept().await?;
             let peer = match stream.peer_cred() {
                 Ok(cred) => format!(

@@ -5,7 +5,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
@@ -17,14 +16,6 @@ fn fixture_copy(dir: &Path) -> PathBuf {
     let dst = dir.join("xcauth.sqlite3");
     std::fs::copy(src, &dst).expect("copy fixture");
     dst
-}
-
-fn dead_url() -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port");
-    format!("http://127.0.0.1:{port}/index.php/apps/ojsxc/ajax/externalApi.php")
 }
 
 fn now() -> u64 {
@@ -39,9 +30,10 @@ fn original_database_logs_users_in_during_an_outage() {
     let dir = tempfile::tempdir().expect("dir");
     let db = fixture_copy(dir.path());
     let db_arg = db.to_str().expect("path");
+    let dead = RefusingPort::new();
     let mut x = Xcauth::start(
         "generic",
-        &dead_url(),
+        &dead.url(),
         &[
             "--db",
             db_arg,
@@ -95,7 +87,8 @@ fn domain_rows_choose_secret_and_back_end() {
     drop(conn);
     let db_arg = db.to_str().expect("path");
     // The global URL is dead: only the row can make this succeed.
-    let mut x = Xcauth::start("generic", &dead_url(), &["--db", db_arg]);
+    let dead = RefusingPort::new();
+    let mut x = Xcauth::start("generic", &dead.url(), &["--db", db_arg]);
     x.send(b"auth:alice:xmpp.example.org:alice-pw\n");
     assert_eq!(x.read_line(T), "1\n");
     let stats: serde_json::Value =
@@ -235,9 +228,10 @@ fn sigkill_during_writes_leaves_a_sound_database() {
         .expect("check");
     assert_eq!(check, "ok");
     // And xcauth opens it again and serves from it.
+    let dead = RefusingPort::new();
     let mut again = Xcauth::start(
         "generic",
-        &dead_url(),
+        &dead.url(),
         &["--db", &db_arg, "--cache-storage", "db"],
     );
     again.send(b"auth:alice:example.org:alice-pw\n");
@@ -269,45 +263,11 @@ fn bcrypt_check_does_not_stall_other_logins() {
     seed.send(b"auth:alice:example.org:alice-pw\n");
     assert_eq!(seed.read_line(T), "1\n");
     seed.finish();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port");
-    let listen = format!("generic=127.0.0.1:{port}");
-    let log_dir = tempfile::tempdir().expect("logs");
-    let child = Command::new(xcauth_bin())
-        .args([
-            "-d",
-            "--url",
-            &nc.url,
-            "--db",
-            &db_arg,
-            "--cache-storage",
-            "db",
-            "--listen",
-            &listen,
-        ])
-        .arg("--log")
-        .arg(log_dir.path())
-        .env("XCAUTH_SECRET", SECRET)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start");
-    let _guard = Guard(child);
-    let connect = || {
-        let deadline = std::time::Instant::now() + T;
-        loop {
-            match std::net::TcpStream::connect(("127.0.0.1", port)) {
-                Ok(s) => return s,
-                Err(_) if std::time::Instant::now() < deadline => {
-                    std::thread::yield_now();
-                }
-                Err(e) => panic!("connect: {e}"),
-            }
-        }
-    };
+    // The listening socket is bound here and passed as a systemd socket,
+    // so it accepts before xcauth even runs.
+    let (_served, at) =
+        Served::activate_generic(&nc.url, &["--db", &db_arg, "--cache-storage", "db"]);
+    let connect = || std::net::TcpStream::connect(&at).expect("connect");
     let mut slow = connect();
     let mut fast = connect();
     // Nextcloud is now down, so alice's password goes to the cost-12 check.
@@ -341,43 +301,6 @@ fn bcrypt_check_does_not_stall_other_logins() {
     );
 }
 
-/// Starts the stand-in with the users in `table` (the file format of
-/// `testdata/users.txt`).
-fn standin_with_users(dir: &Path, table: &str) -> (Guard, String, String) {
-    use std::io::BufRead;
-    let users = dir.join("users.txt");
-    std::fs::write(&users, table).expect("users file");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_xcauth-standin"))
-        .arg("--users")
-        .arg(&users)
-        .arg("--secret")
-        .arg(SECRET)
-        .arg("--listen")
-        .arg("127.0.0.1:0")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start xcauth-standin");
-    let stdout = child.stdout.take().expect("stand-in stdout");
-    let guard = Guard(child);
-    let mut line = String::new();
-    std::io::BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("stand-in prints its address");
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .expect("listening line")
-        .to_owned();
-    let addr = url
-        .trim_start_matches("http://")
-        .split('/')
-        .next()
-        .expect("host:port")
-        .to_owned();
-    (guard, url, addr)
-}
-
 fn standin_requests(addr: &str) -> u64 {
     let stats: serde_json::Value =
         serde_json::from_str(&http(addr, "GET", "/_standin/stats", "")).expect("stats");
@@ -408,12 +331,9 @@ fn stored_credentials(db: &Path, jid: &str) -> (Option<String>, Vec<String>) {
 #[test]
 fn two_devices_alternate_without_asking_nextcloud() {
     let dir = tempfile::tempdir().expect("dir");
-    // The JSXC app tries `user@domain`, then `user`: two accounts whose
-    // passwords both log tom@example.org in, like two app passwords.
-    let (_nc, url, addr) = standin_with_users(
-        dir.path(),
-        "tom@example.org\tphone-app-pw\tTom\ntom\tlaptop-app-pw\tTom\n",
-    );
+    // tom has an app password per device; the JSXC API accepts them.
+    let nc = StandIn::start();
+    let (url, addr) = (nc.url.clone(), nc.addr.clone());
     let db = dir.path().join("devices.sqlite3");
     let db_arg = db.to_str().expect("path");
     let mut x = Xcauth::start(
@@ -435,10 +355,10 @@ fn two_devices_alternate_without_asking_nextcloud() {
     };
     // Device A, then device B: each asks Nextcloud once; wait until each
     // credential is stored (the cache write follows the answer).
-    assert_eq!(login("phone-app-pw"), "1\n");
+    assert_eq!(login("tom-phone-app"), "1\n");
     assert_eq!(standin_requests(&addr), 1);
     poll(T, || stored_credentials(&db, jid).0).expect("A stored");
-    assert_eq!(login("laptop-app-pw"), "1\n");
+    assert_eq!(login("tom-laptop-app"), "1\n");
     assert_eq!(standin_requests(&addr), 2);
     let (primary, ours) = poll(T, || {
         Some(stored_credentials(&db, jid)).filter(|(_, ours)| ours.len() == 1)
@@ -447,11 +367,11 @@ fn two_devices_alternate_without_asking_nextcloud() {
     // authcache holds the most recently verified one, as the original
     // would have written it; A moved to our table.
     let primary = primary.expect("authcache row");
-    assert!(bcrypt::verify("laptop-app-pw", &primary).expect("hash"));
-    assert!(bcrypt::verify("phone-app-pw", &ours[0]).expect("hash"));
+    assert!(bcrypt::verify("tom-laptop-app", &primary).expect("hash"));
+    assert!(bcrypt::verify("tom-phone-app", &ours[0]).expect("hash"));
 
     // Device A again, then B, then A: no request to Nextcloud.
-    for pw in ["phone-app-pw", "laptop-app-pw", "phone-app-pw"] {
+    for pw in ["tom-phone-app", "tom-laptop-app", "tom-phone-app"] {
         assert_eq!(login(pw), "1\n", "{pw}");
     }
     assert_eq!(standin_requests(&addr), 2, "cached logins cost no request");

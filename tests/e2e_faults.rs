@@ -56,13 +56,9 @@ fn every_fault_is_a_failure_with_a_hint() {
 
 #[test]
 fn refused_connection_is_named() {
-    // A port nobody listens on: bind and drop to find one.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port");
-    let url = format!("http://127.0.0.1:{port}/index.php/apps/ojsxc/ajax/externalApi.php");
-    let mut x = Xcauth::start("generic", &url, &[]);
+    // A port nobody listens on, held so for the whole test.
+    let port = RefusingPort::new();
+    let mut x = Xcauth::start("generic", &port.url(), &[]);
     x.send(b"auth:alice:example.org:alice-pw\n");
     assert_eq!(x.read_line(T), "0\n");
     x.finish();

@@ -18,47 +18,50 @@ use common::*;
 
 const T: Duration = Duration::from_secs(10);
 
-/// Tries to start xcauth on fresh ports this many times before giving up.
-const PORT_TRIES: usize = 5;
-
-/// Starts xcauth with its own listeners on `ports` fresh loopback ports:
-/// `args(ports)` gives the arguments after the base command. A port taken
-/// by another process in the meantime makes xcauth exit; then it is tried
-/// again with new ports. Returns once xcauth says it is ready.
-fn start_listening(
-    url: &str,
-    ports: usize,
-    args: impl Fn(&[u16]) -> Vec<String>,
-) -> (Served, Vec<u16>) {
-    for _ in 0..PORT_TRIES {
-        let chosen: Vec<u16> = (0..ports).map(|_| free_port()).collect();
-        let log_dir = tempfile::tempdir().expect("log dir");
-        let mut cmd = Served::command(url, log_dir.path());
-        cmd.args(args(&chosen))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let mut served = Served::spawn(cmd, log_dir);
-        let ready = poll(T, || {
-            if served.logs().contains(" ready") {
-                Some(true)
-            } else if served.exited().is_some() {
-                Some(false)
-            } else {
-                None
-            }
-        });
-        match ready {
-            Some(true) => return (served, chosen),
-            Some(false) if served.logs().contains("in use") => continue,
-            _ => panic!("xcauth did not start:\n{}", served.logs()),
+/// Starts xcauth with its own listeners: `args` are the arguments after
+/// the base command, TCP `--listen` addresses on port 0 so that xcauth
+/// binds whatever port the kernel gives it. Returns once xcauth listens on
+/// every `--listen` socket, with the TCP addresses it logged, in the order
+/// of the options.
+fn start_listening(url: &str, args: &[String]) -> (Served, Vec<String>) {
+    let count = args.iter().filter(|a| *a == "--listen").count();
+    let log_dir = tempfile::tempdir().expect("log dir");
+    let mut cmd = Served::command(url, log_dir.path());
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut served = Served::spawn(cmd, log_dir);
+    let labels = poll(T, || {
+        let labels = listening_labels(&served.logs());
+        if labels.len() >= count {
+            Some(Some(labels))
+        } else {
+            served.exited().map(|_| None)
         }
-    }
-    panic!("no free ports after {PORT_TRIES} tries");
+    });
+    let Some(Some(labels)) = labels else {
+        panic!("xcauth did not start:\n{}", served.logs());
+    };
+    let tcp = labels
+        .into_iter()
+        .filter(|label| !label.starts_with("unix:"))
+        .collect();
+    (served, tcp)
 }
 
-fn addr(port: u16) -> String {
-    format!("127.0.0.1:{port}")
+/// The sockets xcauth's log says it listens on: LABEL of every
+/// "listening on LABEL (PROTOCOL)" line (`127.0.0.1:PORT`, `unix:PATH`).
+fn listening_labels(logs: &str) -> Vec<String> {
+    logs.lines()
+        .filter_map(|line| line.split_once("listening on "))
+        .filter_map(|(_, rest)| rest.rsplit_once(" ("))
+        .map(|(label, _)| label.to_owned())
+        .collect()
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|a| a.to_string()).collect()
 }
 
 fn mode_of(path: &Path) -> u32 {
@@ -117,23 +120,25 @@ fn own_listeners_of_three_protocols_in_one_process() {
     let nc = StandIn::start();
     let dir = tempfile::tempdir().expect("dir");
     let mux = dir.path().join("mux");
-    let (mut x, ports) = start_listening(&nc.url, 2, |p| {
-        vec![
-            "--listen".into(),
-            format!("ejabberd={}", addr(p[0])),
-            "--listen".into(),
-            format!("postfix={}", addr(p[1])),
-            "--listen".into(),
-            format!("saslauthd=unix:{}", mux.display()),
-        ]
-    });
+    let sasl = format!("saslauthd=unix:{}", mux.display());
+    let (mut x, at) = start_listening(
+        &nc.url,
+        &args(&[
+            "--listen",
+            "ejabberd=127.0.0.1:0",
+            "--listen",
+            "postfix=127.0.0.1:0",
+            "--listen",
+            &sasl,
+        ]),
+    );
     assert_eq!(mode_of(&mux), 0o660, "Unix sockets are 0660 by default");
-    check_ejabberd(&mut Conn::tcp(&addr(ports[0])));
-    check_postfix(&mut Conn::tcp(&addr(ports[1])));
+    check_ejabberd(&mut Conn::tcp(&at[0]));
+    check_postfix(&mut Conn::tcp(&at[1]));
     check_saslauthd(&mut Conn::unix(&mux));
     // All three at once on open connections.
-    let mut e = Conn::tcp(&addr(ports[0]));
-    let mut p = Conn::tcp(&addr(ports[1]));
+    let mut e = Conn::tcp(&at[0]);
+    let mut p = Conn::tcp(&at[1]);
     let mut s = Conn::unix(&mux);
     e.send(&ejabberd_frame("isuser:bob:example.org"));
     p.send(b"get bob@example.org\n");
@@ -162,18 +167,19 @@ fn unix_socket_mode_owner_and_group_are_honoured() {
     } else {
         (me.uid(), me.gid())
     };
-    let (_x, _) = start_listening(&nc.url, 0, |_| {
-        vec![
-            "--listen".into(),
-            format!("generic=unix:{}", mux.display()),
-            "--socket-mode".into(),
-            "0600".into(),
-            "--socket-owner".into(),
-            uid.to_string(),
-            "--socket-group".into(),
-            gid.to_string(),
-        ]
-    });
+    let (_x, _) = start_listening(
+        &nc.url,
+        &args(&[
+            "--listen",
+            &format!("generic=unix:{}", mux.display()),
+            "--socket-mode",
+            "0600",
+            "--socket-owner",
+            &uid.to_string(),
+            "--socket-group",
+            &gid.to_string(),
+        ]),
+    );
     let meta = std::fs::metadata(&mux).expect("socket");
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
     assert_eq!((meta.uid(), meta.gid()), (uid, gid));
@@ -186,19 +192,17 @@ fn a_stale_socket_file_is_replaced_and_a_busy_port_is_an_error() {
     let dir = tempfile::tempdir().expect("dir");
     let mux = dir.path().join("mux");
     drop(UnixListener::bind(&mux).expect("stale socket"));
-    let (_x, _) = start_listening(&nc.url, 0, |_| {
-        vec![
-            "--listen".into(),
-            format!("saslauthd=unix:{}", mux.display()),
-        ]
-    });
+    let (_x, _) = start_listening(
+        &nc.url,
+        &args(&["--listen", &format!("saslauthd=unix:{}", mux.display())]),
+    );
     check_saslauthd(&mut Conn::unix(&mux));
 
     let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = taken.local_addr().expect("addr").port();
+    let at = taken.local_addr().expect("addr").to_string();
     let log_dir = tempfile::tempdir().expect("log dir");
     let out = Served::command(&nc.url, log_dir.path())
-        .args(["--listen", &format!("generic={}", addr(port))])
+        .args(["--listen", &format!("generic={at}")])
         .stdin(Stdio::null())
         .output()
         .expect("run xcauth");
@@ -207,7 +211,7 @@ fn a_stale_socket_file_is_replaced_and_a_busy_port_is_an_error() {
         Some(2),
         "a port in use is a start-up error"
     );
-    assert!(String::from_utf8_lossy(&out.stderr).contains(&addr(port)));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&at));
 }
 
 // --- inherited sockets (inetd) ------------------------------------------------
@@ -338,35 +342,6 @@ fn stdin_that_is_not_a_socket_is_the_stdio_helper() {
 
 // --- systemd socket activation --------------------------------------------------
 
-/// Moves standard input, output and error to descriptors 3, 4, 5 and
-/// execs the program with the systemd variables for them; the standard
-/// streams become /dev/null.
-const ACTIVATE: &str = r#"exec 3<&0 4>&1 5>&2 0</dev/null 1>/dev/null 2>/dev/null
-export LISTEN_PID=$$ LISTEN_FDS=$XC_FDS
-exec "$0" "$@""#;
-
-/// Runs xcauth with the given listening sockets as systemd descriptors
-/// 3.. (at most three) named `names` (`LISTEN_FDNAMES`).
-fn activate(url: &str, fds: Vec<OwnedFd>, names: &str, extra: &[&str]) -> Served {
-    assert!(!fds.is_empty() && fds.len() <= 3);
-    let count = fds.len();
-    let log_dir = tempfile::tempdir().expect("log dir");
-    let base = Served::command(url, log_dir.path());
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c")
-        .arg(ACTIVATE)
-        .arg(base.get_program())
-        .args(base.get_args())
-        .args(extra)
-        .env("XCAUTH_SECRET", SECRET)
-        .env("XC_FDS", count.to_string())
-        .env("LISTEN_FDNAMES", names);
-    let mut fds = fds.into_iter();
-    let mut next = || fds.next().map_or_else(Stdio::null, Stdio::from);
-    cmd.stdin(next()).stdout(next()).stderr(next());
-    Served::spawn(cmd, log_dir)
-}
-
 #[test]
 fn systemd_descriptor_names_select_protocols() {
     let nc = StandIn::start();
@@ -382,7 +357,7 @@ fn systemd_descriptor_names_select_protocols() {
         pf.local_addr().expect("addr").to_string(),
     );
     // -t generic only for descriptors without a known name: none here.
-    let mut x = activate(
+    let mut x = Served::activate(
         &nc.url,
         vec![ej.into(), pf.into(), sa.into()],
         "ejabberd:postfix:saslauthd",
@@ -407,7 +382,7 @@ fn systemd_descriptor_without_a_known_name_speaks_type() {
     );
     // The original's xcauth.socket was named "deprecated"; the second
     // descriptor has no name at all.
-    let _x = activate(
+    let _x = Served::activate(
         &nc.url,
         vec![a.into(), b.into()],
         "deprecated",
@@ -417,32 +392,91 @@ fn systemd_descriptor_without_a_known_name_speaks_type() {
     check_generic(&mut Conn::tcp(&b_at));
 }
 
-#[test]
-fn systemd_variables_for_another_process_are_ignored() {
-    let nc = StandIn::start();
+/// Runs `xcauth -t generic` on a pipe with a listening socket on descriptor
+/// 3 and `vars` set, the way a stray or foreign systemd environment looks,
+/// and checks that it answers one login on standard input and ends with its
+/// input. An xcauth that took descriptor 3 for its own would serve that
+/// socket and never end.
+fn assert_serves_stdin_beside_a_foreign_socket(url: &str, vars: &[(&str, &str)]) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let log_dir = tempfile::tempdir().expect("log dir");
-    // LISTEN_PID names another process: descriptors 3.. are not ours, and
-    // standard input (a pipe) is served instead.
-    let mut child = Served::command(&nc.url, log_dir.path())
+    let base = Served::command(url, log_dir.path());
+    // The shell moves its standard error (the listener) to descriptor 3.
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(r#"exec 3>&2 2>/dev/null; exec "$0" "$@""#)
+        .arg(base.get_program())
+        .args(base.get_args())
         .args(["-t", "generic"])
-        .env("LISTEN_PID", "1")
-        .env("LISTEN_FDS", "1")
-        .env("LISTEN_FDNAMES", "ejabberd")
+        .env("XCAUTH_SECRET", SECRET)
+        .env_remove("LISTEN_PID")
+        .env_remove("LISTEN_FDS")
+        .env_remove("LISTEN_FDNAMES")
+        .envs(vars.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start xcauth");
+        .stderr(Stdio::from(OwnedFd::from(listener)));
+    let mut child = Guard(cmd.spawn().expect("start xcauth"));
     {
         use std::io::Write;
-        let mut stdin = child.stdin.take().expect("stdin");
+        let mut stdin = child.0.stdin.take().expect("stdin");
         stdin
             .write_all(b"auth:alice:example.org:alice-pw\n")
             .expect("write");
     }
-    let out = child.wait_with_output().expect("wait");
-    assert!(out.status.success(), "{out:?}");
-    assert_eq!(out.stdout, b"1\n");
+    let status = poll(T, || child.0.try_wait().ok().flatten())
+        .expect("xcauth ends at the end of its input, leaving descriptor 3 alone");
+    let mut out = Vec::new();
+    let mut stdout = child.0.stdout.take().expect("stdout");
+    std::io::Read::read_to_end(&mut stdout, &mut out).expect("read answers");
+    assert_eq!(out, b"1\n", "answer on standard output with {vars:?}");
+    assert!(status.success(), "{status:?} with {vars:?}");
+}
+
+#[test]
+fn stray_listen_fds_without_listen_pid_are_ignored() {
+    // As inherited from a socket-activated parent: sd_listen_fds(3) ignores
+    // LISTEN_FDS unless LISTEN_PID names this process.
+    let nc = StandIn::start();
+    assert_serves_stdin_beside_a_foreign_socket(&nc.url, &[("LISTEN_FDS", "1")]);
+    let empty_pid = [
+        ("LISTEN_PID", ""),
+        ("LISTEN_FDS", "1"),
+        ("LISTEN_FDNAMES", "generic"),
+    ];
+    assert_serves_stdin_beside_a_foreign_socket(&nc.url, &empty_pid);
+}
+
+#[test]
+fn systemd_variables_for_another_process_are_ignored() {
+    // LISTEN_PID names another process: descriptor 3 is not ours, and
+    // standard input (a pipe) is served instead.
+    let nc = StandIn::start();
+    let other_pid = [
+        ("LISTEN_PID", "1"),
+        ("LISTEN_FDS", "1"),
+        ("LISTEN_FDNAMES", "ejabberd"),
+    ];
+    assert_serves_stdin_beside_a_foreign_socket(&nc.url, &other_pid);
+}
+
+#[test]
+fn systemd_variables_for_this_process_are_honoured() {
+    // The same descriptor with LISTEN_PID set to xcauth's own process id
+    // (the shell execs xcauth, which keeps its $$): xcauth listens on it.
+    let nc = StandIn::start();
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let at = listener.local_addr().expect("addr").to_string();
+    let mut x = Served::activate(
+        &nc.url,
+        vec![listener.into()],
+        "generic",
+        &["-t", "ejabberd"],
+    );
+    check_generic(&mut Conn::tcp(&at));
+    assert!(x.log_has("systemd socket generic"), "{}", x.logs());
+    x.signal("TERM");
+    assert!(x.wait_exit(T).expect("exits on SIGTERM").success());
 }
 
 #[test]
@@ -451,54 +485,57 @@ fn systemd_socket_activate_tool() {
         eprintln!("SKIP: systemd-socket-activate not installed (Debian package systemd)");
         return;
     };
+    // Unix sockets in a fresh folder: the tool binds them, nobody else can
+    // take them meanwhile. (The tool would bind a TCP port 0 as well, but
+    // not tell which port it got.)
     let nc = StandIn::start();
     let dir = tempfile::tempdir().expect("dir");
-    let mux = dir.path().join("mux");
-    for _ in 0..PORT_TRIES {
-        let (p, q) = (free_port(), free_port());
-        let log_dir = tempfile::tempdir().expect("log dir");
-        let tool_err = log_dir.path().join("socket-activate.err");
-        let base = Served::command(&nc.url, log_dir.path());
-        let mut cmd = Command::new(&tool);
-        cmd.args(["-l", &addr(p), "-l", &addr(q), "-l"])
-            .arg(&mux)
-            .args(["--fdname=ejabberd:postfix", "--fdname=saslauthd"])
-            .args(["-E", "XCAUTH_SECRET", "--"])
-            .arg(base.get_program())
-            .args(base.get_args())
-            .env("XCAUTH_SECRET", SECRET)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(File::create(&tool_err).expect("stderr file"));
-        let mut x = Served::spawn(cmd, log_dir);
-        // The tool binds every socket and says so on standard error, then
-        // execs xcauth at the first connection; a port taken meanwhile
-        // makes it exit instead.
-        let ready = poll(T, || {
-            let said = std::fs::read_to_string(&tool_err).unwrap_or_default();
-            if said.matches("Listening on").count() == 3 {
-                Some(true)
-            } else {
-                x.exited().map(|_| false)
-            }
-        });
-        match ready {
-            Some(true) => {}
-            Some(false) => {
-                let _ = std::fs::remove_file(&mux);
-                continue;
-            }
-            None => panic!("systemd-socket-activate never listened"),
+    let (ej, pf, mux) = (
+        dir.path().join("ej"),
+        dir.path().join("pf"),
+        dir.path().join("mux"),
+    );
+    let log_dir = tempfile::tempdir().expect("log dir");
+    let tool_err = log_dir.path().join("socket-activate.err");
+    let base = Served::command(&nc.url, log_dir.path());
+    let mut cmd = Command::new(&tool);
+    cmd.arg("-l")
+        .arg(&ej)
+        .arg("-l")
+        .arg(&pf)
+        .arg("-l")
+        .arg(&mux)
+        .args(["--fdname=ejabberd:postfix", "--fdname=saslauthd"])
+        .args(["-E", "XCAUTH_SECRET", "--"])
+        .arg(base.get_program())
+        .args(base.get_args())
+        .env("XCAUTH_SECRET", SECRET)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(File::create(&tool_err).expect("stderr file"));
+    let mut x = Served::spawn(cmd, log_dir);
+    // The tool binds every socket and says so on standard error, then
+    // execs xcauth at the first connection.
+    let ready = poll(T, || {
+        let said = std::fs::read_to_string(&tool_err).unwrap_or_default();
+        if said.matches("Listening on").count() == 3 {
+            Some(true)
+        } else {
+            x.exited().map(|_| false)
         }
-        check_ejabberd(&mut Conn::tcp(&addr(p)));
-        check_postfix(&mut Conn::tcp(&addr(q)));
-        check_saslauthd(&mut Conn::unix(&mux));
-        x.signal("TERM");
-        let status = x.wait_exit(T).expect("exits on SIGTERM");
-        assert!(status.success(), "{status:?}\n{}", x.logs());
-        return;
-    }
-    panic!("no free ports after {PORT_TRIES} tries");
+    });
+    assert_eq!(
+        ready,
+        Some(true),
+        "systemd-socket-activate did not listen: {}",
+        std::fs::read_to_string(&tool_err).unwrap_or_default()
+    );
+    check_ejabberd(&mut Conn::unix(&ej));
+    check_postfix(&mut Conn::unix(&pf));
+    check_saslauthd(&mut Conn::unix(&mux));
+    x.signal("TERM");
+    let status = x.wait_exit(T).expect("exits on SIGTERM");
+    assert!(status.success(), "{status:?}\n{}", x.logs());
 }
 
 /// The program `name` on `PATH`, if any.
@@ -511,14 +548,10 @@ fn which(name: &str) -> Option<std::path::PathBuf> {
 
 // --- concurrency, limits, timeouts ------------------------------------------------
 
+/// xcauth serving `generic` on a loopback TCP socket this test bound (on
+/// port 0) and passed as a systemd socket.
 fn listen_generic(url: &str, extra: &[&str]) -> (Served, String) {
-    let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-    let (x, ports) = start_listening(url, 1, |p| {
-        let mut args = vec!["--listen".to_string(), format!("generic={}", addr(p[0]))];
-        args.extend(extra.iter().cloned());
-        args
-    });
-    (x, addr(ports[0]))
+    Served::activate_generic(url, extra)
 }
 
 #[test]
@@ -610,15 +643,13 @@ fn idle_connections_are_closed_busy_ones_stay() {
 #[test]
 fn garbage_on_one_connection_does_not_affect_another() {
     let nc = StandIn::start();
-    let (_x, ports) = start_listening(&nc.url, 2, |p| {
-        vec![
-            "--listen".into(),
-            format!("generic={}", addr(p[0])),
-            "--listen".into(),
-            format!("saslauthd={}", addr(p[1])),
-        ]
-    });
-    let (gen, sasl) = (addr(ports[0]), addr(ports[1]));
+    let g = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let s = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let (gen, sasl) = (
+        g.local_addr().expect("addr").to_string(),
+        s.local_addr().expect("addr").to_string(),
+    );
+    let _x = Served::activate(&nc.url, vec![g.into(), s.into()], "generic:saslauthd", &[]);
     let mut good = Conn::tcp(&gen);
     let mut junk = Conn::tcp(&gen);
     // 1 MB without a line end, then binary noise and a line end.
@@ -702,12 +733,10 @@ fn unix_socket_peer_is_logged_with_uid_and_pid() {
     let nc = StandIn::start();
     let dir = tempfile::tempdir().expect("dir");
     let path = dir.path().join("s");
-    let (x, _) = start_listening(&nc.url, 0, |_| {
-        vec![
-            "--listen".into(),
-            format!("generic=unix:{}", path.display()),
-        ]
-    });
+    let (x, _) = start_listening(
+        &nc.url,
+        &args(&["--listen", &format!("generic=unix:{}", path.display())]),
+    );
     check_generic(&mut Conn::unix(&path));
     let uid = std::fs::metadata(dir.path()).expect("meta").uid();
     let want = format!("uid {uid} pid {}", std::process::id());
@@ -721,7 +750,7 @@ fn systemd_connected_descriptor_is_refused() {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let _client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
     let (server_side, _) = listener.accept().expect("accept");
-    let mut x = activate(&nc.url, vec![server_side.into()], "ejabberd", &[]);
+    let mut x = Served::activate(&nc.url, vec![server_side.into()], "ejabberd", &[]);
     let status = x.wait_exit(T).expect("gives up at start");
     assert_eq!(status.code(), Some(2), "{}", x.logs());
     assert!(x.logs().contains("Accept=no"), "{}", x.logs());

@@ -162,7 +162,7 @@ EXEC_ARGS=("${EXEC[@]:1}")
 # --- tools and binaries ----------------------------------------------------------
 
 TARGET=${CARGO_TARGET_DIR:-$REPO/target}
-if ! (cd "$REPO" && cargo build --quiet --bin xcauth --bin xcauth-standin); then
+if ! (cd "$REPO" && cargo build --quiet -p xcauth --bin xcauth -p xcauth-tools --bin xcauth-standin); then
     fail "units-build" "cargo build failed"
     summary
     exit 1

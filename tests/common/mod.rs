@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, OnceLock};
 use std::time::Duration;
 
 /// The API secret every test uses unless it says otherwise.
@@ -39,7 +39,7 @@ impl StandIn {
     /// Starts the stand-in with extra arguments.
     pub fn start_with(extra: &[&str]) -> StandIn {
         let users = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/users.txt");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_xcauth-standin"))
+        let mut child = Command::new(tool_bin("xcauth-standin"))
             .arg("--users")
             .arg(&users)
             .arg("--secret")
@@ -123,6 +123,96 @@ pub fn xcauth_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_xcauth"))
 }
 
+/// Path of a binary of the `xcauth-tools` package (`xcauth-standin`,
+/// `xcauth-load`) in the target directory this test runs from.
+///
+/// They are not targets of this package, so cargo builds them for this
+/// package's tests only under `cargo test --workspace`. When one is missing
+/// or older than a source it is built from, `cargo build -p xcauth-tools`
+/// runs, once per test process. The layout is cargo's usual
+/// `TARGET/PROFILE/deps/TEST`; a build for another `--target` triple is not
+/// looked for.
+pub fn tool_bin(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+    let dir = profile_dir();
+    let bin = dir.join(name);
+    if is_stale(&bin) {
+        if let Err(e) = BUILT.get_or_init(|| build_tools(&dir)) {
+            panic!("{e}");
+        }
+    }
+    bin
+}
+
+/// `TARGET/PROFILE`: the test executable sits in its `deps` folder.
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("path of the test executable");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("the test executable is in TARGET/PROFILE/deps")
+        .to_path_buf()
+}
+
+/// Whether `bin` is missing or older than a manifest or Rust source of the
+/// tools or of the xcauth library they use.
+fn is_stale(bin: &Path) -> bool {
+    let Ok(built) = std::fs::metadata(bin).and_then(|m| m.modified()) else {
+        return true;
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut newest = std::time::SystemTime::UNIX_EPOCH;
+    for file in ["Cargo.toml", "Cargo.lock", "tools/Cargo.toml"] {
+        newest_in(&root.join(file), &mut newest);
+    }
+    newest_in(&root.join("src"), &mut newest);
+    newest_in(&root.join("tools/src"), &mut newest);
+    newest > built
+}
+
+/// Raises `newest` to the modification time of `path`, or of the newest
+/// `.rs` file below it when it is a folder.
+fn newest_in(path: &Path, newest: &mut std::time::SystemTime) {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return;
+    };
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(path).into_iter().flatten().flatten() {
+            let child = entry.path();
+            if child.is_dir() || child.extension().is_some_and(|e| e == "rs") {
+                newest_in(&child, newest);
+            }
+        }
+    } else if let Ok(modified) = meta.modified() {
+        *newest = (*newest).max(modified);
+    }
+}
+
+/// Builds the tools' binaries into `dir` (`TARGET/PROFILE`) with the
+/// profile of the running tests.
+fn build_tools(dir: &Path) -> Result<(), String> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "-p", "xcauth-tools", "--bins", "--manifest-path"])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"));
+    if let Some(target) = dir.parent() {
+        cmd.arg("--target-dir").arg(target);
+    }
+    match dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => {}
+        Some("release") => {
+            cmd.arg("--release");
+        }
+        Some(profile) => {
+            cmd.args(["--profile", profile]);
+        }
+    }
+    match cmd.status() {
+        Ok(status) if status.success() => Ok(()),
+        Ok(status) => Err(format!("cargo build -p xcauth-tools failed: {status}")),
+        Err(e) => Err(format!("cannot run cargo to build xcauth-tools: {e}")),
+    }
+}
+
 impl Xcauth {
     /// Starts xcauth in `proto` mode against `url` with [`SECRET`], logging
     /// at debug level into a fresh directory.
@@ -187,14 +277,17 @@ impl Xcauth {
 
     /// Contents of xcauth.log and xcauth.err so far.
     pub fn logs(&self) -> String {
-        let mut all = String::new();
-        for name in ["xcauth.log", "xcauth.err"] {
-            all.push_str(
-                &std::fs::read_to_string(self.log_dir.path().join(name)).unwrap_or_default(),
-            );
-        }
-        all
+        logs_in(self.log_dir.path())
     }
+}
+
+/// Contents of `xcauth.log` and `xcauth.err` in the log folder `dir` so
+/// far; a file not written yet counts as empty.
+pub fn logs_in(dir: &Path) -> String {
+    ["xcauth.log", "xcauth.err"]
+        .iter()
+        .map(|name| std::fs::read_to_string(dir.join(name)).unwrap_or_default())
+        .collect()
 }
 
 /// Runs a blocking read on this thread but gives up (panics) after
@@ -245,13 +338,42 @@ pub const NO: [u8; 4] = [0, 2, 0, 0];
 
 // --- socket service (tests/e2e_sockets.rs) --------------------------------
 
-/// A free TCP port on 127.0.0.1: the kernel's pick, free when asked. Another
-/// process may take it before the caller binds it, so callers retry.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port()
+/// A loopback TCP port that refuses connections for as long as this value
+/// lives: a socket is bound to it but never listens. Unlike a port picked
+/// and freed again, no other process can start listening there meanwhile.
+pub struct RefusingPort {
+    pub port: u16,
+    _socket: std::os::fd::OwnedFd,
+}
+
+impl RefusingPort {
+    pub fn new() -> RefusingPort {
+        use nix::sys::socket::{bind, getsockname, socket, AddressFamily, SockFlag, SockType};
+        use nix::sys::socket::{SockaddrIn, SockaddrLike};
+        use std::os::fd::AsRawFd;
+        let socket = socket(
+            AddressFamily::Inet,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .expect("TCP socket");
+        bind(socket.as_raw_fd(), &SockaddrIn::new(127, 0, 0, 1, 0)).expect("bind 127.0.0.1:0");
+        let bound: SockaddrIn = getsockname(socket.as_raw_fd()).expect("bound address");
+        assert_eq!(bound.family(), Some(AddressFamily::Inet));
+        RefusingPort {
+            port: bound.port(),
+            _socket: socket,
+        }
+    }
+
+    /// The JSXC API URL on this port.
+    pub fn url(&self) -> String {
+        format!(
+            "http://127.0.0.1:{}/index.php/apps/ojsxc/ajax/externalApi.php",
+            self.port
+        )
+    }
 }
 
 /// Polls `check` every 20 ms until it returns `Some`, or `None` once
@@ -397,6 +519,13 @@ impl Write for Conn {
     }
 }
 
+/// Moves standard input, output and error to descriptors 3, 4, 5 and execs
+/// the program with the systemd variables for them; the standard streams
+/// become /dev/null.
+const ACTIVATE: &str = r#"exec 3<&0 4>&1 5>&2 0</dev/null 1>/dev/null 2>/dev/null
+export LISTEN_PID=$$ LISTEN_FDS=$XC_FDS
+exec "$0" "$@""#;
+
 /// A running xcauth serving sockets, logging at debug level into its own
 /// directory; killed when dropped.
 pub struct Served {
@@ -453,13 +582,49 @@ impl Served {
 
     /// Contents of xcauth.log and xcauth.err so far.
     pub fn logs(&self) -> String {
-        let mut all = String::new();
-        for name in ["xcauth.log", "xcauth.err"] {
-            all.push_str(
-                &std::fs::read_to_string(self.log_dir.path().join(name)).unwrap_or_default(),
-            );
-        }
-        all
+        logs_in(self.log_dir.path())
+    }
+
+    /// Runs xcauth (made by [`Served::command`] for `url`, plus `extra`)
+    /// socket-activated the way systemd does it: `fds` (one to three
+    /// listening sockets the caller has bound) become descriptors 3.. named
+    /// `names` (`LISTEN_FDNAMES`), with `LISTEN_PID` set to xcauth's own
+    /// process id; its standard streams are /dev/null. A shell moves the
+    /// descriptors into place and then execs xcauth, which keeps the
+    /// shell's process id (`$$`).
+    pub fn activate(
+        url: &str,
+        fds: Vec<std::os::fd::OwnedFd>,
+        names: &str,
+        extra: &[&str],
+    ) -> Served {
+        assert!(!fds.is_empty() && fds.len() <= 3);
+        let count = fds.len();
+        let log_dir = tempfile::tempdir().expect("log dir");
+        let base = Served::command(url, log_dir.path());
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(ACTIVATE)
+            .arg(base.get_program())
+            .args(base.get_args())
+            .args(extra)
+            .env("XCAUTH_SECRET", SECRET)
+            .env("XC_FDS", count.to_string())
+            .env("LISTEN_FDNAMES", names);
+        let mut fds = fds.into_iter();
+        let mut next = || fds.next().map_or_else(Stdio::null, Stdio::from);
+        cmd.stdin(next()).stdout(next()).stderr(next());
+        Served::spawn(cmd, log_dir)
+    }
+
+    /// Like [`Served::activate`] (with `-t generic`) on one loopback TCP
+    /// listener bound here on port 0; returns its address too.
+    pub fn activate_generic(url: &str, extra: &[&str]) -> (Served, String) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("bound address").to_string();
+        let args = [&["-t", "generic"], extra].concat();
+        let served = Served::activate(url, vec![listener.into()], "generic", &args);
+        (served, addr)
     }
 
     /// Waits until the logs contain `text`, up to 10 s.

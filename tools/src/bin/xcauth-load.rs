@@ -1290,8 +1290,57 @@ fn socket_target(ctx: &Ctx) -> Result<(String, Option<Listening>)> {
 /// Result of one concurrent run.
 struct LoadResult {
     elapsed: Duration,
+    tally: Tally,
+}
+
+/// When the workers of a concurrent run stop: once `duration` is over, or
+/// (without a duration) once `total` requests were handed out among them.
+struct Budget {
+    deadline: Option<Instant>,
+    tickets: Arc<AtomicUsize>,
+    total: usize,
+}
+
+impl Budget {
+    /// A budget whose duration, if any, starts now; `tickets` is shared by
+    /// every worker of the run.
+    fn start(duration: Option<Duration>, tickets: &Arc<AtomicUsize>, total: usize) -> Budget {
+        Budget {
+            deadline: duration.map(|d| Instant::now() + d),
+            tickets: Arc::clone(tickets),
+            total,
+        }
+    }
+
+    /// Whether the worker sends one more request.
+    fn take(&self) -> bool {
+        match self.deadline {
+            Some(d) => Instant::now() < d,
+            None => self.tickets.fetch_add(1, Ordering::Relaxed) < self.total,
+        }
+    }
+}
+
+/// Latencies and failed logins of one worker, or of a whole run.
+#[derive(Default)]
+struct Tally {
     latencies: Vec<Duration>,
     failed: usize,
+}
+
+impl Tally {
+    /// One request that started at `started` and succeeded or not.
+    fn record(&mut self, started: Instant, ok: bool) {
+        self.latencies.push(started.elapsed());
+        if !ok {
+            self.failed += 1;
+        }
+    }
+
+    fn add(&mut self, other: Tally) {
+        self.latencies.extend(other.latencies);
+        self.failed += other.failed;
+    }
 }
 
 /// Connections ping-pong until `duration` is over or `total` requests are
@@ -1314,46 +1363,32 @@ fn socket_load(ctx: &Ctx, addr: &str, duration: Option<Duration>) -> Result<Load
             Arc::clone(&tickets),
             Arc::clone(&ctx.requests),
         );
-        threads.push(std::thread::spawn(
-            move || -> Result<(Vec<Duration>, usize)> {
-                let warm: Result<()> = (0..3).try_for_each(|w| {
-                    conn.round_trip(&requests[(c + w) % requests.len()])
-                        .map(drop)
-                });
-                barrier.wait();
-                warm?;
-                let deadline = duration.map(|d| Instant::now() + d);
-                let mut lat = Vec::new();
-                let mut failed = 0;
-                let mut i = c;
-                loop {
-                    match deadline {
-                        Some(d) if Instant::now() >= d => break,
-                        None if tickets.fetch_add(1, Ordering::Relaxed) >= total => break,
-                        _ => {}
-                    }
-                    let t = Instant::now();
-                    if !conn.round_trip(&requests[i % requests.len()])? {
-                        failed += 1;
-                    }
-                    lat.push(t.elapsed());
-                    i += n;
-                }
-                Ok((lat, failed))
-            },
-        ));
+        threads.push(std::thread::spawn(move || -> Result<Tally> {
+            let warm: Result<()> = (0..3).try_for_each(|w| {
+                conn.round_trip(&requests[(c + w) % requests.len()])
+                    .map(drop)
+            });
+            barrier.wait();
+            warm?;
+            let budget = Budget::start(duration, &tickets, total);
+            let mut tally = Tally::default();
+            let mut i = c;
+            while budget.take() {
+                let t = Instant::now();
+                let ok = conn.round_trip(&requests[i % requests.len()])?;
+                tally.record(t, ok);
+                i += n;
+            }
+            Ok(tally)
+        }));
     }
     barrier.wait();
     let t0 = Instant::now();
-    let mut latencies = Vec::new();
-    let mut failed = 0;
+    let mut tally = Tally::default();
     let mut errors = Vec::new();
     for t in threads {
         match t.join() {
-            Ok(Ok((lat, f))) => {
-                latencies.extend(lat);
-                failed += f;
-            }
+            Ok(Ok(one)) => tally.add(one),
             Ok(Err(e)) => errors.push(e),
             Err(_) => errors.push(anyhow!("a connection thread panicked")),
         }
@@ -1362,11 +1397,7 @@ fn socket_load(ctx: &Ctx, addr: &str, duration: Option<Duration>) -> Result<Load
     if let Some(e) = errors.into_iter().next() {
         return Err(e);
     }
-    Ok(LoadResult {
-        elapsed,
-        latencies,
-        failed,
-    })
+    Ok(LoadResult { elapsed, tally })
 }
 
 /// Same-run baseline for socket mode: the stand-in asked directly by as
@@ -1379,7 +1410,7 @@ fn direct_load(ctx: &Ctx, duration: Option<Duration>) -> Result<LoadResult> {
     let tickets = Arc::new(AtomicUsize::new(0));
     let total = args.requests;
     let client = http.client.clone();
-    let (elapsed, results) = http.runtime.block_on(async move {
+    let (elapsed, tally) = http.runtime.block_on(async move {
         // Warm the pool: three requests per client, concurrently.
         let mut warm = tokio::task::JoinSet::new();
         for _ in 0..n {
@@ -1395,56 +1426,38 @@ fn direct_load(ctx: &Ctx, duration: Option<Duration>) -> Result<LoadResult> {
             joined.map_err(|e| anyhow!("client task failed: {e}"))??;
         }
         let t0 = Instant::now();
-        let deadline = duration.map(|d| t0 + d);
         let mut set = tokio::task::JoinSet::new();
         for _ in 0..n {
-            let (client, call, tickets) = (client.clone(), call.clone(), Arc::clone(&tickets));
+            let (client, call) = (client.clone(), call.clone());
+            let budget = Budget::start(duration, &tickets, total);
             set.spawn(async move {
-                let mut lat = Vec::new();
-                let mut failed = 0usize;
-                loop {
-                    match deadline {
-                        Some(d) if Instant::now() >= d => break,
-                        None if tickets.fetch_add(1, Ordering::Relaxed) >= total => break,
-                        _ => {}
-                    }
+                let mut tally = Tally::default();
+                while budget.take() {
                     let t = Instant::now();
-                    if !call.send(&client).await? {
-                        failed += 1;
-                    }
-                    lat.push(t.elapsed());
+                    let ok = call.send(&client).await?;
+                    tally.record(t, ok);
                 }
-                Ok::<_, anyhow::Error>((lat, failed))
+                Ok::<_, anyhow::Error>(tally)
             });
         }
-        let mut out = Vec::new();
+        let mut tally = Tally::default();
         while let Some(joined) = set.join_next().await {
-            out.push(joined.map_err(|e| anyhow!("client task failed: {e}"))??);
+            tally.add(joined.map_err(|e| anyhow!("client task failed: {e}"))??);
         }
-        Ok::<_, anyhow::Error>((t0.elapsed(), out))
+        Ok::<_, anyhow::Error>((t0.elapsed(), tally))
     })?;
-    let mut latencies = Vec::new();
-    let mut failed = 0;
-    for (lat, f) in results {
-        latencies.extend(lat);
-        failed += f;
-    }
-    Ok(LoadResult {
-        elapsed,
-        latencies,
-        failed,
-    })
+    Ok(LoadResult { elapsed, tally })
 }
 
 fn print_load(label: &str, result: LoadResult) -> f64 {
-    let n = result.latencies.len();
+    let n = result.tally.latencies.len();
     let rate = n as f64 / result.elapsed.as_secs_f64();
     println!(
         "{label}: {n} logins in {:.3}s = {rate:.0} logins/s",
         result.elapsed.as_secs_f64()
     );
-    warn_failures(label, result.failed);
-    Summary::of(result.latencies).print(&format!("{label} latency"));
+    warn_failures(label, result.tally.failed);
+    Summary::of(result.tally.latencies).print(&format!("{label} latency"));
     rate
 }
 

@@ -11,7 +11,7 @@ use sha1::Sha1;
 use sha2::Sha256;
 
 const SECRET: &str = "standin-test-secret";
-const USERS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/users.txt");
+const USERS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/users.txt");
 const API: &str = "/index.php/apps/ojsxc/ajax/externalApi.php";
 
 /// A running stand-in; killed when dropped, also when a test panics.

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use sha1::Sha1;
 
 const SECRET: &str = "standin-ocs-test-secret";
-const USERS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/users.txt");
+const USERS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/users.txt");
 const JSXC_API: &str = "/index.php/apps/ojsxc/ajax/externalApi.php";
 const UNAUTHORISED: &str = "<ocs><meta><status>failure</status><statuscode>997</statuscode><message>Unauthorised</message></meta><data/></ocs>";
 const COOKIES: [&str; 5] = [
