@@ -123,7 +123,9 @@ pub fn is_group_id(id: &str) -> bool {
         return false;
     };
     hash.len() == HASH_DIGITS
-        && hash.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        && hash
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         && !slug.is_empty()
         && slug.len() <= SLUG_MAX
         && !slug.starts_with('_')
@@ -168,10 +170,15 @@ mod tests {
     #[test]
     fn the_nodeprep_model_rejects_and_maps_what_it_should() {
         assert_eq!(nodeprep_ascii("Board").as_deref(), Some("board"));
-        for bad in ["a b", "a&b", "it's", "\"q\"", "a/b", "a:b", "<a>", "a@b", "a\tb", "", "Zoë"] {
+        for bad in [
+            "a b", "a&b", "it's", "\"q\"", "a/b", "a:b", "<a>", "a@b", "a\tb", "", "Zoë",
+        ] {
             assert_eq!(nodeprep_ascii(bad), None, "{bad:?}");
         }
-        assert_eq!(nodeprep_ascii("ops_co-0a.9").as_deref(), Some("ops_co-0a.9"));
+        assert_eq!(
+            nodeprep_ascii("ops_co-0a.9").as_deref(),
+            Some("ops_co-0a.9")
+        );
     }
 
     /// Pinned: these ids are stored and live in ejabberd, so they must
@@ -191,14 +198,18 @@ mod tests {
             ("团队", "group-acdf17f4e9c43ea0"),
             ("🎉 Party 🎉", "party-770f8ea4bde8940b"),
             ("_hidden", "hidden-7a1f9c0915c0cffa"),
-            ("ops-0123456789abcdef", "ops_0123456789abcdef-fcf13faded0e9df6"),
+            (
+                "ops-0123456789abcdef",
+                "ops_0123456789abcdef-fcf13faded0e9df6",
+            ),
             (
                 "A very long group name that goes on and on",
                 "a_very_long_group_name_t-752b4648828181fd",
             ),
         ];
         let got: Vec<(&str, String)> = vectors.iter().map(|(n, _)| (*n, group_id(n))).collect();
-        let want: Vec<(&str, String)> = vectors.iter().map(|(n, i)| (*n, (*i).to_owned())).collect();
+        let want: Vec<(&str, String)> =
+            vectors.iter().map(|(n, i)| (*n, (*i).to_owned())).collect();
         assert_eq!(got, want);
     }
 
@@ -250,7 +261,16 @@ mod tests {
     fn plain_and_other_ids_never_meet() {
         assert!(is_plain("staff"));
         assert!(is_plain(&"x".repeat(PLAIN_MAX)));
-        for not_plain in ["", "Staff", "a-b", "_a", ".a", "a b", "zoë", &"x".repeat(PLAIN_MAX + 1)] {
+        for not_plain in [
+            "",
+            "Staff",
+            "a-b",
+            "_a",
+            ".a",
+            "a b",
+            "zoë",
+            &"x".repeat(PLAIN_MAX + 1),
+        ] {
             assert!(!is_plain(not_plain), "{not_plain:?}");
             assert!(group_id(not_plain).contains('-'));
         }
@@ -262,7 +282,14 @@ mod tests {
 
     #[test]
     fn old_scheme_names_are_told_from_ours() {
-        for old in ["Board", "Ops & Co.", "a b", "团队", "ops_co-2E674C4FE232B0A7", "x-123"] {
+        for old in [
+            "Board",
+            "Ops & Co.",
+            "a b",
+            "团队",
+            "ops_co-2E674C4FE232B0A7",
+            "x-123",
+        ] {
             assert!(!is_group_id(old), "{old:?}");
         }
         for ours in ["staff", "ops_co-2e674c4fe232b0a7", "group-acdf17f4e9c43ea0"] {

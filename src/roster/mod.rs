@@ -824,7 +824,12 @@ mod tests {
 
         // Leaving a group deletes the user under the id.
         let report = sync
-            .sync("alice", "d.org", &self::roster(json!({"alice": {"groups": ["staff"]}})), 2)
+            .sync(
+                "alice",
+                "d.org",
+                &self::roster(json!({"alice": {"groups": ["staff"]}})),
+                2,
+            )
             .await
             .unwrap();
         assert_eq!(
@@ -866,10 +871,17 @@ mod tests {
                 argv(&["srg_user_add", "alice", "d.org", BOARD, "d.org"]),
             ]
         );
-        assert_eq!(report.pending(), [format!("reading the members of {BOARD}@d.org")]);
+        assert_eq!(
+            report.pending(),
+            [format!("reading the members of {BOARD}@d.org")]
+        );
         assert_eq!(store.roster_group(&format!("{BOARD}@d.org")).unwrap(), None);
         assert_eq!(
-            store.roster_info("alice@d.org").unwrap().unwrap().responsehash,
+            store
+                .roster_info("alice@d.org")
+                .unwrap()
+                .unwrap()
+                .responsehash,
             None
         );
 
@@ -992,7 +1004,10 @@ mod tests {
         );
         assert_eq!(report.users, strings(&["alice@d.org", "bob@d.org"]));
         assert_eq!(report.pending.len(), 1);
-        assert_eq!(report.pending[0].step(), "deleting old group Ops & Co.@d.org");
+        assert_eq!(
+            report.pending[0].step(),
+            "deleting old group Ops & Co.@d.org"
+        );
         assert_eq!(
             store.roster_group_names().unwrap(),
             strings(&["Ops & Co.@d.org", "staff@d.org"])
@@ -1011,9 +1026,15 @@ mod tests {
         ctl.set_fail(&[]);
         ctl.take();
         let report = migrate_legacy_groups(&ctl, &store).await.unwrap();
-        assert_eq!(report.calls, vec![argv(&["srg_delete", "Ops & Co.", "d.org"])]);
+        assert_eq!(
+            report.calls,
+            vec![argv(&["srg_delete", "Ops & Co.", "d.org"])]
+        );
         assert!(report.pending.is_empty());
-        assert_eq!(store.roster_group_names().unwrap(), strings(&["staff@d.org"]));
+        assert_eq!(
+            store.roster_group_names().unwrap(),
+            strings(&["staff@d.org"])
+        );
         assert_eq!(
             info("alice@d.org").grouplist.as_deref(),
             Some(format!("{BOARD}\t{OPS}\tstaff").as_str())
@@ -1053,7 +1074,12 @@ mod tests {
         let report = sync.sync("bob", "d.org", &roster, 1001).await.unwrap();
         assert!(report.calls.is_empty(), "{:?}", report.calls);
         assert_eq!(
-            store.roster_info("bob@d.org").unwrap().unwrap().grouplist.as_deref(),
+            store
+                .roster_info("bob@d.org")
+                .unwrap()
+                .unwrap()
+                .grouplist
+                .as_deref(),
             Some(BOARD)
         );
     }
@@ -1074,14 +1100,32 @@ mod tests {
                 argv(&["srg_delete", "Ops & Co.", "d.org"]),
             ]
         );
-        assert!(sync.sync("carol", "d.org", &carol, 1001).await.unwrap().unchanged);
+        assert!(
+            sync.sync("carol", "d.org", &carol, 1001)
+                .await
+                .unwrap()
+                .unchanged
+        );
         assert!(ctl.take().is_empty(), "not again before MIGRATION_RETRY");
         ctl.set_fail(&[]);
         let later = 1000 + MIGRATION_RETRY.as_secs() as i64;
-        assert!(sync.sync("carol", "d.org", &carol, later).await.unwrap().unchanged);
+        assert!(
+            sync.sync("carol", "d.org", &carol, later)
+                .await
+                .unwrap()
+                .unchanged
+        );
         assert_eq!(ctl.take().len(), 2);
-        assert_eq!(store.roster_group_names().unwrap(), strings(&["staff@d.org"]));
-        assert!(sync.sync("carol", "d.org", &carol, later + 1000).await.unwrap().unchanged);
+        assert_eq!(
+            store.roster_group_names().unwrap(),
+            strings(&["staff@d.org"])
+        );
+        assert!(
+            sync.sync("carol", "d.org", &carol, later + 1000)
+                .await
+                .unwrap()
+                .unchanged
+        );
         assert!(ctl.take().is_empty(), "done for this process");
     }
 }

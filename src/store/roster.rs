@@ -191,7 +191,10 @@ impl Store {
                      WHERE grouplist IS NOT NULL AND grouplist <> ''",
                 )?
                 .query_map([], |r| {
-                    Ok((text(r, 0)?.unwrap_or_default(), text(r, 1)?.unwrap_or_default()))
+                    Ok((
+                        text(r, 0)?.unwrap_or_default(),
+                        text(r, 1)?.unwrap_or_default(),
+                    ))
                 })?
                 .collect::<rusqlite::Result<_>>()?;
             for (jid, list) in rows {
@@ -313,7 +316,9 @@ mod tests {
         store
             .set_roster_group("Ops & Co.@d", &strings(&["a@d", "x@other"]))
             .unwrap();
-        store.set_roster_group("staff@d", &strings(&["a@d"])).unwrap();
+        store
+            .set_roster_group("staff@d", &strings(&["a@d"]))
+            .unwrap();
         for (jid, groups) in [
             ("a@d", &["Ops & Co.", "staff"][..]),
             ("b@d", &["Ops & Co."][..]),
@@ -336,7 +341,10 @@ mod tests {
             Some("ops_co-0123456789abcdef\tstaff")
         );
         assert_eq!(info("a@d").responsehash, None);
-        assert_eq!(info("b@d").grouplist.as_deref(), Some("ops_co-0123456789abcdef"));
+        assert_eq!(
+            info("b@d").grouplist.as_deref(),
+            Some("ops_co-0123456789abcdef")
+        );
         assert_eq!(info("x@other").responsehash, None);
         // Other users and other domains' lists are left alone.
         assert_eq!(info("c@d").responsehash.as_deref(), Some("h"));
