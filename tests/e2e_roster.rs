@@ -30,6 +30,9 @@ fn run_xcauth(nc: &StandIn, dir: &Path, args: &[&str], stdin: &[u8]) -> String {
         .arg(dir.join("state.sqlite3"))
         .arg("--log")
         .arg(dir)
+        // The reply's hash is stored only once the sync is complete, so the
+        // process must not stop it half-way on a busy machine.
+        .args(["--shutdown-timeout", "60"])
         .args(args)
         .env("XCAUTH_SECRET", SECRET)
         .env("FAKE_EJABBERDCTL_LOG", &log)

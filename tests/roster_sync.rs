@@ -15,8 +15,7 @@ use tempfile::TempDir;
 use xcauth::backend::jsxc::parse_roster;
 use xcauth::backend::Roster;
 use xcauth::roster::{
-    group_id, migrate_legacy_groups, wait_at_most, CommandCtl, CtlError, Ejabberdctl, RosterSync,
-    SyncReport,
+    group_id, wait_at_most, CommandCtl, CtlError, Ejabberdctl, RosterSync, SyncReport,
 };
 use xcauth::store::Store;
 
@@ -679,8 +678,10 @@ async fn groups_of_the_old_scheme_are_removed_once_and_rebuilt() {
     let ops = "ops_co-2e674c4fe232b0a7";
 
     // ejabberd is down: nothing is forgotten.
-    let down = CommandCtl::new(setup.wrapper("down", &[("FAIL", "srg_delete")]));
-    let report = migrate_legacy_groups(&down, &setup.store).await.unwrap();
+    let down = setup.sync_with(CommandCtl::new(
+        setup.wrapper("down", &[("FAIL", "srg_delete")]),
+    ));
+    let report = down.migrate_legacy_groups().await.unwrap();
     assert_eq!(report.pending.len(), 1);
     assert_eq!(
         setup.take_calls(),
@@ -733,9 +734,7 @@ async fn groups_of_the_old_scheme_are_removed_once_and_rebuilt() {
     assert_eq!(setup.grouplist("bob").as_deref(), Some(ops));
     setup.take_calls();
     // And a fresh process has nothing left to migrate.
-    let report = migrate_legacy_groups(&CommandCtl::new(fake_program()), &setup.store)
-        .await
-        .unwrap();
+    let report = setup.sync(&[]).migrate_legacy_groups().await.unwrap();
     assert!(report.calls.is_empty(), "{:?}", report.calls);
 }
 

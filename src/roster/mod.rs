@@ -37,7 +37,8 @@
 //! clears the stored hash of its members and users, whose next login then
 //! creates the group under its new id. A group whose `srg_delete` fails is
 //! kept and tried again by a later sync (at most every
-//! [`MIGRATION_RETRY`]) or by `xcauth roster refresh` calling the function.
+//! [`MIGRATION_RETRY`]); the function is public (and synchronous) so that
+//! the administration commands can run it too.
 //!
 //! ## Retries
 //! Each failed step stays pending until a later login of the user does it,
@@ -166,18 +167,21 @@ pub struct MigrationReport {
 
 /// Removes the groups the old scheme (clean name as id) created, once, so
 /// that none is left behind: for each stored group whose name is not one
-/// of our ids, `srg_delete CLEAN DOMAIN`; when that worked, the row goes,
+/// of our ids, `srg_delete CLEAN DOMAIN` through `srg_delete` (given the
+/// arguments after the program name); when that worked, the row goes,
 /// each `rosterinfo.grouplist` naming it names the new id instead, and the
 /// hashes of its members and users are cleared (their next login creates
 /// the group under its new id, with its members). When it failed, the row
 /// stays for a later try. Logs what it migrated and what is pending.
-pub async fn migrate_legacy_groups(
-    ctl: &dyn Ejabberdctl,
-    store: &Arc<Store>,
-) -> Result<MigrationReport, RosterError> {
+///
+/// Synchronous, for the administration commands; the server runs it
+/// through [`RosterSync::migrate_legacy_groups`].
+pub fn migrate_legacy_groups(
+    store: &Store,
+    srg_delete: &mut dyn FnMut(&[String]) -> Result<(), CtlError>,
+) -> Result<MigrationReport, StoreError> {
     let mut report = MigrationReport::default();
-    let keys = db(store, |s| s.roster_group_names()).await?;
-    for key in keys {
+    for key in store.roster_group_names()? {
         let Some((old, domain)) = key.rsplit_once('@') else {
             continue;
         };
@@ -187,7 +191,7 @@ pub async fn migrate_legacy_groups(
         let new = group_id(old);
         let args = vec!["srg_delete".to_owned(), old.to_owned(), domain.to_owned()];
         report.calls.push(args.clone());
-        if let Err(error) = ctl.run(&args).await {
+        if let Err(error) = srg_delete(&args) {
             tracing::warn!(
                 "shared roster: old group {key:?} (now {new:?}) not removed yet: \
                  srg_delete failed: {error}; tried again later"
@@ -195,14 +199,9 @@ pub async fn migrate_legacy_groups(
             report.pending.push(CallFailure { args, error });
             continue;
         }
-        let users = db(store, {
-            let (key, new) = (key.clone(), new.clone());
-            move |s| s.retire_roster_group(&key, &new)
-        })
-        .await?
-        .unwrap_or_default();
+        let users = store.retire_roster_group(&key, &new)?.unwrap_or_default();
         tracing::info!(
-            "shared roster: old group {key:?} removed; it is now {new:?}@{domain:?}, \
+            "shared roster: old group {key:?} removed; it is now {new:?}, \
              rebuilt at the next login of {}",
             if users.is_empty() {
                 "any member".to_owned()
@@ -385,6 +384,19 @@ impl RosterSync {
         outcome.map(|()| report)
     }
 
+    /// Runs [`migrate_legacy_groups`] with this sync's ejabberdctl and
+    /// store, off the reactor. It does not wait for a running sync.
+    pub async fn migrate_legacy_groups(&self) -> Result<MigrationReport, RosterError> {
+        let (ctl, store) = (Arc::clone(&self.ctl), Arc::clone(&self.store));
+        let handle = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            migrate_legacy_groups(&store, &mut |args| handle.block_on(ctl.run(args)).map(drop))
+        })
+        .await
+        .map_err(|_| RosterError::Aborted)?
+        .map_err(RosterError::Store)
+    }
+
     /// Runs [`migrate_legacy_groups`] unless it is done in this process or
     /// its last try is less than [`MIGRATION_RETRY`] ago. Its failures never
     /// stop a sync.
@@ -392,7 +404,7 @@ impl RosterSync {
         if migration.done || migration.not_before.is_some_and(|t| now < t) {
             return;
         }
-        let result = migrate_legacy_groups(self.ctl.as_ref(), &self.store).await;
+        let result = self.migrate_legacy_groups().await;
         match result {
             Ok(r) if r.pending.is_empty() => migration.done = true,
             Ok(_) => {}
@@ -989,8 +1001,9 @@ mod tests {
     #[tokio::test]
     async fn old_groups_are_deleted_once_and_their_users_rebuilt() {
         let store = old_scheme_store();
-        let ctl = Recorder::failing(&["srg_delete Ops & Co."]);
-        let report = migrate_legacy_groups(&ctl, &store).await.unwrap();
+        let ctl = Arc::new(Recorder::failing(&["srg_delete Ops & Co."]));
+        let sync = RosterSync::new(ctl.clone(), store.clone());
+        let report = sync.migrate_legacy_groups().await.unwrap();
         assert_eq!(
             report.calls,
             vec![
@@ -1025,7 +1038,14 @@ mod tests {
         // The pending one is tried again; nothing else is touched twice.
         ctl.set_fail(&[]);
         ctl.take();
-        let report = migrate_legacy_groups(&ctl, &store).await.unwrap();
+        // Synchronously, as the administration commands run it.
+        let mut deletes = Vec::new();
+        let report = migrate_legacy_groups(&store, &mut |args| {
+            deletes.push(args.to_vec());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(deletes, report.calls);
         assert_eq!(
             report.calls,
             vec![argv(&["srg_delete", "Ops & Co.", "d.org"])]
@@ -1039,7 +1059,7 @@ mod tests {
             info("alice@d.org").grouplist.as_deref(),
             Some(format!("{BOARD}\t{OPS}\tstaff").as_str())
         );
-        let report = migrate_legacy_groups(&ctl, &store).await.unwrap();
+        let report = sync.migrate_legacy_groups().await.unwrap();
         assert!(report.calls.is_empty(), "nothing left: {:?}", report.calls);
     }
 
