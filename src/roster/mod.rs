@@ -52,7 +52,7 @@
 //!
 //! The rooms: [`ctl`] runs ejabberdctl; [`names`] turns Nextcloud names
 //! into clean names and JIDs; [`id`] turns clean names into ejabberd ids;
-//! [`plan`] turns a roster into members and groups; this file applies a
+//! `plan` turns a roster into members and groups; this file applies a
 //! plan with ejabberdctl and records what it did.
 
 use std::collections::BTreeSet;
