@@ -28,7 +28,7 @@ use crate::backend::BackendKind;
 use crate::cache::{Cache, MemoryStorage, Ttls};
 use crate::config::CacheStorage;
 use crate::domains::{DbDomains, Global};
-use crate::roster::{CommandCtl, RosterSync, SrgCreateStyle};
+use crate::roster::{CommandCtl, RosterSync};
 use crate::store::Store;
 use crate::verify::{Domains, GlobalOnly, Verifier};
 
@@ -298,7 +298,7 @@ fn build_verifier(config: &Config, client: Arc<HttpClient>) -> Result<Verifier, 
     }
     if let (Some(path), Some(store)) = (&config.ejabberdctl, &store) {
         let ctl = Arc::new(CommandCtl::new(path.clone()));
-        let sync = RosterSync::new(ctl, Arc::clone(store), SrgCreateStyle::Auto);
+        let sync = RosterSync::new(ctl, Arc::clone(store));
         verifier = verifier.with_roster_sync(Arc::new(sync));
     }
     Ok(verifier)

@@ -15,7 +15,7 @@ use tempfile::TempDir;
 use xcauth::backend::jsxc::parse_roster;
 use xcauth::backend::Roster;
 use xcauth::roster::{
-    wait_at_most, CommandCtl, CtlError, Ejabberdctl, RosterSync, SrgCreateStyle, SyncReport,
+    group_id, wait_at_most, CommandCtl, CtlError, Ejabberdctl, RosterSync, SyncReport,
 };
 use xcauth::store::Store;
 
@@ -99,12 +99,15 @@ impl Setup {
 
     fn sync_with(&self, ctl: CommandCtl) -> RosterSync {
         let ctl: Arc<dyn Ejabberdctl> = Arc::new(ctl);
-        RosterSync::new(ctl, Arc::clone(&self.store), SrgCreateStyle::Auto)
+        RosterSync::new(ctl, Arc::clone(&self.store))
     }
 
-    /// A sync through a fake with `settings`.
+    /// A sync through a fake with `settings`, strict about group ids as
+    /// ejabberd 24.12 is.
     fn sync(&self, settings: &[(&str, &str)]) -> RosterSync {
-        self.sync_with(CommandCtl::new(self.wrapper("ctl", settings)))
+        let mut settings = settings.to_vec();
+        settings.push(("STRICT", "1"));
+        self.sync_with(CommandCtl::new(self.wrapper("ctl", &settings)))
     }
 
     /// The calls the fake logged since the last look, and forgets them.
@@ -116,10 +119,9 @@ impl Setup {
             .collect()
     }
 
-    fn group(&self, clean: &str) -> Option<Vec<String>> {
-        self.store
-            .roster_group(&format!("{clean}@{DOMAIN}"))
-            .unwrap()
+    /// The stored members of the group with ejabberd id `id`.
+    fn group(&self, id: &str) -> Option<Vec<String>> {
+        self.store.roster_group(&format!("{id}@{DOMAIN}")).unwrap()
     }
 
     fn grouplist(&self, user: &str) -> Option<String> {
@@ -356,36 +358,34 @@ async fn an_empty_roster_removes_the_user_from_its_groups() {
 }
 
 #[tokio::test]
-async fn group_names_are_cleaned() {
+async fn group_names_are_cleaned_and_get_nodeprep_stable_ids() {
     let setup = Setup::new();
     let sync = setup.sync(&[]);
     let roster = json!({
         "alice": {"groups": ["Team @ Home ☃!", "Tab\there", "Big\u{200B}"]}
     });
-    login(&sync, "alice", &roster, 100).await;
+    let report = login(&sync, "alice", &roster, 100).await;
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
     let clean = "Team  Home ☃!";
+    // Pinned ids (see src/roster/id.rs): SLUG-HASH.
+    let tab = "tabhere-91c40fdd45939d16";
+    let team = "team_home-5ac486f4d56ce915";
     assert_eq!(
         setup.take_calls(),
         vec![
-            argv(&[
-                "srg_create",
-                "Tabhere",
-                DOMAIN,
-                "Tabhere",
-                "Tabhere",
-                "Tabhere"
-            ]),
-            argv(&["srg_get_members", "Tabhere", DOMAIN]),
-            argv(&["srg_user_add", "alice", DOMAIN, "Tabhere", DOMAIN]),
-            argv(&["srg_create", clean, DOMAIN, clean, clean, clean]),
-            argv(&["srg_get_members", clean, DOMAIN]),
-            argv(&["srg_user_add", "alice", DOMAIN, clean, DOMAIN]),
+            argv(&["srg_create", tab, DOMAIN, "Tabhere", "Tabhere", tab]),
+            argv(&["srg_get_members", tab, DOMAIN]),
+            argv(&["srg_user_add", "alice", DOMAIN, tab, DOMAIN]),
+            argv(&["srg_create", team, DOMAIN, clean, clean, team]),
+            argv(&["srg_get_members", team, DOMAIN]),
+            argv(&["srg_user_add", "alice", DOMAIN, team, DOMAIN]),
         ]
     );
-    assert_eq!(setup.group(clean), Some(argv(&["alice@example.org"])));
+    assert_eq!(setup.group(team), Some(argv(&["alice@example.org"])));
+    assert_eq!(setup.group(clean), None, "keyed by id, not by name");
     assert_eq!(
         setup.grouplist("alice").as_deref(),
-        Some("Tabhere\tTeam  Home ☃!")
+        Some(format!("{tab}\t{team}").as_str())
     );
 }
 
@@ -406,15 +406,20 @@ async fn odd_names_arrive_as_exact_arguments_and_nothing_runs() {
     assert!(report.failures.is_empty(), "{:?}", report.failures);
     let d = DOMAIN;
     let g = group.as_str();
+    // The id depends on the temporary path; its formula is pinned in the
+    // unit tests. The name itself is the label and description.
+    let id = group_id(g);
+    assert!(id.starts_with("a_b_touch_"), "{id}");
+    let i = id.as_str();
     assert_eq!(
         setup.take_calls(),
         vec![
             argv(&["set_vcard", &uid, d, "FN", &name]),
-            argv(&["srg_create", g, d, g, g, g]),
-            argv(&["srg_get_members", g, d]),
+            argv(&["srg_create", i, d, g, g, i]),
+            argv(&["srg_get_members", i, d]),
             // Sorted by JID: "Z" comes before "a".
-            argv(&["srg_user_add", &uid, d, g, d]),
-            argv(&["srg_user_add", "alice", d, g, d]),
+            argv(&["srg_user_add", &uid, d, i, d]),
+            argv(&["srg_user_add", "alice", d, i, d]),
         ]
     );
     assert!(!pwned.exists(), "something was run through a shell");
@@ -498,7 +503,34 @@ async fn a_hanging_ejabberdctl_is_killed_and_reported() {
         argv(&["srg_get_members", "staff", DOMAIN])
     );
     assert_eq!(report.failures[0].error, CtlError::Timeout(limit));
-    // Unknown members count as none: both are added.
+    // Unknown members count as none: both are added...
+    let calls = setup.take_calls();
+    for user in ["alice", "bob"] {
+        let add = argv(&["srg_user_add", user, DOMAIN, "staff", DOMAIN]);
+        assert!(calls.contains(&add), "{add:?} in {calls:?}");
+    }
+    // ...but the group stays unrecorded, so that the next login reads
+    // ejabberd's members again (and removes any it should not have).
+    assert_eq!(setup.group("staff"), None);
+    assert_eq!(setup.hash("alice"), None);
+    let members = setup.file("members", "alice@example.org\nmallory@example.org\n");
+    let working = setup.sync(&[("MEMBERS", &members.to_string_lossy())]);
+    let report = login(&working, "alice", &staff_roster(), 200).await;
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    let calls: Vec<Vec<String>> = setup
+        .take_calls()
+        .into_iter()
+        .filter(|c| c[0] != "set_vcard")
+        .collect();
+    assert_eq!(
+        calls,
+        vec![
+            argv(&["srg_create", "staff", DOMAIN, "staff", "staff", "staff"]),
+            argv(&["srg_get_members", "staff", DOMAIN]),
+            argv(&["srg_user_add", "bob", DOMAIN, "staff", DOMAIN]),
+            argv(&["srg_user_del", "mallory", DOMAIN, "staff", DOMAIN]),
+        ]
+    );
     assert_eq!(
         setup.group("staff"),
         Some(argv(&["alice@example.org", "bob@example.org"]))
@@ -562,34 +594,148 @@ async fn the_sync_goes_on_when_the_login_stops_waiting() {
 }
 
 #[tokio::test]
-async fn auto_style_asks_ejabberd_only_for_names_that_need_it() {
+async fn every_odd_name_is_created_on_a_strict_ejabberd_and_shown_to_its_members() {
     let setup = Setup::new();
-    let sync = setup.sync(&[("API", "list")]);
-    let roster = json!({"alice": {"groups": ["plain", "Sales, EMEA"]}});
-    login(&sync, "alice", &roster, 100).await;
-    let g = "Sales, EMEA";
-    let calls: Vec<Vec<String>> = setup
-        .take_calls()
-        .into_iter()
-        .filter(|c| c[0] != "srg_get_members" && c[0] != "srg_user_add")
-        .collect();
+    let sync = setup.sync(&[]);
+    let names = [
+        "Board",
+        "Ops & Co.",
+        "it's \"q\"",
+        "a/b",
+        "R&D@x",
+        "Sales, EMEA",
+        " padded ",
+        "a\\nb",
+        "Ärzte-Team (Süd)",
+        "团队",
+        "🎉 Party 🎉",
+        "chess",
+    ];
+    let roster = json!({
+        "alice": {"groups": names},
+        "bob": {"groups": names}
+    });
+    let report = login(&sync, "alice", &roster, 100).await;
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    let calls = setup.take_calls();
+    assert!(
+        !calls
+            .iter()
+            .any(|c| c[0] == "help" || c[0] == "srg_add_displayed"),
+        "{calls:?}"
+    );
+    let mut ids = Vec::new();
+    for raw in names {
+        let clean = xcauth::roster::clean_group_name(raw);
+        let id = group_id(&clean);
+        // Created under its id, labelled with its name, displayed to itself;
+        // members go to the same id.
+        let create = argv(&["srg_create", &id, DOMAIN, &clean, &clean, &id]);
+        assert!(calls.contains(&create), "{create:?} in {calls:?}");
+        for user in ["alice", "bob"] {
+            let add = argv(&["srg_user_add", user, DOMAIN, &id, DOMAIN]);
+            assert!(calls.contains(&add), "{add:?}");
+        }
+        assert_eq!(
+            setup.group(&id),
+            Some(argv(&["alice@example.org", "bob@example.org"]))
+        );
+        ids.push(id);
+    }
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), names.len(), "no two names share an id");
+    assert_eq!(report.groups, ids);
+    for (raw, id) in [
+        ("Board", "board-4816cbfd74aa8297"),
+        ("Sales, EMEA", "sales_emea-f9c7743894be2341"),
+        ("chess", "chess"),
+    ] {
+        assert_eq!(group_id(raw), id);
+    }
+}
+
+#[tokio::test]
+async fn groups_of_the_old_scheme_are_removed_once_and_rebuilt() {
+    let setup = Setup::new();
+    // As the old scheme left them: the clean name was the id.
+    let store = &setup.store;
+    store
+        .set_roster_group(
+            "Ops & Co.@example.org",
+            &argv(&["alice@example.org", "bob@example.org"]),
+        )
+        .unwrap();
+    store
+        .set_roster_group("staff@example.org", &argv(&["alice@example.org"]))
+        .unwrap();
+    for user in ["alice@example.org", "bob@example.org"] {
+        store.set_roster_hash(user, "old", 1).unwrap();
+        store
+            .set_grouplist(user, &argv(&["Ops & Co.", "staff"]))
+            .unwrap();
+    }
+    let ops = "ops_co-2e674c4fe232b0a7";
+
+    // ejabberd is down: nothing is forgotten.
+    let down = setup.sync_with(CommandCtl::new(
+        setup.wrapper("down", &[("FAIL", "srg_delete")]),
+    ));
+    let report = down.migrate_legacy_groups().await.unwrap();
+    assert_eq!(report.pending.len(), 1);
     assert_eq!(
-        calls,
+        setup.take_calls(),
+        vec![argv(&["srg_delete", "Ops & Co.", DOMAIN])]
+    );
+    assert!(setup.group("Ops & Co.").is_some());
+    assert_eq!(setup.hash("bob").as_deref(), Some("old"));
+
+    // The first sync of a process migrates before anything else.
+    let sync = setup.sync(&[]);
+    let roster = json!({
+        "alice": {"groups": ["Ops & Co.", "staff"]},
+        "bob": {"groups": ["Ops & Co."]}
+    });
+    let report = login(&sync, "alice", &roster, 100).await;
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    assert_eq!(
+        setup.take_calls(),
         vec![
-            argv(&["help", "srg_create"]),
-            argv(&["srg_create", g, DOMAIN, g, g, ""]),
-            argv(&["srg_add_displayed", g, DOMAIN, g]),
-            argv(&["srg_create", "plain", DOMAIN, "plain", "plain", "plain"]),
+            argv(&["srg_delete", "Ops & Co.", DOMAIN]),
+            argv(&["srg_create", ops, DOMAIN, "Ops & Co.", "Ops & Co.", ops]),
+            argv(&["srg_get_members", ops, DOMAIN]),
+            argv(&["srg_user_add", "alice", DOMAIN, ops, DOMAIN]),
+            argv(&["srg_user_add", "bob", DOMAIN, ops, DOMAIN]),
         ]
     );
-
-    let legacy = Setup::new();
-    let sync = legacy.sync(&[("API", "legacy")]);
-    login(&sync, "alice", &roster, 100).await;
-    let calls = legacy.take_calls();
-    assert!(calls.contains(&argv(&["help", "srg_create"])));
-    assert!(calls.contains(&argv(&["srg_create", g, DOMAIN, g, g, g])));
-    assert!(!calls.iter().any(|c| c[0] == "srg_add_displayed"));
+    assert_eq!(setup.group("Ops & Co."), None, "no orphan row");
+    assert_eq!(
+        setup.group(ops),
+        Some(argv(&["alice@example.org", "bob@example.org"]))
+    );
+    assert_eq!(setup.group("staff"), Some(argv(&["alice@example.org"])));
+    assert_eq!(
+        setup.grouplist("alice").as_deref(),
+        Some(format!("{ops}\tstaff").as_str())
+    );
+    // bob's list was renamed and his hash cleared; his login then finds
+    // everything in place and only records it.
+    assert_eq!(
+        setup.grouplist("bob").as_deref(),
+        Some(format!("{ops}\tstaff").as_str())
+    );
+    assert_eq!(setup.hash("bob"), None);
+    let report = login(&sync, "bob", &roster, 200).await;
+    assert_eq!(
+        report.calls,
+        vec![argv(&["srg_user_del", "bob", DOMAIN, "staff", DOMAIN])],
+        "bob is no longer in staff; nothing is deleted twice"
+    );
+    assert_eq!(setup.grouplist("bob").as_deref(), Some(ops));
+    setup.take_calls();
+    // And a fresh process has nothing left to migrate.
+    let report = setup.sync(&[]).migrate_legacy_groups().await.unwrap();
+    assert!(report.calls.is_empty(), "{:?}", report.calls);
 }
 
 /// The fixture written by the Python original: alice's last sync put
@@ -625,7 +771,12 @@ async fn state_written_by_the_python_original_is_picked_up() {
     assert!(original_hash.is_some());
     let report = login(&sync, "alice", &everyone, 1_800_000_000).await;
     assert!(!report.unchanged);
+    // `staff` is a plain name, so its id is unchanged: no migration either.
     assert!(setup.take_calls().is_empty(), "ejabberd already matches");
+    assert_eq!(
+        setup.store.roster_group_names().unwrap(),
+        ["staff@example.org"]
+    );
     assert_eq!(setup.grouplist("alice").as_deref(), Some("staff"));
     assert_ne!(setup.hash("alice"), original_hash);
     // ...and every later login with the same roster is a no-op.

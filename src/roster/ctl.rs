@@ -1,11 +1,8 @@
-//! Running ejabberdctl (an argument vector, never a shell, with a time
-//! limit) and the two ways ejabberd versions take `srg_create`'s display
-//! argument.
+//! Running ejabberdctl: an argument vector, never a shell, with a time
+//! limit.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -131,108 +128,5 @@ fn excerpt(bytes: &[u8]) -> String {
     match text.char_indices().nth(COMPLAINT_LIMIT) {
         Some((cut, _)) => format!("{}…", &text[..cut]),
         None => text.to_owned(),
-    }
-}
-
-/// How `srg_create` takes its last argument, the groups shown to the new
-/// group's members (see the module documentation).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SrgCreateStyle {
-    /// ejabberd up to 23.x: one string, group names separated by the two
-    /// characters `\n`.
-    Legacy,
-    /// ejabberd 24.02 and later: a list, which ejabberdctl splits at `,`,
-    /// trimming blanks around each element.
-    List,
-    /// Ask `ejabberdctl help srg_create` the first time it matters and
-    /// remember the answer (`Legacy` while the question fails).
-    #[default]
-    Auto,
-}
-
-impl FromStr for SrgCreateStyle {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<SrgCreateStyle, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "legacy" => Ok(SrgCreateStyle::Legacy),
-            "list" => Ok(SrgCreateStyle::List),
-            "auto" => Ok(SrgCreateStyle::Auto),
-            _ => Err(format!("{s:?}: expected legacy, list or auto")),
-        }
-    }
-}
-
-impl fmt::Display for SrgCreateStyle {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            SrgCreateStyle::Legacy => "legacy",
-            SrgCreateStyle::List => "list",
-            SrgCreateStyle::Auto => "auto",
-        })
-    }
-}
-
-/// The style `ejabberdctl help srg_create` reveals: `display::[` (a list,
-/// 24.02+) or `display::` followed by a plain type; `None` when the text
-/// says neither.
-pub fn detect_srg_create_style(help: &str) -> Option<SrgCreateStyle> {
-    let (_, after) = help.split_once("display::")?;
-    if after.trim_start().starts_with('[') {
-        Some(SrgCreateStyle::List)
-    } else {
-        Some(SrgCreateStyle::Legacy)
-    }
-}
-
-/// Whether `clean` is spelled the same as a one-group display argument in
-/// both styles (no `,`, no `\n`, no blank at either end).
-pub(super) fn plain_display(clean: &str) -> bool {
-    !clean.contains(',')
-        && !clean.contains("\\n")
-        && !clean.starts_with(char::is_whitespace)
-        && !clean.ends_with(char::is_whitespace)
-}
-
-/// The display argument naming just `clean` in `style`, or `None` when that
-/// style cannot express it.
-pub(super) fn display_argument(style: SrgCreateStyle, clean: &str) -> Option<&str> {
-    let expressible = match style {
-        SrgCreateStyle::Legacy => !clean.contains("\\n"),
-        SrgCreateStyle::List | SrgCreateStyle::Auto => plain_display(clean),
-    };
-    expressible.then_some(clean)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn help_text_tells_the_style() {
-        let new = "  Command Name: srg_create\n\n  Arguments: group::binary : Group identifier\n \
-                   host::binary\n             label::binary : Group name\n             \
-                   description::binary\n             display::[ group::binary ] : List of groups to display\n";
-        let old = "  Arguments: group::binary\n             host::binary\n             \
-                   name::binary\n             description::binary\n             display::binary : Groups to display\n";
-        assert_eq!(detect_srg_create_style(new), Some(SrgCreateStyle::List));
-        assert_eq!(detect_srg_create_style(old), Some(SrgCreateStyle::Legacy));
-        assert_eq!(
-            detect_srg_create_style("Error: command \"help\" not known."),
-            None
-        );
-    }
-
-    #[test]
-    fn display_argument_per_style() {
-        assert!(plain_display("staff"));
-        assert!(plain_display("Team  Home ☃!"));
-        assert_eq!(display_argument(SrgCreateStyle::List, "a,b"), None);
-        assert_eq!(display_argument(SrgCreateStyle::Legacy, "a,b"), Some("a,b"));
-        assert_eq!(display_argument(SrgCreateStyle::List, " a"), None);
-        assert_eq!(display_argument(SrgCreateStyle::Legacy, "a\\nb"), None);
-        assert_eq!(display_argument(SrgCreateStyle::List, "a\\nb"), None);
-        assert_eq!("LIST".parse(), Ok(SrgCreateStyle::List));
-        assert!("both".parse::<SrgCreateStyle>().is_err());
     }
 }

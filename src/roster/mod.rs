@@ -6,45 +6,59 @@
 //! itself). If the roster's fingerprint equals the one stored for the JID
 //! (in `rosterinfo.responsehash`, where the original kept the SHA-256 of the
 //! raw reply body; an upgrade therefore re-synchronises each user once),
-//! nothing runs. Otherwise the fingerprint is stored and:
+//! nothing runs. Otherwise:
 //!
 //! 1. every member gets its vCard full name set when it changed;
-//! 2. every group (by its clean name, see [`clean_group_name`]) is created
-//!    in ejabberd when we have no record of it, and members are added or
-//!    deleted until ejabberd's group matches the reply;
+//! 2. every group (by its clean name, see [`clean_group_name`], and its
+//!    ejabberd id, see [`group_id`]) is created in ejabberd when we have no
+//!    record of it, and members are added or deleted until ejabberd's
+//!    group matches the reply;
 //! 3. the login user is deleted from the groups it was in last time and is
 //!    no longer in, compared as full JIDs (the original compared a bare UID
-//!    with the login JID and so never noticed a user leaving a group).
+//!    with the login JID and so never noticed a user leaving a group);
+//! 4. only when every step worked is the fingerprint stored.
 //!
-//! Choices beyond the letter of the SPEC, each so that a failure heals on
-//! the next login instead of sticking until the Nextcloud groups change:
-//! a stored member list or full name records only what ejabberdctl accepted,
-//! and when any call failed the stored reply hash is cleared again. The
-//! stored `rosterinfo.grouplist` holds clean group names, as the original's
-//! did; a group whose `srg_user_del` of the login user failed stays in it.
+//! ## Group ids
+//! ejabberd 24.12 nodepreps the group id in `srg_create` only, so the id
+//! must be one nodeprep leaves alone: [`group_id`] keeps plain names
+//! (`staff`) and gives every other name `SLUG-HASH` ([`id`] has the
+//! formula). A group is created as `srg_create ID DOMAIN CLEAN CLEAN ID`:
+//! the clean name is its label and description, and it is displayed to its
+//! own members. An id is one plain word in both spellings of that last
+//! argument (one string up to ejabberd 23.x, a list split at `,` since
+//! 24.02), so the ejabberd version does not matter. `rostergroups` is keyed
+//! `ID@DOMAIN` and `rosterinfo.grouplist` holds ids.
 //!
-//! The rooms: [`ctl`] runs ejabberdctl and knows how its versions spell
-//! `srg_create`; [`names`] turns Nextcloud names into ejabberd ones;
-//! [`plan`] turns a roster into members and groups; this file applies a
+//! ## Groups of the old scheme
+//! Before, the clean name itself was the id. Once per process, before its
+//! first sync, [`migrate_legacy_groups`] deletes each stored group whose
+//! name is not one of our ids ([`id::is_group_id`]) with `srg_delete`,
+//! forgets it, renames it to its new id in the users' `grouplist`s and
+//! clears the stored hash of its members and users, whose next login then
+//! creates the group under its new id. A group whose `srg_delete` fails is
+//! kept and tried again by a later sync (at most every
+//! [`MIGRATION_RETRY`]); the function is public (and synchronous) so that
+//! the administration commands can run it too.
+//!
+//! ## Retries
+//! Each failed step stays pending until a later login of the user does it,
+//! and the log line names what is pending ([`SyncReport::pending`]): a
+//! stored member list or full name records only what ejabberdctl accepted;
+//! a group whose `srg_create` or `srg_get_members` failed is not recorded,
+//! so it is created and read again; a group whose `srg_user_del` of the
+//! login user failed stays in `grouplist`; and when anything failed (a
+//! call, or the database) the new fingerprint is not stored and the old
+//! one is cleared.
+//!
+//! The rooms: [`ctl`] runs ejabberdctl; [`names`] turns Nextcloud names
+//! into clean names and JIDs; [`id`] turns clean names into ejabberd ids;
+//! `plan` turns a roster into members and groups; this file applies a
 //! plan with ejabberdctl and records what it did.
-//!
-//! ## `srg_create` and ejabberd 24.02
-//! The fifth argument of `srg_create` names the groups whose members see
-//! the new group. Up to 23.x it is one string in which the two characters
-//! `\n` separate group names. Since 24.02 (API v1) it is a list, and
-//! ejabberdctl splits a list argument at every `,` and trims blanks around
-//! each element. For a group name without `,`, without `\n` and without
-//! blanks at either end both spellings are the same argument, so the style
-//! matters only for other names; [`SrgCreateStyle::Auto`] then asks
-//! `ejabberdctl help srg_create` once (24.02+ prints `display::[ group::binary ]`,
-//! older versions `display::binary`) and remembers the answer. A name that
-//! the style cannot express is created with an empty display list; with the
-//! list style it is then shown to its own members by `srg_add_displayed`
-//! (ejabberd 24.06+).
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
@@ -53,15 +67,14 @@ use crate::backend::Roster;
 use crate::store::{split_list, RosterInfo, Store, StoreError};
 
 pub mod ctl;
+pub mod id;
 pub mod names;
 mod plan;
 
-pub use ctl::{
-    detect_srg_create_style, CommandCtl, CtlError, Ejabberdctl, SrgCreateStyle, DEFAULT_CTL_TIMEOUT,
-};
+pub use ctl::{CommandCtl, CtlError, Ejabberdctl, DEFAULT_CTL_TIMEOUT};
+pub use id::group_id;
 pub use names::{clean_group_name, member_jid, parse_members};
 
-use ctl::{display_argument, plain_display};
 use names::split_jid;
 use plan::Plan;
 
@@ -69,12 +82,15 @@ use plan::Plan;
 /// sync goes on in the background after that.
 pub const LOGIN_WAIT: Duration = Duration::from_secs(1);
 
+/// Least time between two tries of a migration that left groups pending.
+pub const MIGRATION_RETRY: Duration = Duration::from_secs(300);
+
 /// Why a sync stopped. ejabberdctl failures are not among these: they are
 /// logged, listed in [`SyncReport::failures`], and the sync goes on.
 #[derive(Debug, thiserror::Error)]
 pub enum RosterError {
-    /// The database failed part-way; the stored hash was cleared where
-    /// possible so that the next login tries again.
+    /// The database failed part-way; the new hash was not stored (and the
+    /// old one cleared where possible), so the next login tries again.
     #[error("shared roster state: {0}")]
     Store(#[from] StoreError),
     /// The background task panicked or was cancelled.
@@ -91,6 +107,28 @@ pub struct CallFailure {
     pub error: CtlError,
 }
 
+impl CallFailure {
+    /// The step this call was, in words: what is still to do.
+    pub fn step(&self) -> String {
+        let a: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        match a.as_slice() {
+            ["set_vcard", local, domain, ..] => format!("full name of {local}@{domain}"),
+            ["srg_create", id, domain, label, ..] => {
+                format!("creating group {id}@{domain} ({label:?})")
+            }
+            ["srg_get_members", id, domain] => format!("reading the members of {id}@{domain}"),
+            ["srg_user_add", local, member_domain, id, domain] => {
+                format!("adding {local}@{member_domain} to {id}@{domain}")
+            }
+            ["srg_user_del", local, member_domain, id, domain] => {
+                format!("removing {local}@{member_domain} from {id}@{domain}")
+            }
+            ["srg_delete", id, domain] => format!("deleting old group {id}@{domain}"),
+            _ => format!("ejabberdctl {a:?}"),
+        }
+    }
+}
+
 /// What one sync did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SyncReport {
@@ -98,13 +136,105 @@ pub struct SyncReport {
     pub unchanged: bool,
     /// Every ejabberdctl call, in order (arguments after the program name).
     pub calls: Vec<Vec<String>>,
-    /// The calls that failed. If any did, the stored reply hash was
-    /// cleared, so the next login synchronises again.
+    /// The calls that failed. If any did, the new reply hash was not
+    /// stored and the old one cleared, so the next login synchronises again.
     pub failures: Vec<CallFailure>,
-    /// The login user's groups now (clean names, sorted).
+    /// The login user's groups now (ejabberd ids, sorted).
     pub groups: Vec<String>,
     /// Group names left out because nothing remained after cleaning.
     pub skipped_groups: Vec<String>,
+}
+
+impl SyncReport {
+    /// The steps still to do, in words, one for each failed call.
+    pub fn pending(&self) -> Vec<String> {
+        self.failures.iter().map(CallFailure::step).collect()
+    }
+}
+
+/// What [`migrate_legacy_groups`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MigrationReport {
+    /// Every ejabberdctl call, in order.
+    pub calls: Vec<Vec<String>>,
+    /// Old groups removed: stored key (`CLEAN@DOMAIN`) and new id.
+    pub migrated: Vec<(String, String)>,
+    /// Users whose stored hash was cleared (their next login rebuilds).
+    pub users: Vec<String>,
+    /// Old groups still to remove (their `srg_delete` failed).
+    pub pending: Vec<CallFailure>,
+}
+
+/// Removes the groups the old scheme (clean name as id) created, once, so
+/// that none is left behind: for each stored group whose name is not one
+/// of our ids, `srg_delete CLEAN DOMAIN` through `srg_delete` (given the
+/// arguments after the program name); when that worked, the row goes,
+/// each `rosterinfo.grouplist` naming it names the new id instead, and the
+/// hashes of its members and users are cleared (their next login creates
+/// the group under its new id, with its members). When it failed, the row
+/// stays for a later try. Logs what it migrated and what is pending.
+///
+/// Synchronous, for the administration commands; the server runs it
+/// through [`RosterSync::migrate_legacy_groups`].
+pub fn migrate_legacy_groups(
+    store: &Store,
+    srg_delete: &mut dyn FnMut(&[String]) -> Result<(), CtlError>,
+) -> Result<MigrationReport, StoreError> {
+    let mut report = MigrationReport::default();
+    for key in store.roster_group_names()? {
+        let Some((old, domain)) = key.rsplit_once('@') else {
+            continue;
+        };
+        if id::is_group_id(old) {
+            continue;
+        }
+        let new = group_id(old);
+        let args = vec!["srg_delete".to_owned(), old.to_owned(), domain.to_owned()];
+        report.calls.push(args.clone());
+        if let Err(error) = srg_delete(&args) {
+            tracing::warn!(
+                "shared roster: old group {key:?} (now {new:?}) not removed yet: \
+                 srg_delete failed: {error}; tried again later"
+            );
+            report.pending.push(CallFailure { args, error });
+            continue;
+        }
+        let users = store.retire_roster_group(&key, &new)?.unwrap_or_default();
+        tracing::info!(
+            "shared roster: old group {key:?} removed; it is now {new:?}, \
+             rebuilt at the next login of {}",
+            if users.is_empty() {
+                "any member".to_owned()
+            } else {
+                users.join(", ")
+            }
+        );
+        report.users.extend(users);
+        report.migrated.push((key, new));
+    }
+    report.users.sort_unstable();
+    report.users.dedup();
+    if !report.pending.is_empty() {
+        let keys: Vec<String> = report
+            .pending
+            .iter()
+            .map(|f| format!("{}@{}", f.args[1], f.args[2]))
+            .collect();
+        tracing::warn!(
+            "shared roster: {} old groups still to remove: {}",
+            keys.len(),
+            keys.join(", ")
+        );
+    }
+    Ok(report)
+}
+
+/// Whether the migration is done in this process, or when it may run again.
+#[derive(Debug, Default)]
+struct Migration {
+    done: bool,
+    /// Seconds since the epoch before which a pending one is not retried.
+    not_before: Option<i64>,
 }
 
 /// Keeps ejabberd's shared roster groups in step with the Nextcloud groups
@@ -112,31 +242,27 @@ pub struct SyncReport {
 pub struct RosterSync {
     ctl: Arc<dyn Ejabberdctl>,
     store: Arc<Store>,
-    style: SrgCreateStyle,
-    /// What `Auto` found out, once it did.
-    detected: Mutex<Option<SrgCreateStyle>>,
-    /// One sync at a time in this process: two logins at once would
-    /// otherwise both create the same group.
-    running: tokio::sync::Mutex<()>,
+    /// One sync at a time in this process (two logins at once would
+    /// otherwise both create the same group); it also guards the migration.
+    running: tokio::sync::Mutex<Migration>,
+    /// The migration is done: a sync no longer needs the lock to look.
+    migrated: AtomicBool,
 }
 
 impl fmt::Debug for RosterSync {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RosterSync")
-            .field("style", &self.style)
-            .finish_non_exhaustive()
+        f.debug_struct("RosterSync").finish_non_exhaustive()
     }
 }
 
 impl RosterSync {
     /// A sync that runs `ctl` and keeps its state in `store`.
-    pub fn new(ctl: Arc<dyn Ejabberdctl>, store: Arc<Store>, style: SrgCreateStyle) -> RosterSync {
+    pub fn new(ctl: Arc<dyn Ejabberdctl>, store: Arc<Store>) -> RosterSync {
         RosterSync {
             ctl,
             store,
-            style,
-            detected: Mutex::new(None),
-            running: tokio::sync::Mutex::new(()),
+            running: tokio::sync::Mutex::new(Migration::default()),
+            migrated: AtomicBool::new(false),
         }
     }
 
@@ -167,11 +293,14 @@ impl RosterSync {
                 }
                 Ok(r) => tracing::warn!(
                     "shared roster of {jid:?}: {} of {} ejabberdctl calls failed; \
-                     the next login tries again",
+                     pending until a later login: {}",
                     r.failures.len(),
-                    r.calls.len()
+                    r.calls.len(),
+                    r.pending().join("; ")
                 ),
-                Err(e) => tracing::error!("shared roster of {jid:?}: {e}"),
+                Err(e) => tracing::error!(
+                    "shared roster of {jid:?}: {e}; the whole sync is pending until a later login"
+                ),
             }
             result
         })
@@ -194,21 +323,31 @@ impl RosterSync {
             unchanged: true,
             ..SyncReport::default()
         };
-        // Checked before queueing behind another sync, and again after, as
-        // that one may have been for the same user.
-        if self.stored_state(&jid, &hash).await?.is_none() {
-            return Ok(unchanged);
-        }
-        let _one_at_a_time = self.running.lock().await;
+        // Until the old scheme's groups are gone, every sync takes the lock
+        // and first sees to them, even for an unchanged roster.
+        let migrating = if self.migrated.load(Ordering::Acquire) {
+            None
+        } else {
+            let mut migration = self.running.lock().await;
+            self.migrate_when_due(&mut migration, now).await;
+            self.migrated.store(migration.done, Ordering::Release);
+            Some(migration)
+        };
+        // Otherwise checked before queueing behind another sync, and again
+        // after, as that one may have been for the same user.
+        let _one_at_a_time = match migrating {
+            Some(guard) => guard,
+            None => {
+                if self.stored_state(&jid, &hash).await?.is_none() {
+                    return Ok(unchanged);
+                }
+                self.running.lock().await
+            }
+        };
         let Some(info) = self.stored_state(&jid, &hash).await? else {
             return Ok(unchanged);
         };
         let plan = Plan::from_roster(roster, domain);
-        self.db({
-            let jid = jid.clone();
-            move |s| s.set_roster_hash(&jid, &hash, now)
-        })
-        .await?;
         let previous_groups = split_list(
             info.and_then(|i| i.grouplist)
                 .as_deref()
@@ -218,10 +357,20 @@ impl RosterSync {
             skipped_groups: plan.skipped_groups.clone(),
             ..SyncReport::default()
         };
-        let outcome = self
+        let mut outcome = self
             .apply(&mut report, &plan, user, domain, &jid, previous_groups)
             .await;
-        if outcome.is_err() || !report.failures.is_empty() {
+        if outcome.is_ok() && report.failures.is_empty() {
+            // Only now: anything short of this is done again next time.
+            outcome = self
+                .db({
+                    let jid = jid.clone();
+                    move |s| s.set_roster_hash(&jid, &hash, now)
+                })
+                .await;
+        } else {
+            // The stored hash is an older reply's; cleared, so that even a
+            // return to that reply synchronises again.
             let forget = self
                 .db({
                     let jid = jid.clone();
@@ -233,6 +382,40 @@ impl RosterSync {
             }
         }
         outcome.map(|()| report)
+    }
+
+    /// Runs [`migrate_legacy_groups`] with this sync's ejabberdctl and
+    /// store, off the reactor. It does not wait for a running sync.
+    pub async fn migrate_legacy_groups(&self) -> Result<MigrationReport, RosterError> {
+        let (ctl, store) = (Arc::clone(&self.ctl), Arc::clone(&self.store));
+        let handle = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            migrate_legacy_groups(&store, &mut |args| handle.block_on(ctl.run(args)).map(drop))
+        })
+        .await
+        .map_err(|_| RosterError::Aborted)?
+        .map_err(RosterError::Store)
+    }
+
+    /// Runs [`migrate_legacy_groups`] unless it is done in this process or
+    /// its last try is less than [`MIGRATION_RETRY`] ago. Its failures never
+    /// stop a sync.
+    async fn migrate_when_due(&self, migration: &mut Migration, now: i64) {
+        if migration.done || migration.not_before.is_some_and(|t| now < t) {
+            return;
+        }
+        let result = self.migrate_legacy_groups().await;
+        match result {
+            Ok(r) if r.pending.is_empty() => migration.done = true,
+            Ok(_) => {}
+            Err(e) => tracing::warn!(
+                "shared roster: migrating the old groups stopped: {e}; tried again later"
+            ),
+        }
+        if !migration.done {
+            let wait = i64::try_from(MIGRATION_RETRY.as_secs()).unwrap_or(i64::MAX);
+            migration.not_before = Some(now.saturating_add(wait));
+        }
     }
 
     /// The stored `rosterinfo` row of `jid` (`Some(None)` if there is
@@ -291,28 +474,33 @@ impl RosterSync {
             .groups
             .iter()
             .filter(|(_, members)| members.contains(login_jid))
-            .map(|(clean, _)| clean.clone())
+            .map(|(clean, _)| group_id(clean))
             .collect();
         // Groups whose step 2 already dealt with deleting the login user.
         let mut login_deleted = BTreeSet::new();
         // Groups the login user must stay recorded in, to retry a delete.
         let mut retry = BTreeSet::new();
         for (clean, members) in &plan.groups {
-            let key = format!("{clean}@{domain}");
+            let id = group_id(clean);
+            let key = format!("{id}@{domain}");
             let stored = self
                 .db({
                     let key = key.clone();
                     move |s| s.roster_group(&key)
                 })
                 .await?;
+            // False when ejabberd's members are unknown: the group is then
+            // left unrecorded, so the next sync creates and reads it again.
+            let mut record = true;
             let previous: BTreeSet<String> = match stored {
                 Some(list) => list.into_iter().collect(),
                 None => {
-                    if !self.create_group(report, clean, domain).await {
-                        // Unrecorded, so the next sync tries again.
+                    let create = ["srg_create", id.as_str(), domain, clean, clean, &id];
+                    if self.call(report, &create).await.is_none() {
                         continue;
                     }
-                    let listed = self.call(report, &["srg_get_members", clean, domain]).await;
+                    let listed = self.call(report, &["srg_get_members", &id, domain]).await;
+                    record = listed.is_some();
                     parse_members(listed.as_deref().unwrap_or_default())
                         .into_iter()
                         .collect()
@@ -321,27 +509,29 @@ impl RosterSync {
             let mut now_in = previous.clone();
             for jid in members.difference(&previous) {
                 let (local, member_domain) = split_jid(jid, domain);
-                let args = ["srg_user_add", local, member_domain, clean, domain];
+                let args = ["srg_user_add", local, member_domain, &id, domain];
                 if self.call(report, &args).await.is_some() {
                     now_in.insert(jid.clone());
                 }
             }
             for jid in previous.difference(members) {
                 let (local, member_domain) = split_jid(jid, domain);
-                let args = ["srg_user_del", local, member_domain, clean, domain];
+                let args = ["srg_user_del", local, member_domain, &id, domain];
                 let done = self.call(report, &args).await.is_some();
                 if done {
                     now_in.remove(jid);
                 }
                 if jid == login_jid {
-                    login_deleted.insert(clean.clone());
+                    login_deleted.insert(id.clone());
                     if !done {
-                        retry.insert(clean.clone());
+                        retry.insert(id.clone());
                     }
                 }
             }
-            let list: Vec<String> = now_in.into_iter().collect();
-            self.db(move |s| s.set_roster_group(&key, &list)).await?;
+            if record {
+                let list: Vec<String> = now_in.into_iter().collect();
+                self.db(move |s| s.set_roster_group(&key, &list)).await?;
+            }
         }
 
         // 3. Groups the login user left (they may be absent from the reply).
@@ -376,69 +566,6 @@ impl RosterSync {
         Ok(())
     }
 
-    /// `srg_create CLEAN DOMAIN CLEAN CLEAN CLEAN`, with the display
-    /// argument spelled for the ejabberd at hand. False if it failed.
-    async fn create_group(&self, report: &mut SyncReport, clean: &str, domain: &str) -> bool {
-        let style = if plain_display(clean) {
-            // Same argument in every style: no need to ask.
-            SrgCreateStyle::Legacy
-        } else {
-            self.resolved_style(report).await
-        };
-        let display = display_argument(style, clean);
-        let args = [
-            "srg_create",
-            clean,
-            domain,
-            clean,
-            clean,
-            display.unwrap_or(""),
-        ];
-        if self.call(report, &args).await.is_none() {
-            return false;
-        }
-        if display.is_none() {
-            match style {
-                SrgCreateStyle::List => {
-                    // Best effort: needs ejabberd 24.06; a failure is reported.
-                    self.call(report, &["srg_add_displayed", clean, domain, clean])
-                        .await;
-                }
-                _ => tracing::warn!(
-                    "shared roster group {clean:?}: this ejabberd cannot list it \
-                     as displayed to its own members; set that in ejabberd"
-                ),
-            }
-        }
-        true
-    }
-
-    /// The configured style, or for `Auto` what `ejabberdctl help
-    /// srg_create` says (asked once; `Legacy` while that fails).
-    async fn resolved_style(&self, report: &mut SyncReport) -> SrgCreateStyle {
-        if self.style != SrgCreateStyle::Auto {
-            return self.style;
-        }
-        if let Some(known) = *self.detected.lock().unwrap_or_else(|p| p.into_inner()) {
-            return known;
-        }
-        let help = self.call(report, &["help", "srg_create"]).await;
-        match help.as_deref().and_then(detect_srg_create_style) {
-            Some(found) => {
-                tracing::info!("ejabberd's srg_create takes the {found} display argument");
-                *self.detected.lock().unwrap_or_else(|p| p.into_inner()) = Some(found);
-                found
-            }
-            None => {
-                tracing::warn!(
-                    "cannot tell from `ejabberdctl help srg_create` how it takes its \
-                     display argument; using the pre-24.02 form this time"
-                );
-                SrgCreateStyle::Legacy
-            }
-        }
-    }
-
     /// Runs one ejabberdctl command, recording it; `None` (and a log line
     /// and a [`CallFailure`]) if it failed.
     async fn call(&self, report: &mut SyncReport, args: &[&str]) -> Option<String> {
@@ -461,12 +588,21 @@ impl RosterSync {
         F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
         T: Send + 'static,
     {
-        let store = Arc::clone(&self.store);
-        tokio::task::spawn_blocking(move || f(&store))
-            .await
-            .map_err(|_| RosterError::Aborted)?
-            .map_err(RosterError::Store)
+        db(&self.store, f).await
     }
+}
+
+/// Runs a blocking store operation on `store` off the reactor.
+async fn db<T, F>(store: &Arc<Store>, f: F) -> Result<T, RosterError>
+where
+    F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    T: Send + 'static,
+{
+    let store = Arc::clone(store);
+    tokio::task::spawn_blocking(move || f(&store))
+        .await
+        .map_err(|_| RosterError::Aborted)?
+        .map_err(RosterError::Store)
 }
 
 /// Waits for a sync started by [`RosterSync::spawn_after_login`] at most
@@ -489,19 +625,36 @@ mod tests {
     use async_trait::async_trait;
     use serde_json::{json, Value};
     use std::path::Path;
+    use std::sync::Mutex;
 
     fn roster(value: Value) -> Roster {
         parse_roster(&value).expect("roster")
     }
 
     /// Records calls; answers `srg_get_members` with `members`, fails the
-    /// commands named in `fail`.
+    /// calls named in `fail` (a command, or a command and its first
+    /// argument separated by a blank).
     #[derive(Default)]
     struct Recorder {
         calls: Mutex<Vec<Vec<String>>>,
         members: String,
-        fail: Vec<&'static str>,
-        help: Option<&'static str>,
+        fail: Mutex<Vec<String>>,
+    }
+
+    impl Recorder {
+        fn failing(fail: &[&str]) -> Recorder {
+            let r = Recorder::default();
+            r.set_fail(fail);
+            r
+        }
+
+        fn set_fail(&self, fail: &[&str]) {
+            *self.fail.lock().unwrap() = fail.iter().map(|f| (*f).to_owned()).collect();
+        }
+
+        fn take(&self) -> Vec<Vec<String>> {
+            std::mem::take(&mut *self.calls.lock().unwrap())
+        }
     }
 
     #[async_trait]
@@ -509,7 +662,14 @@ mod tests {
         async fn run(&self, args: &[String]) -> Result<String, CtlError> {
             self.calls.lock().unwrap().push(args.to_vec());
             let command = args.first().map(String::as_str).unwrap_or_default();
-            if self.fail.contains(&command) {
+            let with_first = args[..args.len().min(2)].join(" ");
+            let fails = self
+                .fail
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|f| *f == command || *f == with_first);
+            if fails {
                 return Err(CtlError::Failed {
                     status: Some(1),
                     output: "no".into(),
@@ -517,7 +677,6 @@ mod tests {
             }
             Ok(match command {
                 "srg_get_members" => self.members.clone(),
-                "help" => self.help.unwrap_or_default().to_owned(),
                 _ => String::new(),
             })
         }
@@ -527,9 +686,16 @@ mod tests {
         items.iter().map(|s| (*s).to_owned()).collect()
     }
 
+    fn strings(items: &[&str]) -> Vec<String> {
+        argv(items)
+    }
+
     fn memory_store() -> Arc<Store> {
         Arc::new(Store::open(Path::new(":memory:")).unwrap())
     }
+
+    const BOARD: &str = "board-4816cbfd74aa8297";
+    const OPS: &str = "ops_co-2e674c4fe232b0a7";
 
     #[tokio::test]
     async fn a_previously_unseen_group_is_created_and_filled() {
@@ -538,7 +704,7 @@ mod tests {
             ..Recorder::default()
         });
         let store = memory_store();
-        let sync = RosterSync::new(ctl.clone(), store.clone(), SrgCreateStyle::Auto);
+        let sync = RosterSync::new(ctl.clone(), store.clone());
         let roster = roster(json!({"alice": {"name": "Alice", "groups": ["staff"]}}));
         let report = sync
             .sync("alice", "example.org", &roster, 10)
@@ -590,13 +756,17 @@ mod tests {
     async fn failures_are_reported_and_retried_on_the_next_login() {
         let store = memory_store();
         let roster = roster(json!({"alice": {"groups": ["staff"]}, "bob": {"groups": ["staff"]}}));
-        let failing = Arc::new(Recorder {
-            fail: vec!["srg_user_add"],
-            ..Recorder::default()
-        });
-        let sync = RosterSync::new(failing, store.clone(), SrgCreateStyle::Legacy);
+        let failing = Arc::new(Recorder::failing(&["srg_user_add"]));
+        let sync = RosterSync::new(failing, store.clone());
         let report = sync.sync("alice", "example.org", &roster, 1).await.unwrap();
         assert_eq!(report.failures.len(), 2);
+        assert_eq!(
+            report.pending(),
+            [
+                "adding alice@example.org to staff@example.org",
+                "adding bob@example.org to staff@example.org"
+            ]
+        );
         assert_eq!(
             store.roster_group("staff@example.org").unwrap(),
             Some(vec![])
@@ -605,7 +775,7 @@ mod tests {
         assert_eq!(info.responsehash, None, "hash cleared for a retry");
 
         let working = Arc::new(Recorder::default());
-        let sync = RosterSync::new(working.clone(), store.clone(), SrgCreateStyle::Legacy);
+        let sync = RosterSync::new(working.clone(), store.clone());
         let report = sync.sync("alice", "example.org", &roster, 2).await.unwrap();
         assert!(report.failures.is_empty());
         assert_eq!(
@@ -624,45 +794,358 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn list_style_adds_an_inexpressible_group_to_its_own_display_list() {
-        let ctl = Arc::new(Recorder {
-            help: Some("display::[ group::binary ] : List of groups to display"),
-            ..Recorder::default()
-        });
-        let sync = RosterSync::new(ctl, memory_store(), SrgCreateStyle::Auto);
-        let roster = roster(json!({"alice": {"groups": ["a,b", "c,d", "plain"]}}));
+    async fn odd_names_get_nodeprep_stable_ids_and_keep_their_label() {
+        let ctl = Arc::new(Recorder::default());
+        let store = memory_store();
+        let sync = RosterSync::new(ctl.clone(), store.clone());
+        let roster = roster(json!({
+            "alice": {"groups": ["Board", "Ops & Co.", "staff"]},
+            "bob": {"groups": ["Ops & Co."]}
+        }));
         let report = sync.sync("alice", "d.org", &roster, 1).await.unwrap();
-        let creating: Vec<&Vec<String>> = report
-            .calls
-            .iter()
-            .filter(|c| matches!(c[0].as_str(), "help" | "srg_create" | "srg_add_displayed"))
-            .collect();
+        assert!(report.failures.is_empty(), "{:?}", report.failures);
         assert_eq!(
-            creating,
-            [
-                &argv(&["help", "srg_create"]),
-                &argv(&["srg_create", "a,b", "d.org", "a,b", "a,b", ""]),
-                &argv(&["srg_add_displayed", "a,b", "d.org", "a,b"]),
-                &argv(&["srg_create", "c,d", "d.org", "c,d", "c,d", ""]),
-                &argv(&["srg_add_displayed", "c,d", "d.org", "c,d"]),
-                &argv(&["srg_create", "plain", "d.org", "plain", "plain", "plain"]),
+            ctl.take(),
+            vec![
+                argv(&["srg_create", BOARD, "d.org", "Board", "Board", BOARD]),
+                argv(&["srg_get_members", BOARD, "d.org"]),
+                argv(&["srg_user_add", "alice", "d.org", BOARD, "d.org"]),
+                argv(&["srg_create", OPS, "d.org", "Ops & Co.", "Ops & Co.", OPS]),
+                argv(&["srg_get_members", OPS, "d.org"]),
+                argv(&["srg_user_add", "alice", "d.org", OPS, "d.org"]),
+                argv(&["srg_user_add", "bob", "d.org", OPS, "d.org"]),
+                argv(&["srg_create", "staff", "d.org", "staff", "staff", "staff"]),
+                argv(&["srg_get_members", "staff", "d.org"]),
+                argv(&["srg_user_add", "alice", "d.org", "staff", "d.org"]),
             ]
+        );
+        assert_eq!(report.groups, [BOARD, OPS, "staff"]);
+        assert_eq!(
+            store.roster_group_names().unwrap(),
+            [
+                format!("{BOARD}@d.org"),
+                format!("{OPS}@d.org"),
+                "staff@d.org".to_owned()
+            ]
+        );
+        let info = store.roster_info("alice@d.org").unwrap().unwrap();
+        assert_eq!(
+            info.grouplist.as_deref(),
+            Some(format!("{BOARD}\t{OPS}\tstaff").as_str())
+        );
+
+        // Leaving a group deletes the user under the id.
+        let report = sync
+            .sync(
+                "alice",
+                "d.org",
+                &self::roster(json!({"alice": {"groups": ["staff"]}})),
+                2,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            report.calls,
+            vec![
+                argv(&["srg_user_del", "alice", "d.org", BOARD, "d.org"]),
+                argv(&["srg_user_del", "alice", "d.org", OPS, "d.org"]),
+            ]
+        );
+        assert_eq!(
+            store.roster_group(&format!("{OPS}@d.org")).unwrap(),
+            Some(strings(&["bob@d.org"]))
         );
     }
 
     #[tokio::test]
-    async fn legacy_answer_keeps_commas_in_the_display_argument() {
-        let ctl = Arc::new(Recorder {
-            help: Some("display::binary : Groups to display"),
-            ..Recorder::default()
-        });
-        let sync = RosterSync::new(ctl, memory_store(), SrgCreateStyle::Auto);
-        let roster = roster(json!({"alice": {"groups": ["a,b"]}}));
+    async fn a_failed_create_or_member_read_is_done_again() {
+        let store = memory_store();
+        let ctl = Arc::new(Recorder::failing(&["srg_create"]));
+        let sync = RosterSync::new(ctl.clone(), store.clone());
+        let roster = roster(json!({"alice": {"groups": ["Board"]}}));
         let report = sync.sync("alice", "d.org", &roster, 1).await.unwrap();
-        assert_eq!(report.calls[0], argv(&["help", "srg_create"]));
         assert_eq!(
-            report.calls[1],
-            argv(&["srg_create", "a,b", "d.org", "a,b", "a,b", "a,b"])
+            report.pending(),
+            [format!("creating group {BOARD}@d.org (\"Board\")")]
         );
+        assert_eq!(store.roster_group(&format!("{BOARD}@d.org")).unwrap(), None);
+        ctl.take();
+
+        // Now srg_get_members fails: members are added, the group stays
+        // unrecorded.
+        ctl.set_fail(&["srg_get_members"]);
+        let report = sync.sync("alice", "d.org", &roster, 2).await.unwrap();
+        assert_eq!(
+            ctl.take(),
+            vec![
+                argv(&["srg_create", BOARD, "d.org", "Board", "Board", BOARD]),
+                argv(&["srg_get_members", BOARD, "d.org"]),
+                argv(&["srg_user_add", "alice", "d.org", BOARD, "d.org"]),
+            ]
+        );
+        assert_eq!(
+            report.pending(),
+            [format!("reading the members of {BOARD}@d.org")]
+        );
+        assert_eq!(store.roster_group(&format!("{BOARD}@d.org")).unwrap(), None);
+        assert_eq!(
+            store
+                .roster_info("alice@d.org")
+                .unwrap()
+                .unwrap()
+                .responsehash,
+            None
+        );
+
+        ctl.set_fail(&[]);
+        let report = sync.sync("alice", "d.org", &roster, 3).await.unwrap();
+        assert!(report.failures.is_empty());
+        assert_eq!(
+            ctl.take(),
+            vec![
+                argv(&["srg_create", BOARD, "d.org", "Board", "Board", BOARD]),
+                argv(&["srg_get_members", BOARD, "d.org"]),
+                argv(&["srg_user_add", "alice", "d.org", BOARD, "d.org"]),
+            ]
+        );
+        assert_eq!(
+            store.roster_group(&format!("{BOARD}@d.org")).unwrap(),
+            Some(strings(&["alice@d.org"]))
+        );
+        let again = sync.sync("alice", "d.org", &roster, 4).await.unwrap();
+        assert!(again.unchanged);
+        assert!(ctl.take().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_failed_delete_of_the_login_user_is_done_again() {
+        let store = memory_store();
+        let ctl = Arc::new(Recorder::default());
+        let sync = RosterSync::new(ctl.clone(), store.clone());
+        let both = roster(json!({"alice": {"groups": ["Board", "staff"]}}));
+        sync.sync("alice", "d.org", &both, 1).await.unwrap();
+        ctl.take();
+        ctl.set_fail(&["srg_user_del"]);
+        let only_staff = roster(json!({"alice": {"groups": ["staff"]}}));
+        let report = sync.sync("alice", "d.org", &only_staff, 2).await.unwrap();
+        assert_eq!(
+            report.pending(),
+            [format!("removing alice@d.org from {BOARD}@d.org")]
+        );
+        let info = store.roster_info("alice@d.org").unwrap().unwrap();
+        assert_eq!(
+            info.grouplist.as_deref(),
+            Some(format!("{BOARD}\tstaff").as_str())
+        );
+        ctl.take();
+        ctl.set_fail(&[]);
+        let report = sync.sync("alice", "d.org", &only_staff, 3).await.unwrap();
+        assert!(report.failures.is_empty());
+        assert_eq!(
+            report.calls,
+            vec![argv(&["srg_user_del", "alice", "d.org", BOARD, "d.org"])]
+        );
+        let info = store.roster_info("alice@d.org").unwrap().unwrap();
+        assert_eq!(info.grouplist.as_deref(), Some("staff"));
+        assert!(info.responsehash.is_some());
+    }
+
+    #[test]
+    fn pending_steps_are_named() {
+        let failure = |args: &[&str]| CallFailure {
+            args: argv(args),
+            error: CtlError::Timeout(Duration::from_secs(1)),
+        };
+        let report = SyncReport {
+            failures: vec![
+                failure(&["set_vcard", "bob", "x.org", "FN", "Bob"]),
+                failure(&["srg_user_del", "bob", "x.org", "staff", "d.org"]),
+                failure(&["srg_delete", "Ops & Co.", "d.org"]),
+                failure(&["status"]),
+            ],
+            ..SyncReport::default()
+        };
+        assert_eq!(
+            report.pending(),
+            [
+                "full name of bob@x.org",
+                "removing bob@x.org from staff@d.org",
+                "deleting old group Ops & Co.@d.org",
+                "ejabberdctl [\"status\"]",
+            ]
+        );
+    }
+
+    /// Old-scheme state: groups `Board`, `Ops & Co.` and `staff` of d.org
+    /// as the clean name was the id.
+    fn old_scheme_store() -> Arc<Store> {
+        let store = memory_store();
+        for (key, members) in [
+            ("Board@d.org", &["alice@d.org", "bob@d.org"][..]),
+            ("Ops & Co.@d.org", &["alice@d.org"][..]),
+            ("staff@d.org", &["alice@d.org", "carol@d.org"][..]),
+        ] {
+            store.set_roster_group(key, &strings(members)).unwrap();
+        }
+        for (jid, groups) in [
+            ("alice@d.org", &["Board", "Ops & Co.", "staff"][..]),
+            ("bob@d.org", &["Board"][..]),
+            ("carol@d.org", &["staff"][..]),
+        ] {
+            store.set_roster_hash(jid, "old", 1).unwrap();
+            store.set_grouplist(jid, &strings(groups)).unwrap();
+        }
+        store
+    }
+
+    #[tokio::test]
+    async fn old_groups_are_deleted_once_and_their_users_rebuilt() {
+        let store = old_scheme_store();
+        let ctl = Arc::new(Recorder::failing(&["srg_delete Ops & Co."]));
+        let sync = RosterSync::new(ctl.clone(), store.clone());
+        let report = sync.migrate_legacy_groups().await.unwrap();
+        assert_eq!(
+            report.calls,
+            vec![
+                argv(&["srg_delete", "Board", "d.org"]),
+                argv(&["srg_delete", "Ops & Co.", "d.org"]),
+            ]
+        );
+        assert_eq!(
+            report.migrated,
+            [("Board@d.org".to_owned(), BOARD.to_owned())]
+        );
+        assert_eq!(report.users, strings(&["alice@d.org", "bob@d.org"]));
+        assert_eq!(report.pending.len(), 1);
+        assert_eq!(
+            report.pending[0].step(),
+            "deleting old group Ops & Co.@d.org"
+        );
+        assert_eq!(
+            store.roster_group_names().unwrap(),
+            strings(&["Ops & Co.@d.org", "staff@d.org"])
+        );
+        let info = |jid: &str| store.roster_info(jid).unwrap().unwrap();
+        assert_eq!(
+            info("alice@d.org").grouplist.as_deref(),
+            Some(format!("Ops & Co.\t{BOARD}\tstaff").as_str())
+        );
+        assert_eq!(info("alice@d.org").responsehash, None);
+        assert_eq!(info("bob@d.org").grouplist.as_deref(), Some(BOARD));
+        assert_eq!(info("bob@d.org").responsehash, None);
+        assert_eq!(info("carol@d.org").responsehash.as_deref(), Some("old"));
+
+        // The pending one is tried again; nothing else is touched twice.
+        ctl.set_fail(&[]);
+        ctl.take();
+        // Synchronously, as the administration commands run it.
+        let mut deletes = Vec::new();
+        let report = migrate_legacy_groups(&store, &mut |args| {
+            deletes.push(args.to_vec());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(deletes, report.calls);
+        assert_eq!(
+            report.calls,
+            vec![argv(&["srg_delete", "Ops & Co.", "d.org"])]
+        );
+        assert!(report.pending.is_empty());
+        assert_eq!(
+            store.roster_group_names().unwrap(),
+            strings(&["staff@d.org"])
+        );
+        assert_eq!(
+            info("alice@d.org").grouplist.as_deref(),
+            Some(format!("{BOARD}\t{OPS}\tstaff").as_str())
+        );
+        let report = sync.migrate_legacy_groups().await.unwrap();
+        assert!(report.calls.is_empty(), "nothing left: {:?}", report.calls);
+    }
+
+    #[tokio::test]
+    async fn the_sync_migrates_first_then_rebuilds_under_the_new_ids() {
+        let store = old_scheme_store();
+        let ctl = Arc::new(Recorder::default());
+        let sync = RosterSync::new(ctl.clone(), store.clone());
+        let roster = roster(json!({
+            "alice": {"groups": ["Board", "Ops & Co.", "staff"]},
+            "bob": {"groups": ["Board"]},
+            "carol": {"groups": ["staff"]}
+        }));
+        let report = sync.sync("alice", "d.org", &roster, 1000).await.unwrap();
+        assert!(report.failures.is_empty(), "{:?}", report.failures);
+        assert_eq!(
+            ctl.take(),
+            vec![
+                argv(&["srg_delete", "Board", "d.org"]),
+                argv(&["srg_delete", "Ops & Co.", "d.org"]),
+                argv(&["srg_create", BOARD, "d.org", "Board", "Board", BOARD]),
+                argv(&["srg_get_members", BOARD, "d.org"]),
+                argv(&["srg_user_add", "alice", "d.org", BOARD, "d.org"]),
+                argv(&["srg_user_add", "bob", "d.org", BOARD, "d.org"]),
+                argv(&["srg_create", OPS, "d.org", "Ops & Co.", "Ops & Co.", OPS]),
+                argv(&["srg_get_members", OPS, "d.org"]),
+                argv(&["srg_user_add", "alice", "d.org", OPS, "d.org"]),
+            ]
+        );
+        // Once per process: carol's unchanged `staff` is left alone, and
+        // bob's login (his hash was cleared) only records his groups.
+        let report = sync.sync("bob", "d.org", &roster, 1001).await.unwrap();
+        assert!(report.calls.is_empty(), "{:?}", report.calls);
+        assert_eq!(
+            store
+                .roster_info("bob@d.org")
+                .unwrap()
+                .unwrap()
+                .grouplist
+                .as_deref(),
+            Some(BOARD)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_pending_migration_is_retried_by_a_later_sync_even_if_unchanged() {
+        let store = old_scheme_store();
+        let ctl = Arc::new(Recorder::failing(&["srg_delete"]));
+        let sync = RosterSync::new(ctl.clone(), store.clone());
+        let carol = roster(json!({"carol": {"groups": ["staff"]}}));
+        // carol's roster is synced once so that it is unchanged from now on.
+        sync.sync("carol", "d.org", &carol, 1000).await.unwrap();
+        let first = ctl.take();
+        assert_eq!(
+            first[..2],
+            [
+                argv(&["srg_delete", "Board", "d.org"]),
+                argv(&["srg_delete", "Ops & Co.", "d.org"]),
+            ]
+        );
+        assert!(
+            sync.sync("carol", "d.org", &carol, 1001)
+                .await
+                .unwrap()
+                .unchanged
+        );
+        assert!(ctl.take().is_empty(), "not again before MIGRATION_RETRY");
+        ctl.set_fail(&[]);
+        let later = 1000 + MIGRATION_RETRY.as_secs() as i64;
+        assert!(
+            sync.sync("carol", "d.org", &carol, later)
+                .await
+                .unwrap()
+                .unchanged
+        );
+        assert_eq!(ctl.take().len(), 2);
+        assert_eq!(
+            store.roster_group_names().unwrap(),
+            strings(&["staff@d.org"])
+        );
+        assert!(
+            sync.sync("carol", "d.org", &carol, later + 1000)
+                .await
+                .unwrap()
+                .unchanged
+        );
+        assert!(ctl.take().is_empty(), "done for this process");
     }
 }

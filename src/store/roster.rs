@@ -151,6 +151,79 @@ impl Store {
         })
     }
 
+    /// The keys (`group@domain`) of every stored shared-roster group, sorted.
+    pub fn roster_group_names(&self) -> Result<Vec<String>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached("SELECT groupname FROM rostergroups ORDER BY groupname")?
+                .query_map([], |r| Ok(text(r, 0)?.unwrap_or_default()))?
+                .collect()
+        })
+    }
+
+    /// Retires the group stored as `key` (`old@domain`) in favour of the
+    /// id `new`, in one transaction: the row goes, every `rosterinfo.grouplist`
+    /// of a user of `domain` naming `old` names `new` instead, and the
+    /// stored hashes of those users and of the group's members are cleared
+    /// (so their next login synchronises again). Returns the JIDs whose
+    /// state changed, sorted; `None` if there was no such row.
+    pub fn retire_roster_group(
+        &self,
+        key: &str,
+        new: &str,
+    ) -> Result<Option<Vec<String>>, StoreError> {
+        let Some((old, domain)) = key.rsplit_once('@') else {
+            return Ok(None);
+        };
+        self.write(|c| {
+            let members: Option<Option<String>> = c
+                .prepare_cached("SELECT userlist FROM rostergroups WHERE groupname = ?1")?
+                .query_row([key], |r| text(r, 0))
+                .optional()?;
+            let Some(members) = members else {
+                return Ok(None);
+            };
+            c.prepare_cached("DELETE FROM rostergroups WHERE groupname = ?1")?
+                .execute([key])?;
+            let mut touched: Vec<String> = split_list(&members.unwrap_or_default());
+            let rows: Vec<(String, String)> = c
+                .prepare_cached(
+                    "SELECT jid, grouplist FROM rosterinfo \
+                     WHERE grouplist IS NOT NULL AND grouplist <> ''",
+                )?
+                .query_map([], |r| {
+                    Ok((
+                        text(r, 0)?.unwrap_or_default(),
+                        text(r, 1)?.unwrap_or_default(),
+                    ))
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            for (jid, list) in rows {
+                // A grouplist names groups of its user's login domain.
+                if jid.split_once('@').map(|(_, d)| d) != Some(domain) {
+                    continue;
+                }
+                let groups = split_list(&list);
+                if !groups.iter().any(|g| g == old) {
+                    continue;
+                }
+                let renamed: Vec<String> = groups
+                    .into_iter()
+                    .map(|g| if g == old { new.to_owned() } else { g })
+                    .collect();
+                c.prepare_cached("UPDATE rosterinfo SET grouplist = ?2 WHERE jid = ?1")?
+                    .execute([jid.as_str(), &join_list(&renamed)])?;
+                touched.push(jid);
+            }
+            touched.sort_unstable();
+            touched.dedup();
+            for jid in &touched {
+                c.prepare_cached("UPDATE rosterinfo SET responsehash = NULL WHERE jid = ?1")?
+                    .execute([jid])?;
+            }
+            Ok(Some(touched))
+        })
+    }
+
     /// Clears the stored `sharedroster` hash of `jid` (or of everybody), so
     /// the next login synchronises the roster again. Returns how many hashes
     /// were cleared.
@@ -231,8 +304,52 @@ mod tests {
         );
         store.set_roster_group("g@d", &[]).unwrap();
         assert_eq!(store.roster_group("g@d").unwrap(), Some(Vec::new()));
+        assert_eq!(store.roster_group_names().unwrap(), strings(&["g@d"]));
         assert!(store.delete_roster_group("g@d").unwrap());
         assert!(!store.delete_roster_group("g@d").unwrap());
         assert_eq!(store.roster_group("g@d").unwrap(), None);
+    }
+
+    #[test]
+    fn retiring_a_group_renames_it_in_grouplists_and_clears_hashes() {
+        let store = mem();
+        store
+            .set_roster_group("Ops & Co.@d", &strings(&["a@d", "x@other"]))
+            .unwrap();
+        store
+            .set_roster_group("staff@d", &strings(&["a@d"]))
+            .unwrap();
+        for (jid, groups) in [
+            ("a@d", &["Ops & Co.", "staff"][..]),
+            ("b@d", &["Ops & Co."][..]),
+            ("c@d", &["staff"][..]),
+            ("e@elsewhere", &["Ops & Co."][..]),
+        ] {
+            store.set_roster_hash(jid, "h", 1).unwrap();
+            store.set_grouplist(jid, &strings(groups)).unwrap();
+        }
+        store.set_roster_hash("x@other", "h", 1).unwrap();
+        let touched = store
+            .retire_roster_group("Ops & Co.@d", "ops_co-0123456789abcdef")
+            .unwrap();
+        assert_eq!(touched, Some(strings(&["a@d", "b@d", "x@other"])));
+        assert_eq!(store.roster_group("Ops & Co.@d").unwrap(), None);
+        assert_eq!(store.roster_group_names().unwrap(), strings(&["staff@d"]));
+        let info = |jid: &str| store.roster_info(jid).unwrap().unwrap();
+        assert_eq!(
+            info("a@d").grouplist.as_deref(),
+            Some("ops_co-0123456789abcdef\tstaff")
+        );
+        assert_eq!(info("a@d").responsehash, None);
+        assert_eq!(
+            info("b@d").grouplist.as_deref(),
+            Some("ops_co-0123456789abcdef")
+        );
+        assert_eq!(info("x@other").responsehash, None);
+        // Other users and other domains' lists are left alone.
+        assert_eq!(info("c@d").responsehash.as_deref(), Some("h"));
+        assert_eq!(info("e@elsewhere").grouplist.as_deref(), Some("Ops & Co."));
+        assert_eq!(info("e@elsewhere").responsehash.as_deref(), Some("h"));
+        assert_eq!(store.retire_roster_group("Ops & Co.@d", "x").unwrap(), None);
     }
 }
