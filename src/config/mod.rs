@@ -29,6 +29,14 @@ pub use resolved::{
 pub(crate) use values::parse_url;
 pub use values::{CacheStorage, ListenAddress, ListenSpec};
 
+/// Parses config file text the way [`load`] reads the file, without
+/// touching the file system: the warnings (repeated keys), or the error
+/// naming the first bad line. For the fuzz targets; not a stable API.
+#[doc(hidden)]
+pub fn parse_config_text(text: &[u8]) -> Result<Vec<String>, ConfigError> {
+    file::parse_config_file(std::path::Path::new("xcauth.conf"), text).map(|parsed| parsed.warnings)
+}
+
 /// The config file read when neither `-c` nor `XCAUTH_CONFIG_FILE` names
 /// one; a missing file is fine, an unreadable one is an error.
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/xcauth.conf";
