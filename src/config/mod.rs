@@ -90,3 +90,26 @@ impl ConfigError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_text_is_read_like_the_file() {
+        let warnings = parse_config_text(b"type=generic\n# note\ntype=ejabberd\n").unwrap();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("already set on line 1"),
+            "{warnings:?}"
+        );
+        match parse_config_text(b"type=generic\n\nno-such-option=1\n") {
+            Err(ConfigError::File {
+                line: 3, message, ..
+            }) => {
+                assert!(message.contains("unknown option"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
