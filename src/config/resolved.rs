@@ -13,6 +13,7 @@ use super::options::Layer;
 use super::values::{CacheStorage, ListenSpec, Span};
 use super::{cli, ConfigError, DEFAULT_CONFIG_FILE, DEFAULT_DB, DEFAULT_LOG_DIR};
 use crate::backend::{ApiAccount, BackendKind, LoginForm, DEFAULT_ROSTER_TTL};
+use crate::guard::GuardSettings;
 use crate::proto::{CodecOptions, Protocol};
 use crate::secret::Secret;
 
@@ -433,6 +434,8 @@ pub struct AdminSettings {
     pub ejabberdctl: Option<PathBuf>,
     /// Where the server caches passwords.
     pub cache_storage: CacheStorage,
+    /// The failure guard's limits, as the server reads them.
+    pub guard: GuardSettings,
     /// The config file that was read, if any.
     pub config_file: Option<PathBuf>,
 }
@@ -453,12 +456,23 @@ pub fn admin_settings(
     let file = read_config_file(&path, explicit)?;
     let config_file = file.as_ref().map(|_| path);
     let merged = Layer::from_env(env)?.over(file.map(|f| f.layer).unwrap_or_default());
+    let guard = guard_settings(&merged);
     Ok(AdminSettings {
         db: merged.db.unwrap_or_else(|| PathBuf::from(DEFAULT_DB)),
         ejabberdctl: merged.ejabberdctl,
         cache_storage: merged.cache_storage.unwrap_or_default(),
+        guard,
         config_file,
     })
+}
+
+/// The guard's settings from a merged layer, defaults where absent.
+///
+/// Placeholder until the guard's options are in the option table: it
+/// gives [`GuardSettings::default`]. The version reading `negative-ttl`
+/// and the `guard-*` options replaces it, and `load` uses the same.
+pub(super) fn guard_settings(_merged: &Layer) -> GuardSettings {
+    GuardSettings::default()
 }
 
 #[cfg(test)]
