@@ -1474,7 +1474,10 @@ fn guard_list_shows_counts_and_blocks_of_odd_jids_and_addresses_never_digests() 
     assert!(guard_line(&out, "old@example.org").contains(" 0/10 "));
     // A control character cannot split the table.
     assert!(guard_line(&out, "ev\\nil@example.org").contains(" 1/10 "));
-    assert!(!out.stdout.contains("dead"), "digests are never shown: {out:?}");
+    assert!(
+        !out.stdout.contains("dead"),
+        "digests are never shown: {out:?}"
+    );
     assert_eq!(
         out.lines().last().copied(),
         Some("10 JIDs and 2 addresses with failures; 2 refused now")
@@ -1505,7 +1508,10 @@ fn guard_clear_lifts_one_key_or_all_and_says_when_nothing_matched() {
 
     let out = s.run(&["guard", "clear", "zoë@example.org"]);
     assert_eq!(out.code, 1, "{out:?}");
-    assert!(out.stderr.contains("no failures of zoë@example.org"), "{out:?}");
+    assert!(
+        out.stderr.contains("no failures of zoë@example.org"),
+        "{out:?}"
+    );
     // A look-alike key is not matched.
     let out = s.run(&["guard", "clear", "spa%@example.org"]);
     assert_eq!(out.code, 1, "{out:?}");
@@ -1526,7 +1532,11 @@ fn guard_commands_without_a_database_say_the_guard_is_in_memory() {
     let missing = s.path("no-such.sqlite3");
     for args in [&["guard", "list"][..], &["guard", "clear"]] {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_xcauth"));
-        cmd.args(args).arg("--db").arg(&missing).arg("-c").arg(&s.conf);
+        cmd.args(args)
+            .arg("--db")
+            .arg(&missing)
+            .arg("-c")
+            .arg(&s.conf);
         clean_env(&mut cmd);
         let out = run(cmd, None);
         assert_eq!(out.code, 2, "{out:?}");

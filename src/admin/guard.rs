@@ -237,7 +237,13 @@ mod tests {
             },
             false,
         );
-        assert_eq!((out.status, out.out.clone()), (0, vec!["cleared 11 failures of zoë@d; it is no longer refused".to_owned()]));
+        assert_eq!(
+            (out.status, out.out.clone()),
+            (
+                0,
+                vec!["cleared 11 failures of zoë@d; it is no longer refused".to_owned()]
+            )
+        );
         let out = f.run(
             Action::GuardClear {
                 key: Some("zoë@d".into()),

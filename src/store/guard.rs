@@ -8,7 +8,8 @@
 //!   and counter (`jid` or `address`), `digest` the guard's keyed digest of
 //!   JID and password (never the password), `at` a timestamp as the other
 //!   tables write it. The index on `(scope, key, at)` answers "the failures
-//!   of this key since then" without a scan. No primary key: the same
+//!   of this key since then" without a scan, the one on `at` finds what
+//!   to expire. No primary key: the same
 //!   digest may fail several times, and every failure counts.
 //! - `guardnotice (scope, key, until)`, primary key `(scope, key)`: the
 //!   end of the last window in which a refusal of the key was logged. One
@@ -24,6 +25,7 @@
 //! Every write is one short `BEGIN IMMEDIATE` transaction, with the
 //! store's lock wait, like the other tables.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use rusqlite::{params, OptionalExtension};
@@ -73,7 +75,13 @@ impl Store {
         key: &str,
         failure: &Failure,
     ) -> Result<(), StoreError> {
-        self.guard_record_bounded(scope, key, failure, MAX_FAILURES_PER_KEY, MAX_GUARD_FAILURES)
+        self.guard_record_bounded(
+            scope,
+            key,
+            failure,
+            MAX_FAILURES_PER_KEY,
+            MAX_GUARD_FAILURES,
+        )
     }
 
     /// [`Store::guard_record`] with the bounds given (tests use small ones).
@@ -90,7 +98,12 @@ impl Store {
         self.write(|c| {
             c.execute(
                 "INSERT INTO guardfailure (scope, key, digest, at) VALUES (?1, ?2, ?3, ?4)",
-                params![scope.name(), key, failure.digest, format_timestamp(failure.at)],
+                params![
+                    scope.name(),
+                    key,
+                    failure.digest,
+                    format_timestamp(failure.at)
+                ],
             )?;
             let id = c.last_insert_rowid();
             c.execute(
@@ -121,12 +134,13 @@ impl Store {
                 "SELECT digest, at FROM guardfailure WHERE scope = ?1 AND key = ?2 AND at >= ?3 \
                  ORDER BY at, rowid",
             )?;
-            let rows = stmt.query_map(params![scope.name(), key, format_timestamp(since)], |r| {
-                Ok(Failure {
-                    digest: text(r, 0)?.unwrap_or_default(),
-                    at: timestamp(r, 1)?.unwrap_or(0),
-                })
-            })?;
+            let rows =
+                stmt.query_map(params![scope.name(), key, format_timestamp(since)], |r| {
+                    Ok(Failure {
+                        digest: text(r, 0)?.unwrap_or_default(),
+                        at: timestamp(r, 1)?.unwrap_or(0),
+                    })
+                })?;
             rows.collect()
         })
     }
@@ -227,19 +241,30 @@ impl Store {
     }
 }
 
+/// Seconds between two expiries by one process. The guard asks to expire
+/// after every rejection; old rows are not counted anyway (every query
+/// names its window), so deleting them once a minute is enough and keeps
+/// the write lock short under a flood.
+pub const EXPIRE_EVERY: i64 = 60;
+
 /// The guard's [`GuardStore`] in the database file. The guard's calls
 /// cannot fail, so a database error is logged and the guard errs towards
 /// asking the back end: a failure not recorded, none found, a refusal
 /// logged (twice rather than never).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct SqliteGuard {
     store: Arc<Store>,
+    /// The `before` of the last expiry done.
+    expired: AtomicI64,
 }
 
 impl SqliteGuard {
     /// The guard's state in `store`'s file.
     pub fn new(store: Arc<Store>) -> SqliteGuard {
-        SqliteGuard { store }
+        SqliteGuard {
+            store,
+            expired: AtomicI64::new(i64::MIN),
+        }
     }
 }
 
@@ -269,6 +294,15 @@ impl GuardStore for SqliteGuard {
     }
 
     fn expire(&self, before: i64) {
+        let last = self.expired.load(Ordering::Relaxed);
+        if before < last.saturating_add(EXPIRE_EVERY)
+            || self
+                .expired
+                .compare_exchange(last, before, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
         if let Err(e) = self.store.guard_expire(before) {
             tracing::warn!("guard: cannot expire old failures: {e}");
         }
@@ -299,9 +333,12 @@ mod tests {
     #[test]
     fn failures_round_trip_by_scope_key_and_time() {
         let s = mem();
-        s.guard_record(Scope::Jid, "a@d", &failure("d1", 100)).unwrap();
-        s.guard_record(Scope::Jid, "a@d", &failure("d1", 200)).unwrap();
-        s.guard_record(Scope::Jid, "b@d", &failure("d2", 150)).unwrap();
+        s.guard_record(Scope::Jid, "a@d", &failure("d1", 100))
+            .unwrap();
+        s.guard_record(Scope::Jid, "a@d", &failure("d1", 200))
+            .unwrap();
+        s.guard_record(Scope::Jid, "b@d", &failure("d2", 150))
+            .unwrap();
         s.guard_record(Scope::Address, "a@d", &failure("d3", 150))
             .unwrap();
         assert_eq!(
@@ -323,11 +360,9 @@ mod tests {
         // Stored as the other tables' timestamps.
         let at: String = s
             .conn()
-            .query_row(
-                "SELECT at FROM guardfailure WHERE key = 'b@d'",
-                [],
-                |r| r.get(0),
-            )
+            .query_row("SELECT at FROM guardfailure WHERE key = 'b@d'", [], |r| {
+                r.get(0)
+            })
             .unwrap();
         assert_eq!(at, "1970-01-01 00:02:30");
     }
@@ -339,11 +374,15 @@ mod tests {
             s.guard_record(Scope::Jid, "flood@d", &failure(&format!("g{i}"), 1000 + i))
                 .unwrap();
         }
-        s.guard_record(Scope::Jid, "other@d", &failure("x", 5)).unwrap();
+        s.guard_record(Scope::Jid, "other@d", &failure("x", 5))
+            .unwrap();
         let kept = s.guard_failures(Scope::Jid, "flood@d", 0).unwrap();
         assert_eq!(kept.len(), MAX_FAILURES_PER_KEY);
         assert_eq!(kept[0].at, 1050, "the oldest went first");
-        assert_eq!(kept.last().unwrap().at, 1000 + MAX_FAILURES_PER_KEY as i64 + 49);
+        assert_eq!(
+            kept.last().unwrap().at,
+            1000 + MAX_FAILURES_PER_KEY as i64 + 49
+        );
         // Another key is not touched by the flood's trimming.
         assert_eq!(s.guard_failures(Scope::Jid, "other@d", 0).unwrap().len(), 1);
         assert_eq!(count(&s), MAX_FAILURES_PER_KEY as i64 + 1);
@@ -363,15 +402,25 @@ mod tests {
             .unwrap();
         }
         assert_eq!(count(&s), 10);
-        assert_eq!(s.guard_failures(Scope::Address, "192.0.2.39", 0).unwrap().len(), 1);
-        assert!(s.guard_failures(Scope::Address, "192.0.2.29", 0).unwrap().is_empty());
+        assert_eq!(
+            s.guard_failures(Scope::Address, "192.0.2.39", 0)
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(s
+            .guard_failures(Scope::Address, "192.0.2.29", 0)
+            .unwrap()
+            .is_empty());
     }
 
     #[test]
     fn expire_drops_old_failures_and_ended_notices() {
         let s = mem();
-        s.guard_record(Scope::Jid, "a@d", &failure("d", 100)).unwrap();
-        s.guard_record(Scope::Jid, "a@d", &failure("d", 300)).unwrap();
+        s.guard_record(Scope::Jid, "a@d", &failure("d", 100))
+            .unwrap();
+        s.guard_record(Scope::Jid, "a@d", &failure("d", 300))
+            .unwrap();
         assert!(s.guard_notice(Scope::Jid, "a@d", 150).unwrap());
         assert!(s.guard_notice(Scope::Jid, "b@d", 400).unwrap());
         assert_eq!(s.guard_expire(200).unwrap(), 1);
@@ -402,10 +451,14 @@ mod tests {
     #[test]
     fn entries_and_clear() {
         let s = mem();
-        s.guard_record(Scope::Address, "::1", &failure("x", 10)).unwrap();
-        s.guard_record(Scope::Jid, "b@d", &failure("y", 20)).unwrap();
-        s.guard_record(Scope::Jid, "a@d", &failure("z", 30)).unwrap();
-        s.guard_record(Scope::Jid, "a@d", &failure("w", 40)).unwrap();
+        s.guard_record(Scope::Address, "::1", &failure("x", 10))
+            .unwrap();
+        s.guard_record(Scope::Jid, "b@d", &failure("y", 20))
+            .unwrap();
+        s.guard_record(Scope::Jid, "a@d", &failure("z", 30))
+            .unwrap();
+        s.guard_record(Scope::Jid, "a@d", &failure("w", 40))
+            .unwrap();
         assert!(s.guard_notice(Scope::Jid, "a@d", 940).unwrap());
         let entries = s.guard_entries().unwrap();
         let keys: Vec<(Scope, &str, usize, Option<i64>)> = entries
@@ -430,6 +483,20 @@ mod tests {
     }
 
     #[test]
+    fn the_guard_expires_at_most_once_a_minute() {
+        let store = Arc::new(mem());
+        let g = SqliteGuard::new(Arc::clone(&store));
+        g.record(Scope::Jid, "a@d", &failure("x", 100));
+        g.expire(200);
+        assert_eq!(count(&store), 0);
+        g.record(Scope::Jid, "a@d", &failure("x", 150));
+        g.expire(200 + EXPIRE_EVERY - 1);
+        assert_eq!(count(&store), 1, "too soon");
+        g.expire(200 + EXPIRE_EVERY);
+        assert_eq!(count(&store), 0);
+    }
+
+    #[test]
     fn the_guard_works_on_the_database() {
         let store = Arc::new(mem());
         let g = Guard::new(
@@ -444,7 +511,7 @@ mod tests {
             Verdict::KnownWrong
         );
         for i in 0..10 {
-            g.rejected(jid, &Secret::new(&format!("guess{i}")), None, 1100 + i);
+            g.rejected(jid, &Secret::new(format!("guess{i}")), None, 1100 + i);
         }
         assert!(matches!(
             g.check(jid, &Secret::new("new"), None, 1200),

@@ -29,7 +29,7 @@ const SCHEMA: [&str; 4] = [
 ];
 
 /// Our own tables, which the original does not know and ignores.
-const OURS: [&str; 5] = [
+const OURS: [&str; 6] = [
     // Back-end settings of a domain beyond the original's `domains`
     // columns (see `DomainBackend`).
     "CREATE TABLE IF NOT EXISTS domainbackend (xmppdomain TEXT PRIMARY KEY, \
@@ -45,6 +45,7 @@ const OURS: [&str; 5] = [
     "CREATE TABLE IF NOT EXISTS guardfailure (scope TEXT NOT NULL, key TEXT NOT NULL, \
      digest TEXT NOT NULL, at TIMESTAMP NOT NULL)",
     "CREATE INDEX IF NOT EXISTS guardfailure_key ON guardfailure (scope, key, at)",
+    "CREATE INDEX IF NOT EXISTS guardfailure_at ON guardfailure (at)",
     // Until when a refusal of a key was logged (once per window).
     "CREATE TABLE IF NOT EXISTS guardnotice (scope TEXT NOT NULL, key TEXT NOT NULL, \
      until TIMESTAMP NOT NULL, PRIMARY KEY (scope, key))",
