@@ -41,7 +41,7 @@ pub const MAX_GUARD_FAILURES: usize = 1_000_000;
 
 /// Every this many inserts (by row id), the whole table is checked
 /// against [`MAX_GUARD_FAILURES`]; the check walks the index, so it is
-/// not done on every insert.
+/// not done on every insert (a bound below this is checked every time).
 const TOTAL_CHECK_EVERY: i64 = 1024;
 
 /// The failures of one key, as `xcauth guard list` shows them.
@@ -412,6 +412,24 @@ mod tests {
             .guard_failures(Scope::Address, "192.0.2.29", 0)
             .unwrap()
             .is_empty());
+    }
+
+    #[test]
+    fn the_table_is_trimmed_every_so_many_inserts() {
+        let s = mem();
+        let total = 2 * TOTAL_CHECK_EVERY as usize;
+        let inserts = 5 * TOTAL_CHECK_EVERY;
+        for i in 0..inserts {
+            s.guard_record_bounded(Scope::Jid, &format!("u{i}@d"), &failure("x", i), 8, total)
+                .unwrap();
+        }
+        // Trimmed to the bound at the last multiple of the interval, then
+        // grown by fewer than the interval.
+        let n = usize::try_from(count(&s)).unwrap();
+        assert!(n >= total && n < total + TOTAL_CHECK_EVERY as usize, "{n}");
+        let last = format!("u{}@d", inserts - 1);
+        assert_eq!(s.guard_failures(Scope::Jid, &last, 0).unwrap().len(), 1);
+        assert!(s.guard_failures(Scope::Jid, "u0@d", 0).unwrap().is_empty());
     }
 
     #[test]
