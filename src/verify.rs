@@ -11,6 +11,7 @@ use tokio_util::task::TaskTracker;
 use crate::backend::{BackendError, Cause, Roster, Verdict};
 use crate::cache::Cache;
 use crate::clock::Clock;
+use crate::guard::{self, Guard, Verdict as GuardVerdict};
 use crate::proto::{Reply, Request};
 use crate::roster::{self, RosterSync};
 use crate::secret::Secret;
@@ -32,6 +33,9 @@ pub enum AuthOutcome {
     CacheWhileUnreachable(BackendError),
     /// The back end said no (or refused the question).
     Rejected,
+    /// The failure guard refused without asking the back end (the same
+    /// wrong password again, or too many failures).
+    Guarded,
     /// The back end could not be asked and nothing else allowed the login.
     Unreachable(BackendError),
     /// No URL or secret is configured for the domain.
@@ -57,6 +61,7 @@ pub struct Verifier {
     domains: Arc<dyn Domains>,
     cache: Option<Arc<Cache>>,
     roster: Option<Arc<RosterSync>>,
+    guard: Option<Arc<Guard>>,
     /// Cache writes and roster syncs that outlive the request.
     background: TaskTracker,
 }
@@ -70,6 +75,7 @@ impl Verifier {
             domains,
             cache: None,
             roster: None,
+            guard: None,
             background: TaskTracker::new(),
         }
     }
@@ -77,6 +83,12 @@ impl Verifier {
     /// Adds the password cache.
     pub fn with_cache(mut self, cache: Arc<Cache>) -> Self {
         self.cache = Some(cache);
+        self
+    }
+
+    /// Adds the failure guard.
+    pub fn with_guard(mut self, guard: Arc<Guard>) -> Self {
+        self.guard = Some(guard);
         self
     }
 
@@ -103,11 +115,17 @@ impl Verifier {
                 domain,
                 password,
                 service,
+                client,
             } => {
                 if let Some(service) = service {
                     debug!("auth {user}@{domain} for service {service:?}");
                 }
-                if self.auth(&user, &domain, &password).await.is_success() {
+                let client = client.as_deref();
+                if self
+                    .auth_from(&user, &domain, &password, client)
+                    .await
+                    .is_success()
+                {
                     Reply::Yes
                 } else {
                     Reply::No
@@ -129,14 +147,32 @@ impl Verifier {
     /// Is `password` right for `user@domain`? Token, cache, back end
     /// (SPEC §6); after a success the shared roster is brought up to date.
     pub async fn auth(&self, user: &str, domain: &str, password: &Secret) -> AuthOutcome {
-        let outcome = self.decide_auth(user, domain, password).await;
+        self.auth_from(user, domain, password, None).await
+    }
+
+    /// [`auth`](Self::auth) for a client at `client` (an address as the
+    /// protocol gave it), which the failure guard counts per address.
+    pub async fn auth_from(
+        &self,
+        user: &str,
+        domain: &str,
+        password: &Secret,
+        client: Option<&str>,
+    ) -> AuthOutcome {
+        let outcome = self.decide_auth(user, domain, password, client).await;
         if outcome.is_success() {
             self.after_login(user, domain).await;
         }
         outcome
     }
 
-    async fn decide_auth(&self, user: &str, domain: &str, password: &Secret) -> AuthOutcome {
+    async fn decide_auth(
+        &self,
+        user: &str,
+        domain: &str,
+        password: &Secret,
+        client: Option<&str>,
+    ) -> AuthOutcome {
         let now = self.clock.now();
         let Some(settings) = self.domains.lookup(domain) else {
             warn!("auth {user}@{domain}: no API URL configured for this domain");
@@ -178,6 +214,47 @@ impl Verifier {
             cached = Some(creds);
         }
 
+        let address = client.and_then(guard::client_ip);
+        if let Some(guard) = &self.guard {
+            let verdict = self.guard_check(guard, &jid, password, address, now).await;
+            let refusal = match verdict {
+                GuardVerdict::Ask => None,
+                GuardVerdict::KnownWrong => {
+                    info!("auth {jid}: wrong password (the same one was refused within negative-ttl; not asked again)");
+                    Some(AuthOutcome::Guarded)
+                }
+                GuardVerdict::Refused {
+                    reason,
+                    first_in_window,
+                } => {
+                    // The address (parsed by us, so it cannot be forged) comes
+                    // before anything the client chose: fail2ban's filter
+                    // reads it there.
+                    let from = address.map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+                    let who = jid.escape_debug();
+                    if first_in_window {
+                        warn!("guard: refused address {from} for {who}: {reason}");
+                    } else {
+                        debug!("guard: refused address {from} for {who} again");
+                    }
+                    Some(AuthOutcome::Guarded)
+                }
+            };
+            if let Some(refused) = refusal {
+                // A password the cache knows as good is not a guess: the
+                // back end decides it as usual.
+                let known = match (cache, cached.as_mut()) {
+                    (Some(cache), Some(creds)) if !creds.is_empty() => {
+                        cache.find(&jid, creds, password, |_| true).await.is_some()
+                    }
+                    _ => false,
+                };
+                if !known {
+                    return refused;
+                }
+            }
+        }
+
         let answer = settings.backend.auth(user, password).await;
         match answer {
             Ok(Verdict::Accepted) => {
@@ -193,6 +270,13 @@ impl Verifier {
             }
             Ok(Verdict::Rejected) => {
                 info!("auth {jid}: wrong password (refused by the back end)");
+                if let Some(guard) = &self.guard {
+                    // Recorded before the answer, so an immediate retry of
+                    // the same password is already known.
+                    let (guard, jid, password) = (Arc::clone(guard), jid.clone(), password.clone());
+                    let record = move || guard.rejected(&jid, &password, address, now);
+                    let _ = tokio::task::spawn_blocking(record).await;
+                }
                 if let (Some(cache), Some(creds)) = (cache, cached) {
                     if !creds.is_empty() {
                         // A password the back end rejects must not keep
@@ -231,6 +315,22 @@ impl Verifier {
                 AuthOutcome::Unreachable(error)
             }
         }
+    }
+
+    /// The guard's verdict, off the reactor (its store may be SQLite).
+    async fn guard_check(
+        &self,
+        guard: &Arc<Guard>,
+        jid: &str,
+        password: &Secret,
+        address: Option<std::net::IpAddr>,
+        now: i64,
+    ) -> GuardVerdict {
+        let (guard, jid, password) = (Arc::clone(guard), jid.to_owned(), password.clone());
+        tokio::task::spawn_blocking(move || guard.check(&jid, &password, address, now))
+            .await
+            // The check itself never panics; if its task is lost, ask.
+            .unwrap_or(GuardVerdict::Ask)
     }
 
     /// Runs `work` after the answer, tracked so [`Verifier::settle`] and a

@@ -237,10 +237,10 @@ impl Codec for SaslauthdCodec {
                 }
             }
         }
-        let total = match self.fifth(&buf[offset..]) {
+        let (total, client) = match self.fifth(&buf[offset..]) {
             Fifth::NeedMore => return Decoded::NeedMore,
-            Fifth::Absent => offset,
-            Fifth::Present(n) => offset + n,
+            Fifth::Absent => (offset, &[][..]),
+            Fifth::Present(n) => (offset + n, &buf[offset + HEADER..offset + n]),
             Fifth::TooLong(len) => return self.start_dropping(buf, offset, BASE_FIELDS, len),
         };
         let field = |index: usize| {
@@ -251,7 +251,7 @@ impl Codec for SaslauthdCodec {
             };
             &buf[start..ends[index]]
         };
-        let request = build_request(field(0), field(1), field(2), field(3));
+        let request = build_request(field(0), field(1), field(2), field(3), client);
         buf.advance(total);
         Decoded::Request(request)
     }
@@ -332,7 +332,13 @@ fn looks_like_client_addr(text: &[u8]) -> bool {
     }
 }
 
-fn build_request(login: &[u8], password: &[u8], service: &[u8], realm: &[u8]) -> Request {
+fn build_request(
+    login: &[u8],
+    password: &[u8],
+    service: &[u8],
+    realm: &[u8],
+    client: &[u8],
+) -> Request {
     if login.is_empty() {
         return invalid("empty login");
     }
@@ -363,6 +369,12 @@ fn build_request(login: &[u8], password: &[u8], service: &[u8], realm: &[u8]) ->
         domain: domain.to_owned(),
         password: Secret::new(password),
         service: (!service.is_empty()).then(|| service.to_owned()),
+        // Only an address is kept; anything else was refused as a fifth
+        // field already (see `looks_like_client_addr`).
+        client: std::str::from_utf8(client)
+            .ok()
+            .filter(|c| !c.is_empty())
+            .map(str::to_owned),
     }
 }
 
