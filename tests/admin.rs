@@ -1544,3 +1544,33 @@ fn guard_commands_without_a_database_say_the_guard_is_in_memory() {
         assert!(!missing.exists());
     }
 }
+
+#[test]
+fn guard_list_counts_with_the_servers_settings_from_the_config_file() {
+    use xcauth::guard::Scope;
+    let s = Setup::with_config(
+        "guard-jid-failures=3\nguard-jid-window=1h\nguard-address-failures=0\n\
+         guard-allowlist=127.0.0.0/8, ::1\n",
+    );
+    let now = epoch_now();
+    guard_failures(&s, Scope::Jid, "spa ce@example.org", 3, now - 1800);
+    guard_failures(&s, Scope::Address, "127.0.0.1", 40, now - 60);
+    guard_failures(&s, Scope::Address, "192.0.2.9", 40, now - 60);
+    let out = s.run(&["guard", "list"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    // Outside the default 15 minutes, inside the configured hour.
+    let line = guard_line(&out, "spa ce@example.org");
+    assert!(line.contains(" 3/3 "), "{line}");
+    let until = xcauth::store::format_timestamp(now - 1800 + 3600);
+    assert!(line.ends_with(&format!("refused until {until}")), "{line}");
+    let line = guard_line(&out, "127.0.0.1");
+    assert!(
+        line.contains(" 40 (allowlisted) ") && line.ends_with(" no"),
+        "{line}"
+    );
+    let line = guard_line(&out, "192.0.2.9");
+    assert!(
+        line.contains(" 40 (limit off) ") && line.ends_with(" no"),
+        "{line}"
+    );
+}

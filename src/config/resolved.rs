@@ -487,15 +487,6 @@ pub fn admin_settings(
     })
 }
 
-/// The guard's settings from a merged layer, defaults where absent.
-///
-/// Placeholder until the guard's options are in the option table: it
-/// gives [`GuardSettings::default`]. The version reading `negative-ttl`
-/// and the `guard-*` options replaces it, and `load` uses the same.
-pub(super) fn guard_settings(_merged: &Layer) -> GuardSettings {
-    GuardSettings::default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
