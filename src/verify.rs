@@ -492,6 +492,7 @@ mod tests {
             domain: domain.into(),
             password: Secret::new(password),
             service: None,
+            client: None,
         }
     }
 

@@ -27,6 +27,7 @@ fuzz_target!(|data: &[u8]| {
                 domain,
                 password,
                 service,
+                client,
             } = request
             else {
                 // A saslauthd request is always a login (or refused).
@@ -35,8 +36,8 @@ fuzz_target!(|data: &[u8]| {
             };
             let service = service.as_deref().unwrap_or_default();
             let mut parts = vec![user.as_str(), password.expose(), service, domain.as_str()];
-            if fields == SaslauthdFields::Five {
-                parts.push("");
+            if fields == SaslauthdFields::Five || client.is_some() {
+                parts.push(client.as_deref().unwrap_or_default());
             }
             let mut out = Vec::new();
             for field in parts {

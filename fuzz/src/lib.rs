@@ -184,8 +184,24 @@ pub fn command_text(request: &Request) -> Option<String> {
             user,
             domain,
             password,
+            client: None,
             ..
         } => format!("auth:{user}:{domain}:{}", password.expose()),
+        Request::Auth {
+            user,
+            domain,
+            password,
+            client: Some(client),
+            ..
+        } => {
+            // IPv6 addresses go in brackets, as the codec reads them.
+            let address = if client.contains(':') {
+                format!("[{client}]")
+            } else {
+                client.clone()
+            };
+            format!("authclient:{address}:{user}:{domain}:{}", password.expose())
+        }
         Request::IsUser { user, domain } => format!("isuser:{user}:{domain}"),
         Request::Roster { user, domain } => format!("roster:{user}:{domain}"),
         Request::Quit => "quit".to_owned(),

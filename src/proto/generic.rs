@@ -323,6 +323,34 @@ mod tests {
     }
 
     #[test]
+    fn authclient_carries_the_client_address() {
+        let with = |client: &str| Request::Auth {
+            user: "alice".into(),
+            domain: "example.org".into(),
+            password: Secret::new("p:w"),
+            service: None,
+            client: Some(client.into()),
+        };
+        assert_eq!(
+            one(b"authclient:192.0.2.1:alice:example.org:p:w\n"),
+            with("192.0.2.1")
+        );
+        assert_eq!(
+            one(b"authclient:[2001:db8::1]:alice:example.org:p:w\n"),
+            with("2001:db8::1")
+        );
+        for bad in [
+            &b"authclient:not-an-ip:alice:example.org:pw\n"[..],
+            b"authclient:2001:db8::1:alice:example.org:pw\n",
+            b"authclient:[::1:alice:example.org:pw\n",
+            b"authclient:192.0.2.1:alice\n",
+            b"authclient:192.0.2.1::example.org:pw\n",
+        ] {
+            assert!(matches!(one(bad), Request::Invalid { .. }), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn password_keeps_colons_and_only_one_cr_is_stripped() {
         assert_eq!(one(b"auth:a:d:p:w::\n"), auth("a", "d", "p:w::"));
         assert_eq!(one(b"auth:a:d:pw\r\r\n"), auth("a", "d", "pw\r"));
