@@ -455,6 +455,8 @@ pub struct AdminSettings {
     pub ejabberdctl: Option<PathBuf>,
     /// Where the server caches passwords.
     pub cache_storage: CacheStorage,
+    /// The failure guard's limits, as the server reads them.
+    pub guard: GuardSettings,
     /// The config file that was read, if any.
     pub config_file: Option<PathBuf>,
 }
@@ -475,10 +477,12 @@ pub fn admin_settings(
     let file = read_config_file(&path, explicit)?;
     let config_file = file.as_ref().map(|_| path);
     let merged = Layer::from_env(env)?.over(file.map(|f| f.layer).unwrap_or_default());
+    let guard = guard_settings(&merged);
     Ok(AdminSettings {
         db: merged.db.unwrap_or_else(|| PathBuf::from(DEFAULT_DB)),
         ejabberdctl: merged.ejabberdctl,
         cache_storage: merged.cache_storage.unwrap_or_default(),
+        guard,
         config_file,
     })
 }
