@@ -321,7 +321,12 @@ impl Verifier {
                 AuthOutcome::Backend
             }
             Ok(Verdict::Rejected) => {
-                info!("auth {jid}: wrong password (refused by the back end)");
+                match settings.backend.rejection_hint() {
+                    Some(hint) => {
+                        info!("auth {jid}: wrong password (refused by the back end; {hint})")
+                    }
+                    None => info!("auth {jid}: wrong password (refused by the back end)"),
+                }
                 if let Some(guard) = &self.guard {
                     // Recorded before the answer, so an immediate retry of
                     // the same password is already known.

@@ -438,7 +438,7 @@ mod tests {
             };
             for mode in [SaslauthdFields::Auto, SaslauthdFields::Five] {
                 let (got, rest) = decode_all(mode, &input);
-                assert_eq!(got, [expected.clone()], "{addr:?} {mode:?}");
+                assert_eq!(got, std::slice::from_ref(&expected), "{addr:?} {mode:?}");
                 assert!(rest.is_empty(), "{addr:?} {mode:?}");
             }
             // Byte by byte only a fixed count can work: in Auto mode the four
