@@ -7,6 +7,7 @@ use std::future::Future;
 use std::io;
 use std::os::fd::AsFd;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -194,18 +195,27 @@ pub async fn serve_stdio(
     let stdin = std::io::stdin().as_fd().try_clone_to_owned()?;
     let stdout = std::io::stdout().as_fd().try_clone_to_owned()?;
     let raw = std::fs::File::from(stdin.try_clone()?);
+    // Set by every answer written: the reader spins only once the request
+    // it delivered last has its answer (a request still waiting for the
+    // back end would otherwise wait for the spin too: the reactor is
+    // single-threaded).
+    let answered = Arc::new(AtomicBool::new(true));
     let reader: Box<dyn AsyncRead + Unpin + Send> =
         match tokio::net::unix::pipe::Receiver::from_owned_fd(stdin) {
             Ok(pipe) => Box::new(SpinningPipe {
                 raw,
                 pipe,
                 armed: false,
+                answered: Arc::clone(&answered),
             }),
             Err(_) => Box::new(tokio::io::stdin()),
         };
     let writer: Box<dyn AsyncWrite + Unpin + Send> =
         match tokio::net::unix::pipe::Sender::from_owned_fd(stdout) {
-            Ok(pipe) => Box::new(pipe),
+            Ok(pipe) => Box::new(NoteWrites {
+                inner: pipe,
+                answered,
+            }),
             Err(_) => Box::new(tokio::io::stdout()),
         };
     serve_stream(
@@ -236,6 +246,42 @@ struct SpinningPipe {
     pipe: tokio::net::unix::pipe::Receiver,
     /// Set when bytes were delivered; the next empty poll spins once.
     armed: bool,
+    /// False from a delivery until the next answer is written.
+    answered: Arc<AtomicBool>,
+}
+
+/// Standard output, noting each write for [`SpinningPipe`].
+struct NoteWrites<W> {
+    inner: W,
+    answered: Arc<AtomicBool>,
+}
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for NoteWrites<W> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(result, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.answered.store(true, Ordering::Relaxed);
+        }
+        result
+    }
+
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 impl AsyncRead for SpinningPipe {
@@ -247,12 +293,16 @@ impl AsyncRead for SpinningPipe {
         use std::io::Read;
         use std::task::Poll;
         let deadline = std::time::Instant::now() + STDIN_SPIN;
-        let spin = std::mem::replace(&mut self.armed, false);
+        let spin =
+            std::mem::replace(&mut self.armed, false) && self.answered.load(Ordering::Relaxed);
         loop {
             match (&self.raw).read(buf.initialize_unfilled()) {
                 Ok(n) => {
                     buf.advance(n);
                     self.armed = n > 0;
+                    if n > 0 {
+                        self.answered.store(false, Ordering::Relaxed);
+                    }
                     return Poll::Ready(Ok(()));
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -268,6 +318,7 @@ impl AsyncRead for SpinningPipe {
         let result = Pin::new(&mut self.pipe).poll_read(cx, buf);
         if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
             self.armed = true;
+            self.answered.store(false, Ordering::Relaxed);
         }
         result
     }
