@@ -48,6 +48,11 @@ const MEMO_CAPACITY: usize = 100_000;
 /// password per device); past it, the least recently used one goes.
 pub const MAX_CREDENTIALS: usize = 8;
 
+/// True when a timestamp of `entry` lies after `now`.
+fn stamped_in_future(entry: &Entry, now: i64) -> bool {
+    entry.remoteauth > now || entry.anyauth > now || entry.firstauth > now
+}
+
 /// The TTLs of SPEC §6, in seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ttls {
@@ -312,13 +317,17 @@ impl Cache {
     }
 
     /// True when `entry` may answer without the back end (step 2).
+    /// An entry stamped in the future (a clock set back, a hand-edited
+    /// row) is stale, never fresh.
     pub fn fresh(&self, entry: &Entry, now: i64) -> bool {
-        now - entry.anyauth < self.ttls.query && now - entry.remoteauth < self.ttls.verification
+        !stamped_in_future(entry, now)
+            && now - entry.anyauth < self.ttls.query
+            && now - entry.remoteauth < self.ttls.verification
     }
 
     /// True when `entry` may answer while the back end is unreachable.
     pub fn usable_while_unreachable(&self, entry: &Entry, now: i64) -> bool {
-        now - entry.remoteauth < self.ttls.unreachable
+        !stamped_in_future(entry, now) && now - entry.remoteauth < self.ttls.unreachable
     }
 
     /// The most recently verified credential of `jid`; a storage failure
@@ -931,6 +940,24 @@ mod tests {
                 assert!(before.contains(&a.pwhash), "{name}: same hash, refreshed");
             }
         }
+    }
+
+    #[test]
+    fn an_entry_stamped_in_the_future_is_stale() {
+        let c = cache();
+        let e = Entry {
+            pwhash: String::new(),
+            firstauth: 100,
+            remoteauth: 5000,
+            anyauth: 5000,
+        };
+        assert!(
+            !c.fresh(&e, 4000),
+            "a clock set back does not make it fresh"
+        );
+        assert!(!c.usable_while_unreachable(&e, 4000));
+        assert!(c.fresh(&e, 5000));
+        assert!(c.usable_while_unreachable(&e, 5000));
     }
 
     #[test]

@@ -115,8 +115,8 @@ pub(crate) fn parse_command(bytes: &[u8]) -> Request {
     match command {
         "auth" => match (a, b, c) {
             (Some(user), Some(domain), Some(password)) => {
-                if user.is_empty() || domain.is_empty() {
-                    invalid("auth: empty user or domain")
+                if let Some(problem) = super::name_problem(user, domain, false) {
+                    invalid(format!("auth: {problem}"))
                 } else {
                     Request::Auth {
                         user: user.to_owned(),
@@ -132,8 +132,8 @@ pub(crate) fn parse_command(bytes: &[u8]) -> Request {
         "authclient" => parse_authclient(&text["authclient:".len().min(text.len())..]),
         "isuser" | "roster" => match (a, b, c) {
             (Some(user), Some(domain), None) => {
-                if user.is_empty() || domain.is_empty() {
-                    invalid(format!("{command}: empty user or domain"))
+                if let Some(problem) = super::name_problem(user, domain, false) {
+                    invalid(format!("{command}: {problem}"))
                 } else if command == "isuser" {
                     Request::IsUser {
                         user: user.to_owned(),
@@ -320,6 +320,35 @@ mod tests {
                 domain: "example.org".into()
             }
         );
+    }
+
+    #[test]
+    fn control_characters_and_at_signs_are_refused() {
+        for (input, why) in [
+            (
+                &b"auth:a\x1bb:d:pw\n"[..],
+                "auth: control characters in user or domain",
+            ),
+            (
+                b"auth:a:d\x7f:pw\n",
+                "auth: control characters in user or domain",
+            ),
+            (
+                b"isuser:a\x00:d\n",
+                "isuser: control characters in user or domain",
+            ),
+            (b"auth:a@b:c:pw\n", "auth: @ in user or domain"),
+            (b"auth:a:b@c:pw\n", "auth: @ in user or domain"),
+            (b"roster:a@b:c\n", "roster: @ in user or domain"),
+        ] {
+            assert_eq!(
+                one(input),
+                Request::Invalid { reason: why.into() },
+                "{input:?}"
+            );
+        }
+        // A control character in the password is the password's business.
+        assert!(matches!(one(b"auth:a:d:p\x01w\n"), Request::Auth { .. }));
     }
 
     #[test]

@@ -9,6 +9,23 @@ pub mod ejabberd;
 pub mod generic;
 pub mod postfix;
 pub mod saslauthd;
+/// Why `user` at `domain` cannot be asked about, if it cannot: empty
+/// halves; control characters (they would split or forge log lines); `@`
+/// in the domain, or in the user where `at_in_user` is false (the XMPP
+/// protocols: `a@b` at `c` and `a` at `b@c` would be one JID, one cache
+/// entry and one token input).
+pub(crate) fn name_problem(user: &str, domain: &str, at_in_user: bool) -> Option<&'static str> {
+    if user.is_empty() || domain.is_empty() {
+        Some("empty user or domain")
+    } else if user.chars().chain(domain.chars()).any(char::is_control) {
+        Some("control characters in user or domain")
+    } else if domain.contains('@') || (!at_in_user && user.contains('@')) {
+        Some("@ in user or domain")
+    } else {
+        None
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod testing;
 

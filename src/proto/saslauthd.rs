@@ -361,8 +361,8 @@ fn build_request(
     } else {
         (login, realm)
     };
-    if user.is_empty() || domain.is_empty() {
-        return invalid("empty user or domain");
+    if let Some(problem) = super::name_problem(user, domain, true) {
+        return invalid(problem);
     }
     Request::Auth {
         user: user.to_owned(),
@@ -550,6 +550,11 @@ mod tests {
                 "empty user or domain",
             ),
             (&[&b"@d"[..], b"pw", b"smtp", b""], "empty user or domain"),
+            (
+                &[&b"a\nb"[..], b"pw", b"smtp", b"d"],
+                "control characters in user or domain",
+            ),
+            (&[&b"a"[..], b"pw", b"smtp", b"b@c"], "@ in user or domain"),
             (
                 &[&b"alice"[..], b"pw\xff", b"smtp", b"d"],
                 "a field is not valid UTF-8",
