@@ -15,8 +15,11 @@
 //! measurement against a trivial responder (this program with the hidden
 //! `--echo PROTO`: blocking reads, success for every request), and for the
 //! back-end kinds against the stand-in Nextcloud directly (signed HTTP
-//! requests with a keep-alive client). Baseline and xcauth alternate in
+//! requests with a keep-alive client; with `--backend nextcloud` the OCS
+//! GET with Basic auth that xcauth makes). Baseline and xcauth alternate in
 //! `--rounds` blocks, so drift of the machine hits both alike.
+//! `--style counted` reads the stand-in's request counters around each
+//! request: Nextcloud requests by the answer and in total.
 //!
 //! `--standin PATH` starts the stand-in Nextcloud (`xcauth-standin`) itself,
 //! with `--users` and the `--secret`, and stops it at the end.
