@@ -267,11 +267,33 @@ end
 
 local provider = { name = "xcauth" };
 
-function provider.test_password(username, password)
+-- The client's address as xcauth's authclient: request takes it: IPv4 as
+-- it is, IPv6 in brackets; nil for anything else (then a plain auth:).
+local function client_field(ip)
+	if type(ip) ~= "string" then
+		return nil;
+	end
+	if ip:match("^%d+%.%d+%.%d+%.%d+$") then
+		return ip;
+	elseif ip:match("^[%x:%.]+$") and ip:find(":", 1, true) then
+		return "[" .. ip .. "]";
+	end
+	return nil;
+end
+
+-- Checks a password; `ip` (the session's address, when known) lets
+-- xcauth's failure guard count failed logins per client address.
+function provider.test_password(username, password, ip)
 	if not clean(username) or username:find(":", 1, true) or not clean(password) then
 		return nil, "Invalid username or password";
 	end
-	local line = "auth:" .. username .. ":" .. host .. ":" .. password .. "\n";
+	local client = client_field(ip);
+	local line;
+	if client then
+		line = "authclient:" .. client .. ":" .. username .. ":" .. host .. ":" .. password .. "\n";
+	else
+		line = "auth:" .. username .. ":" .. host .. ":" .. password .. "\n";
+	end
 	if #line > MAX_REQUEST then
 		return nil, "Password too long";
 	end
@@ -323,12 +345,13 @@ function provider.users()
 	return function() return nil; end;
 end
 
-function provider.get_sasl_handler()
+function provider.get_sasl_handler(session)
+	local ip = session and session.ip;
 	return new_sasl(host, {
 		-- PLAIN only: xcauth checks passwords, it cannot hand them out
 		-- for SCRAM or DIGEST.
 		plain_test = function(_, username, password)
-			return provider.test_password(username, password) == true, true;
+			return provider.test_password(username, password, ip) == true, true;
 		end;
 	});
 end

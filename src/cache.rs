@@ -739,6 +739,7 @@ mod tests {
                         domain: "example.org".into(),
                         password: Secret::new(password),
                         service: None,
+                        client: None,
                     })
                     .await;
                 self.verifier.settle().await;

@@ -1,23 +1,27 @@
 //! xcauth answers "is this password right?" and "does this user exist?" for
 //! XMPP servers (ejabberd, Prosody) and mail servers (saslauthd clients,
-//! Postfix) from JSXC tokens, a bcrypt-protected cache and the Nextcloud
-//! JSXC external API.
+//! Postfix) from JSXC tokens, a bcrypt-protected cache and Nextcloud: its
+//! stock OCS and provisioning APIs, or the JSXC app's external API.
 //!
 //! A request travels one way through the modules:
 //!
 //! ```text
-//! listen (where connections come from) → serve (per-stream loop)
+//! run (start-up: sockets collected first) → listen (where connections come
+//!   from) → serve (per-stream loop)
 //!   → proto::* (codec: bytes → Request)
-//!   → verify (decision: token → cache → back end; domains picks the back end)
-//!   → backend (signed HTTP) / cache + store (SQLite)
+//!   → verify (decision: token → cache → guard → back end; domains picks
+//!     the back end of the XMPP domain)
+//!   → backend::{jsxc, nextcloud} over backend::http / cache + store (SQLite)
 //!   → roster (ejabberd shared roster, after a login)
 //!   → proto::* (codec: Reply → bytes) → serve
 //! ```
 //!
+//! [`backend`] holds the kind-neutral boundary (the [`backend::Backend`]
+//! trait, answers, errors, the normalised roster) and one file per kind;
 //! [`config`] turns the command line, the environment and the original's
-//! `key=value` file into one resolved [`config::Config`]; [`run`] starts
-//! what it asks for; [`admin`] holds the administrator's subcommands;
-//! [`logging`] owns the log files.
+//! `key=value` file into one resolved [`config::Config`] (every option is a
+//! row of one table); [`run`] starts what it asks for; [`admin`] holds the
+//! administrator's subcommands; [`logging`] owns the log files.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -28,9 +28,13 @@ use crate::backend::BackendKind;
 use crate::cache::{Cache, MemoryStorage, Ttls};
 use crate::config::CacheStorage;
 use crate::domains::{DbDomains, Global};
+use crate::guard::{Guard, GuardStore, MemoryGuard};
 use crate::roster::{CommandCtl, RosterSync};
+use crate::secret::Secret;
+use crate::store::SqliteGuard;
 use crate::store::Store;
 use crate::verify::{Domains, GlobalOnly, Verifier};
+use sha2::Digest as _;
 
 /// Exit status for "yes" answers and clean ends.
 const EXIT_TRUE: u8 = 0;
@@ -296,12 +300,43 @@ fn build_verifier(config: &Config, client: Arc<HttpClient>) -> Result<Verifier, 
         }
         (CacheStorage::Db, None) => return Err("the db cache needs a database (--db)".into()),
     }
+    verifier = verifier.with_guard(Arc::new(build_guard(config, store.as_ref())));
     if let (Some(path), Some(store)) = (&config.ejabberdctl, &store) {
         let ctl = Arc::new(CommandCtl::new(path.clone()));
         let sync = RosterSync::new(ctl, Arc::clone(store));
         verifier = verifier.with_roster_sync(Arc::new(sync));
     }
     Ok(verifier)
+}
+
+/// The failure guard: its state in the database when there is one (shared
+/// by ejabberd's pool of helpers), else in memory. Its digests are keyed
+/// with a key derived from the configured secrets (the API secret and the
+/// API password), which are not in the database; without either, a random
+/// per-process key, and the state stays in memory (other processes could
+/// not match its digests).
+fn build_guard(config: &Config, store: Option<&Arc<Store>>) -> Guard {
+    let mut material = String::from("xcauth guard\0");
+    material.push_str(config.secret.expose());
+    material.push('\0');
+    if let Some(api) = &config.api {
+        material.push_str(api.password.expose());
+    }
+    let key = if config.secret.is_empty() && config.api.is_none() {
+        let mut random = [0u8; 32];
+        if getrandom::getrandom(&mut random).is_err() {
+            warn!("no random numbers available for the guard's key");
+        }
+        hex::encode(random)
+    } else {
+        hex::encode(sha2::Sha256::digest(material.as_bytes()))
+    };
+    let shared_key = !(config.secret.is_empty() && config.api.is_none());
+    let state: Box<dyn GuardStore> = match store {
+        Some(store) if shared_key => Box::new(SqliteGuard::new(Arc::clone(store))),
+        _ => Box::new(MemoryGuard::default()),
+    };
+    Guard::new(config.guard.clone(), Secret::new(key), state)
 }
 
 /// Says at start-up which back end the global settings mean, and what a

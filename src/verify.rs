@@ -2,7 +2,12 @@
 //! every protocol (SPEC §6). Token first, then the back end. No sockets
 //! here; the back end and the clock are passed in.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use tokio::sync::OnceCell;
 
 use tracing::{debug, error, info, warn};
 
@@ -11,6 +16,7 @@ use tokio_util::task::TaskTracker;
 use crate::backend::{BackendError, Cause, Roster, Verdict};
 use crate::cache::Cache;
 use crate::clock::Clock;
+use crate::guard::{self, Guard, Verdict as GuardVerdict};
 use crate::proto::{Reply, Request};
 use crate::roster::{self, RosterSync};
 use crate::secret::Secret;
@@ -32,6 +38,9 @@ pub enum AuthOutcome {
     CacheWhileUnreachable(BackendError),
     /// The back end said no (or refused the question).
     Rejected,
+    /// The failure guard refused without asking the back end (the same
+    /// wrong password again, or too many failures).
+    Guarded,
     /// The back end could not be asked and nothing else allowed the login.
     Unreachable(BackendError),
     /// No URL or secret is configured for the domain.
@@ -57,6 +66,13 @@ pub struct Verifier {
     domains: Arc<dyn Domains>,
     cache: Option<Arc<Cache>>,
     roster: Option<Arc<RosterSync>>,
+    guard: Option<Arc<Guard>>,
+    /// Logins being decided, by keyed digest of JID and password.
+    flights: Mutex<HashMap<[u8; 32], Arc<OnceCell<AuthOutcome>>>>,
+    /// Logins the back end accepted while their cache write is pending.
+    recent: Mutex<HashMap<[u8; 32], i64>>,
+    /// Key of the digests above (random per process, never stored).
+    digest_key: [u8; 32],
     /// Cache writes and roster syncs that outlive the request.
     background: TaskTracker,
 }
@@ -70,6 +86,10 @@ impl Verifier {
             domains,
             cache: None,
             roster: None,
+            guard: None,
+            flights: Mutex::new(HashMap::new()),
+            recent: Mutex::new(HashMap::new()),
+            digest_key: random_key(),
             background: TaskTracker::new(),
         }
     }
@@ -77,6 +97,12 @@ impl Verifier {
     /// Adds the password cache.
     pub fn with_cache(mut self, cache: Arc<Cache>) -> Self {
         self.cache = Some(cache);
+        self
+    }
+
+    /// Adds the failure guard.
+    pub fn with_guard(mut self, guard: Arc<Guard>) -> Self {
+        self.guard = Some(guard);
         self
     }
 
@@ -103,11 +129,17 @@ impl Verifier {
                 domain,
                 password,
                 service,
+                client,
             } => {
                 if let Some(service) = service {
                     debug!("auth {user}@{domain} for service {service:?}");
                 }
-                if self.auth(&user, &domain, &password).await.is_success() {
+                let client = client.as_deref();
+                if self
+                    .auth_from(&user, &domain, &password, client)
+                    .await
+                    .is_success()
+                {
                     Reply::Yes
                 } else {
                     Reply::No
@@ -129,14 +161,32 @@ impl Verifier {
     /// Is `password` right for `user@domain`? Token, cache, back end
     /// (SPEC §6); after a success the shared roster is brought up to date.
     pub async fn auth(&self, user: &str, domain: &str, password: &Secret) -> AuthOutcome {
-        let outcome = self.decide_auth(user, domain, password).await;
+        self.auth_from(user, domain, password, None).await
+    }
+
+    /// [`auth`](Self::auth) for a client at `client` (an address as the
+    /// protocol gave it), which the failure guard counts per address.
+    pub async fn auth_from(
+        &self,
+        user: &str,
+        domain: &str,
+        password: &Secret,
+        client: Option<&str>,
+    ) -> AuthOutcome {
+        let outcome = self.decide_auth(user, domain, password, client).await;
         if outcome.is_success() {
             self.after_login(user, domain).await;
         }
         outcome
     }
 
-    async fn decide_auth(&self, user: &str, domain: &str, password: &Secret) -> AuthOutcome {
+    async fn decide_auth(
+        &self,
+        user: &str,
+        domain: &str,
+        password: &Secret,
+        client: Option<&str>,
+    ) -> AuthOutcome {
         let now = self.clock.now();
         let Some(settings) = self.domains.lookup(domain) else {
             warn!("auth {user}@{domain}: no API URL configured for this domain");
@@ -161,6 +211,40 @@ impl Verifier {
         }
 
         let jid = format!("{user}@{domain}");
+        // Identical logins at once (same JID, same password) share one
+        // decision: one back-end request, at most one bcrypt run.
+        let key = self.flight_key(&jid, password);
+        let flight = {
+            let mut flights = lock(&self.flights);
+            Arc::clone(flights.entry(key).or_default())
+        };
+        let outcome = flight
+            .get_or_init(|| self.decide_password(user, &jid, password, client, &settings, now))
+            .await
+            .clone();
+        let mut flights = lock(&self.flights);
+        if flights.get(&key).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
+            flights.remove(&key);
+        }
+        outcome
+    }
+
+    /// The password path of SPEC §6 for a login that is not a token: cache,
+    /// guard, back end.
+    async fn decide_password(
+        &self,
+        user: &str,
+        jid: &str,
+        password: &Secret,
+        client: Option<&str>,
+        settings: &DomainSettings,
+        now: i64,
+    ) -> AuthOutcome {
+        let jid = jid.to_owned();
+        if self.recently_verified(&jid, password, now) {
+            debug!("auth {jid}: verified by the back end moments ago");
+            return AuthOutcome::Cache;
+        }
         let cache = self.cache.as_ref().filter(|_| Cache::cacheable(password));
         // The credentials of the JID, with what this login learnt about
         // each: only fresh ones are checked before the back end is asked.
@@ -178,11 +262,56 @@ impl Verifier {
             cached = Some(creds);
         }
 
+        let address = client.and_then(guard::client_ip);
+        if let Some(guard) = &self.guard {
+            let verdict = self.guard_check(guard, &jid, password, address, now).await;
+            let refusal = match verdict {
+                GuardVerdict::Ask => None,
+                GuardVerdict::KnownWrong => {
+                    info!("auth {jid}: wrong password (the same one was refused within negative-ttl; not asked again)");
+                    Some(AuthOutcome::Guarded)
+                }
+                GuardVerdict::Refused {
+                    reason,
+                    first_in_window,
+                } => {
+                    // The address (parsed by us, so it cannot be forged) comes
+                    // before anything the client chose: fail2ban's filter
+                    // reads it there.
+                    let from = address.map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+                    let who = jid.escape_debug();
+                    if first_in_window {
+                        warn!("guard: refused address {from} for {who}: {reason}");
+                    } else {
+                        debug!("guard: refused address {from} for {who} again");
+                    }
+                    Some(AuthOutcome::Guarded)
+                }
+            };
+            if let Some(refused) = refusal {
+                // A password the cache knows as good is not a guess: the
+                // back end decides it as usual.
+                let known = match (cache, cached.as_mut()) {
+                    (Some(cache), Some(creds)) if !creds.is_empty() => {
+                        cache.find(&jid, creds, password, |_| true).await.is_some()
+                    }
+                    _ => false,
+                };
+                if !known {
+                    return refused;
+                }
+            }
+        }
+
         let answer = settings.backend.auth(user, password).await;
         match answer {
             Ok(Verdict::Accepted) => {
                 debug!("auth {jid}: accepted by back end");
                 if let (Some(cache), Some(creds)) = (cache, cached) {
+                    // The cache write (a bcrypt hash) follows the answer;
+                    // until it lands, this process knows the login anyway,
+                    // so the client's next request does not ask again.
+                    self.note_verified(&jid, password, now);
                     self.in_background({
                         let (cache, jid, password) =
                             (Arc::clone(cache), jid.clone(), password.clone());
@@ -192,7 +321,19 @@ impl Verifier {
                 AuthOutcome::Backend
             }
             Ok(Verdict::Rejected) => {
-                info!("auth {jid}: wrong password (refused by the back end)");
+                match settings.backend.rejection_hint() {
+                    Some(hint) => {
+                        info!("auth {jid}: wrong password (refused by the back end; {hint})")
+                    }
+                    None => info!("auth {jid}: wrong password (refused by the back end)"),
+                }
+                if let Some(guard) = &self.guard {
+                    // Recorded before the answer, so an immediate retry of
+                    // the same password is already known.
+                    let (guard, jid, password) = (Arc::clone(guard), jid.clone(), password.clone());
+                    let record = move || guard.rejected(&jid, &password, address, now);
+                    let _ = tokio::task::spawn_blocking(record).await;
+                }
                 if let (Some(cache), Some(creds)) = (cache, cached) {
                     if !creds.is_empty() {
                         // A password the back end rejects must not keep
@@ -231,6 +372,57 @@ impl Verifier {
                 AuthOutcome::Unreachable(error)
             }
         }
+    }
+
+    /// Keyed digest of JID and password (never the password itself).
+    fn flight_key(&self, jid: &str, password: &Secret) -> [u8; 32] {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.digest_key)
+            .expect("HMAC takes keys of any length");
+        mac.update(jid.as_bytes());
+        mac.update(&[0]);
+        mac.update(password.expose().as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
+    /// Remembers a back-end success until the cache write is surely done.
+    fn note_verified(&self, jid: &str, password: &Secret, now: i64) {
+        let key = self.flight_key(jid, password);
+        let mut recent = lock(&self.recent);
+        if recent.len() >= MAX_RECENT {
+            recent.retain(|_, at| now - *at < RECENT_FOR);
+            if recent.len() >= MAX_RECENT {
+                recent.clear();
+            }
+        }
+        recent.insert(key, now);
+    }
+
+    /// True when the back end accepted exactly this login within
+    /// [`RECENT_FOR`] (and the cache is on: without it, every login asks).
+    fn recently_verified(&self, jid: &str, password: &Secret, now: i64) -> bool {
+        if self.cache.is_none() {
+            return false;
+        }
+        let key = self.flight_key(jid, password);
+        lock(&self.recent)
+            .get(&key)
+            .is_some_and(|at| (0..RECENT_FOR).contains(&(now - at)))
+    }
+
+    /// The guard's verdict, off the reactor (its store may be SQLite).
+    async fn guard_check(
+        &self,
+        guard: &Arc<Guard>,
+        jid: &str,
+        password: &Secret,
+        address: Option<std::net::IpAddr>,
+        now: i64,
+    ) -> GuardVerdict {
+        let (guard, jid, password) = (Arc::clone(guard), jid.to_owned(), password.clone());
+        tokio::task::spawn_blocking(move || guard.check(&jid, &password, address, now))
+            .await
+            // The check itself never panics; if its task is lost, ask.
+            .unwrap_or(GuardVerdict::Ask)
     }
 
     /// Runs `work` after the answer, tracked so [`Verifier::settle`] and a
@@ -357,6 +549,25 @@ impl Verifier {
     }
 }
 
+/// How long a back-end success counts in this process while its cache
+/// write (a bcrypt hash, hundreds of milliseconds at cost 12) is pending;
+/// well below every cache TTL's default.
+const RECENT_FOR: i64 = 60;
+/// Logins remembered that way at most.
+const MAX_RECENT: usize = 10_000;
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn random_key() -> [u8; 32] {
+    let mut key = [0u8; 32];
+    if getrandom::getrandom(&mut key).is_err() {
+        warn!("no random numbers available; login digests use a fixed key");
+    }
+    key
+}
+
 /// Logs a back-end error of `what` by what it means: a set-up problem is an
 /// error, a missing optional setting is said at debug level (the start-up
 /// log said it once), anything else is a warning.
@@ -392,6 +603,7 @@ mod tests {
             domain: domain.into(),
             password: Secret::new(password),
             service: None,
+            client: None,
         }
     }
 
@@ -464,6 +676,48 @@ mod tests {
             .await;
         assert_eq!(reply, Reply::Invalid("setpass".into()));
         assert_eq!(backend.calls(), 0);
+    }
+
+    #[tokio::test]
+    async fn identical_concurrent_logins_ask_the_back_end_once() {
+        let backend = Arc::new(Scripted::slow(vec![
+            Ok(Answer::Accepted),
+            Ok(Answer::Rejected),
+        ]));
+        let (v, _) = verifier(backend.clone(), 2000);
+        let password = Secret::new("pw");
+        let logins = (0..50).map(|_| v.auth("a", "d", &password));
+        let outcomes = futures_util::future::join_all(logins).await;
+        assert!(
+            outcomes.iter().all(|o| *o == AuthOutcome::Backend),
+            "{outcomes:?}"
+        );
+        assert_eq!(backend.calls(), 1);
+        // Another password is its own question.
+        assert_eq!(
+            v.auth("a", "d", &Secret::new("other")).await,
+            AuthOutcome::Rejected
+        );
+        assert_eq!(backend.calls(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_login_just_verified_is_not_asked_again_while_its_cache_write_runs() {
+        let backend = Arc::new(Scripted::new(vec![Ok(Answer::Accepted)]));
+        let (v, clock, _) = cached_verifier(backend.clone(), 1000);
+        assert_eq!(
+            v.auth("user3", "domain3", &Secret::new("pw")).await,
+            AuthOutcome::Backend
+        );
+        // Not waiting for the background cache write: the next request of
+        // this client is still answered without the back end.
+        clock.set(1001);
+        assert_eq!(
+            v.auth("user3", "domain3", &Secret::new("pw")).await,
+            AuthOutcome::Cache
+        );
+        assert_eq!(backend.calls(), 1);
+        v.settle().await;
     }
 
     #[tokio::test]

@@ -1405,3 +1405,172 @@ fn make_executable(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
+
+// ----- the failure guard ------------------------------------------------------
+
+/// Seconds since the epoch now: the binary counts with the real clock.
+fn epoch_now() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    i64::try_from(now.as_secs()).unwrap()
+}
+
+/// Records `n` distinct failures of `key` at `at`, as the server does.
+fn guard_failures(s: &Setup, scope: xcauth::guard::Scope, key: &str, n: usize, at: i64) {
+    let store = xcauth::store::Store::open(&s.db).unwrap();
+    for i in 0..n {
+        let failure = xcauth::guard::Failure {
+            digest: format!("{:032x}", i + 0xdead_beef),
+            at,
+        };
+        store.guard_record(scope, key, &failure).unwrap();
+    }
+}
+
+/// The listed line of `key`.
+fn guard_line<'a>(out: &'a Out, key: &str) -> &'a str {
+    out.stdout
+        .lines()
+        .find(|l| l.contains(&format!(" {key} ")))
+        .unwrap_or_else(|| panic!("{key} not listed: {out:?}"))
+}
+
+#[test]
+fn guard_list_shows_counts_and_blocks_of_odd_jids_and_addresses_never_digests() {
+    use xcauth::guard::Scope;
+    let s = Setup::new();
+    let now = epoch_now();
+    let guessed = "o'neil \"quo\"te\"@example.org";
+    guard_failures(&s, Scope::Jid, guessed, 10, now - 60);
+    let mut others = Vec::new();
+    for odd in ODD {
+        let jid = format!("{odd}@example.org");
+        guard_failures(&s, Scope::Jid, &jid, 2, now - 60);
+        others.push(jid);
+    }
+    guard_failures(&s, Scope::Address, "2001:db8::1", 30, now - 60);
+    guard_failures(&s, Scope::Address, "192.0.2.7", 1, now - 60);
+    // An old failure, outside the window, is listed but not counted.
+    guard_failures(&s, Scope::Jid, "old@example.org", 1, now - 3600);
+    guard_failures(&s, Scope::Jid, "ev\nil@example.org", 1, now - 60);
+
+    let out = s.run(&["guard", "list"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let until = xcauth::store::format_timestamp(now - 60 + 900);
+    let line = guard_line(&out, guessed);
+    assert!(line.starts_with("jid "), "{line}");
+    assert!(line.contains(" 10/10 "), "{line}");
+    assert!(line.ends_with(&format!("refused until {until}")), "{line}");
+    for jid in &others {
+        let line = guard_line(&out, jid);
+        assert!(line.contains(" 2/10 ") && line.ends_with(" no"), "{line}");
+    }
+    let line = guard_line(&out, "2001:db8::1");
+    assert!(line.starts_with("address "), "{line}");
+    assert!(line.contains(" 30/30 "), "{line}");
+    assert!(line.ends_with(&format!("refused until {until}")), "{line}");
+    assert!(guard_line(&out, "192.0.2.7").contains(" 1/30 "));
+    assert!(guard_line(&out, "old@example.org").contains(" 0/10 "));
+    // A control character cannot split the table.
+    assert!(guard_line(&out, "ev\\nil@example.org").contains(" 1/10 "));
+    assert!(
+        !out.stdout.contains("dead"),
+        "digests are never shown: {out:?}"
+    );
+    assert_eq!(
+        out.lines().last().copied(),
+        Some("10 JIDs and 2 addresses with failures; 2 refused now")
+    );
+}
+
+#[test]
+fn guard_clear_lifts_one_key_or_all_and_says_when_nothing_matched() {
+    use xcauth::guard::Scope;
+    let s = Setup::new();
+    let now = epoch_now();
+    guard_failures(&s, Scope::Jid, "zoë@example.org", 10, now);
+    guard_failures(&s, Scope::Jid, "spa ce@example.org", 3, now);
+    guard_failures(&s, Scope::Address, "2001:db8::1", 30, now);
+
+    // An address as the protocols or a person write it.
+    let out = s.run(&["guard", "clear", "[2001:DB8::1]:5222"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        out.lines(),
+        ["cleared 30 failures of 2001:db8::1; it is no longer refused"]
+    );
+    let out = s.run(&["guard", "clear", "zoë@example.org"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let out = s.run(&["guard", "list"]);
+    assert!(!out.stdout.contains("zoë") && !out.stdout.contains("2001:db8"));
+    assert!(out.stdout.contains("spa ce@example.org"), "{out:?}");
+
+    let out = s.run(&["guard", "clear", "zoë@example.org"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("no failures of zoë@example.org"),
+        "{out:?}"
+    );
+    // A look-alike key is not matched.
+    let out = s.run(&["guard", "clear", "spa%@example.org"]);
+    assert_eq!(out.code, 1, "{out:?}");
+
+    let out = s.run(&["guard", "clear"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.lines(), ["cleared 3 failures; nothing is refused"]);
+    let out = s.run(&["guard", "list"]);
+    assert_eq!(
+        out.lines().last().copied(),
+        Some("0 JIDs and 0 addresses with failures; 0 refused now")
+    );
+}
+
+#[test]
+fn guard_commands_without_a_database_say_the_guard_is_in_memory() {
+    let s = Setup::new();
+    let missing = s.path("no-such.sqlite3");
+    for args in [&["guard", "list"][..], &["guard", "clear"]] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_xcauth"));
+        cmd.args(args)
+            .arg("--db")
+            .arg(&missing)
+            .arg("-c")
+            .arg(&s.conf);
+        clean_env(&mut cmd);
+        let out = run(cmd, None);
+        assert_eq!(out.code, 2, "{out:?}");
+        assert!(out.stderr.contains("in the memory"), "{out:?}");
+        assert!(!missing.exists());
+    }
+}
+
+#[test]
+fn guard_list_counts_with_the_servers_settings_from_the_config_file() {
+    use xcauth::guard::Scope;
+    let s = Setup::with_config(
+        "guard-jid-failures=3\nguard-jid-window=1h\nguard-address-failures=0\n\
+         guard-allowlist=127.0.0.0/8, ::1\n",
+    );
+    let now = epoch_now();
+    guard_failures(&s, Scope::Jid, "spa ce@example.org", 3, now - 1800);
+    guard_failures(&s, Scope::Address, "127.0.0.1", 40, now - 60);
+    guard_failures(&s, Scope::Address, "192.0.2.9", 40, now - 60);
+    let out = s.run(&["guard", "list"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    // Outside the default 15 minutes, inside the configured hour.
+    let line = guard_line(&out, "spa ce@example.org");
+    assert!(line.contains(" 3/3 "), "{line}");
+    let until = xcauth::store::format_timestamp(now - 1800 + 3600);
+    assert!(line.ends_with(&format!("refused until {until}")), "{line}");
+    let line = guard_line(&out, "127.0.0.1");
+    assert!(
+        line.contains(" 40 (allowlisted) ") && line.ends_with(" no"),
+        "{line}"
+    );
+    let line = guard_line(&out, "192.0.2.9");
+    assert!(
+        line.contains(" 40 (limit off) ") && line.ends_with(" no"),
+        "{line}"
+    );
+}

@@ -77,6 +77,12 @@ fn passwords_follow_nextcloud_login_policy_over_every_protocol() {
     }
     let (_, ok) = x.finish();
     assert!(ok);
+    let logs = x.logs();
+    assert!(
+        logs.contains("need an app password"),
+        "the 401 hint: {logs}"
+    );
+    assert!(!logs.contains("tom-main-pw"));
     let s = stats(&nc);
     assert_eq!(s["ocs"]["cookies_returned"], 0, "no cookie ever sent back");
     assert_eq!(s["requests"], 0, "no JSXC request");

@@ -13,7 +13,8 @@ dpkg-deb -x "$deb" "$dir"
 check package-binary-runs sh -c "'$dir/usr/sbin/xcauth' --version | grep -q xcauth"
 for f in lib/systemd/system/xcauth.service lib/systemd/system/xcprosody.socket \
     lib/systemd/system/xcsaslauth.socket usr/lib/xcauth/prosody/mod_auth_xcauth.lua \
-    usr/sbin/xcdeluser usr/sbin/xcejabberdctl etc/xcauth.conf etc/logrotate.d/xcauth; do
+    usr/sbin/xcdeluser usr/sbin/xcejabberdctl etc/xcauth.conf etc/logrotate.d/xcauth \
+    etc/fail2ban/filter.d/xcauth.conf etc/fail2ban/jail.d/xcauth.conf; do
     check "package-has-$(basename "$f")" test -e "$dir/$f"
 done
 dpkg-deb -c "$deb" >"$dir/listing"

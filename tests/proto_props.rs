@@ -193,6 +193,7 @@ impl Query {
                 domain,
                 password: Secret::new(password),
                 service: None,
+                client: None,
             },
             Query::IsUser(user, domain) => Request::IsUser { user, domain },
             Query::Roster(user, domain) => Request::Roster { user, domain },
@@ -256,12 +257,14 @@ impl SaslQuery {
         fields.iter().flat_map(|f| frame(f.as_bytes())).collect()
     }
 
-    fn expected(&self) -> Request {
+    /// The request, sent with (`five`) or without CLIENT_ADDR.
+    fn expected(&self, five: bool) -> Request {
         Request::Auth {
             user: self.user.clone(),
             domain: self.domain.clone(),
             password: Secret::new(self.password.clone()),
             service: (!self.service.is_empty()).then(|| self.service.clone()),
+            client: (five && !self.client_addr.is_empty()).then(|| self.client_addr.clone()),
         }
     }
 }
@@ -352,7 +355,7 @@ proptest! {
         let input: Vec<u8> = queries.iter().flat_map(|q| q.encode(five)).collect();
         let mode = if five { SaslauthdFields::Five } else { SaslauthdFields::Four };
         let (got, _) = feed(&mut SaslauthdCodec::new(mode), &split(&input, &cuts));
-        let expected: Vec<Request> = queries.iter().map(SaslQuery::expected).collect();
+        let expected: Vec<Request> = queries.iter().map(|q| q.expected(five)).collect();
         prop_assert_eq!(got, expected);
     }
 
@@ -363,7 +366,7 @@ proptest! {
     ) {
         let input: Vec<u8> = queries.iter().flat_map(|q| q.encode(false)).collect();
         let (got, _) = feed(&mut SaslauthdCodec::new(SaslauthdFields::Auto), &split(&input, &cuts));
-        let expected: Vec<Request> = queries.iter().map(SaslQuery::expected).collect();
+        let expected: Vec<Request> = queries.iter().map(|q| q.expected(false)).collect();
         prop_assert_eq!(got, expected);
     }
 
@@ -384,7 +387,7 @@ proptest! {
         }
         let chunks: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
         let (got, _) = feed(&mut SaslauthdCodec::new(SaslauthdFields::Auto), &chunks);
-        let expected: Vec<Request> = queries.iter().map(|(q, _)| q.expected()).collect();
+        let expected: Vec<Request> = queries.iter().map(|(q, five)| q.expected(*five)).collect();
         prop_assert_eq!(got, expected);
     }
 

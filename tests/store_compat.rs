@@ -62,7 +62,12 @@ fn read_only(path: &Path) -> Connection {
 /// The original's four tables.
 const ORIGINAL_TABLES: [&str; 4] = ["authcache", "domains", "rostergroups", "rosterinfo"];
 /// The tables xcauth adds beside them (the original ignores them).
-const OUR_TABLES: [&str; 2] = ["authcredential", "domainbackend"];
+const OUR_TABLES: [&str; 4] = [
+    "authcredential",
+    "domainbackend",
+    "guardfailure",
+    "guardnotice",
+];
 
 /// Name and `CREATE` text of every table.
 fn all_tables(path: &Path) -> Vec<(String, String)> {

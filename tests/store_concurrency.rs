@@ -140,3 +140,82 @@ fn eight_connections_add_credentials_to_one_jid_within_the_bound() {
     hashes.dedup();
     assert_eq!(hashes.len(), KEEP, "no duplicates");
 }
+
+/// Eight connections record failures of one JID and one address at once
+/// (a guesser spread over ejabberd's pool of helpers): every failure is
+/// kept and counted, and each window's refusal is marked for exactly one
+/// of them.
+#[test]
+fn eight_connections_record_guard_failures_of_one_key_without_loss() {
+    use xcauth::guard::{Failure, Scope};
+    const PER_THREAD: i64 = 25;
+    const WINDOWS: i64 = 10;
+    let dir = tempfile::tempdir().unwrap();
+    let path = Arc::new(dir.path().join("guard.sqlite3"));
+    drop(open(&path));
+    let barrier = Arc::new(Barrier::new(THREADS));
+    let workers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let path = Arc::clone(&path);
+            let barrier = Arc::clone(&barrier);
+            thread::spawn(move || {
+                let store = open(&path);
+                barrier.wait();
+                for round in 0..PER_THREAD {
+                    let failure = Failure {
+                        digest: format!("digest-{t}-{round}"),
+                        at: 1_000 + round,
+                    };
+                    store
+                        .guard_record(Scope::Jid, "tom@example.org", &failure)
+                        .unwrap();
+                    store
+                        .guard_record(Scope::Address, "2001:db8::7", &failure)
+                        .unwrap();
+                }
+                // Then all of them refuse in the same windows at once:
+                // which one logs each?
+                (0..WINDOWS)
+                    .map(|w| {
+                        barrier.wait();
+                        store
+                            .guard_notice(Scope::Jid, "tom@example.org", 5_000 + w)
+                            .unwrap()
+                    })
+                    .collect::<Vec<bool>>()
+            })
+        })
+        .collect();
+    let mut logged = vec![0; WINDOWS as usize];
+    for w in workers {
+        match w.join() {
+            Ok(marks) => {
+                for (count, mark) in logged.iter_mut().zip(marks) {
+                    *count += usize::from(mark);
+                }
+            }
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+    assert_eq!(logged, vec![1; WINDOWS as usize], "one log line per window");
+    let store = open(&path);
+    assert_eq!(store.integrity_check().unwrap(), "ok");
+    let total = THREADS * PER_THREAD as usize;
+    for (scope, key) in [
+        (Scope::Jid, "tom@example.org"),
+        (Scope::Address, "2001:db8::7"),
+    ] {
+        let failures = store.guard_failures(scope, key, 0).unwrap();
+        assert_eq!(failures.len(), total, "{key}");
+        let mut digests: Vec<&str> = failures.iter().map(|f| f.digest.as_str()).collect();
+        digests.sort_unstable();
+        digests.dedup();
+        assert_eq!(digests.len(), total, "{key}: every failure distinct");
+        // The window after the first round of each thread.
+        let later = store.guard_failures(scope, key, 1_000 + 20).unwrap();
+        assert_eq!(later.len(), THREADS * 5, "{key}");
+    }
+    assert!(!store
+        .guard_notice(Scope::Jid, "tom@example.org", 5_000 + WINDOWS - 1)
+        .unwrap());
+}

@@ -10,6 +10,7 @@ use super::report::shown;
 use super::AdminError;
 use crate::backend::{BackendKind, LoginForm};
 use crate::config::parse_url;
+use crate::guard::client_ip;
 use crate::secret::Secret;
 use crate::store::{DomainBackend, DomainUpdate};
 
@@ -72,6 +73,10 @@ pub(super) enum Command {
     /// The password cache
     #[command(subcommand)]
     Cache(CacheCommand),
+    /// The failure guard: JIDs and addresses with failed logins, and their
+    /// blocks
+    #[command(subcommand)]
+    Guard(GuardCommand),
 }
 
 /// A domain's back-end settings, as `domain add` takes them. `domain
@@ -219,6 +224,20 @@ pub(super) enum CacheCommand {
     },
 }
 
+#[derive(Subcommand)]
+pub(super) enum GuardCommand {
+    /// List the JIDs and addresses with failed logins: failures in the
+    /// current window, and whether they are refused now (never the digests)
+    List,
+    /// Forget the failures of JID or ADDRESS, lifting its block (of all
+    /// without an argument)
+    Clear {
+        /// USER@DOMAIN or an IP address [default: all]
+        #[arg(value_name = "JID|ADDRESS", value_parser = NonEmptyStringValueParser::new())]
+        key: Option<String>,
+    },
+}
+
 /// `NAME@DOMAIN` with both halves non-empty.
 fn parse_jid(text: &str) -> Result<String, String> {
     match text.split_once('@') {
@@ -279,6 +298,11 @@ pub(super) enum Action {
     CacheFlush {
         jid: Option<String>,
     },
+    GuardList,
+    /// `key` is a JID or an address as the guard stores it.
+    GuardClear {
+        key: Option<String>,
+    },
 }
 
 impl Action {
@@ -291,6 +315,11 @@ impl Action {
     /// Commands that call ejabberdctl when it is configured.
     pub(super) fn uses_ejabberdctl(&self) -> bool {
         matches!(self, Action::UserDelete { .. } | Action::GroupDelete { .. })
+    }
+
+    /// The guard's commands, which need the server's database.
+    pub(super) fn is_guard(&self) -> bool {
+        matches!(self, Action::GuardList | Action::GuardClear { .. })
     }
 }
 
@@ -374,7 +403,21 @@ pub(super) fn action(command: Command) -> Result<Action, AdminError> {
         Command::Roster(RosterCommand::Refresh { jid }) => Action::RosterRefresh { jid },
         Command::Cache(CacheCommand::List) => Action::CacheList,
         Command::Cache(CacheCommand::Flush { jid }) => Action::CacheFlush { jid },
+        Command::Guard(GuardCommand::List) => Action::GuardList,
+        Command::Guard(GuardCommand::Clear { key }) => Action::GuardClear {
+            key: key.map(|k| guard_key(&k)),
+        },
     })
+}
+
+/// The key the guard stores for `text`: an address in its canonical form
+/// (`2001:DB8::1` and `[2001:db8::1]:5222` are `2001:db8::1`), anything
+/// else (a JID) as given.
+fn guard_key(text: &str) -> String {
+    match client_ip(text) {
+        Some(ip) if !text.contains('@') => ip.to_string(),
+        _ => text.to_owned(),
+    }
 }
 
 /// `domain add`: a domain (not a JID), its URL and its secret.
@@ -480,6 +523,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn guard_keys_are_canonical_addresses_or_as_given() {
+        assert_eq!(guard_key("2001:DB8::1"), "2001:db8::1");
+        assert_eq!(guard_key("[2001:db8::1]:5222"), "2001:db8::1");
+        assert_eq!(guard_key("192.0.2.1;4000"), "192.0.2.1");
+        assert_eq!(guard_key("zoë@example.org"), "zoë@example.org");
+        assert_eq!(guard_key("not an address"), "not an address");
+    }
+
+    #[test]
     fn secrets_from_input() {
         let s = read_secret(&b"s3cret\r\n"[..], "stdin").unwrap();
         assert_eq!(s.expose(), "s3cret");
@@ -521,6 +573,10 @@ mod tests {
         assert!(parse(&["host", "delete", "a@example.org"]).is_err());
         assert!(parse(&["host", "delete", ""]).is_err());
         assert!(parse(&["cache", "flush"]).is_ok());
+        assert!(parse(&["guard", "list"]).is_ok());
+        assert!(parse(&["guard", "clear"]).is_ok());
+        assert!(parse(&["guard", "clear", ""]).is_err());
+        assert!(parse(&["guard", "list", "x"]).is_err());
         assert!(parse(&["roster", "refresh", "zoë@example.org"]).is_ok());
         let changed = parse(&["domain", "change", "d"]).map(|cli| action(cli.command));
         assert!(matches!(changed, Ok(Err(AdminError::Invalid(_)))));

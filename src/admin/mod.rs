@@ -1,4 +1,4 @@
-//! The administration subcommands (`xcauth domain|user|group|host|roster|cache ...`) that replace the original's shell tools.
+//! The administration subcommands (`xcauth domain|user|group|host|roster|cache|guard ...`) that replace the original's shell tools.
 //!
 //! The original's `xcdeluser`, `xcdelgroup`, `xcdelhost` and
 //! `xcrefreshroster` pasted their argument into SQL text for the `sqlite3`
@@ -17,12 +17,14 @@
 //! Layout: `cli` parses the command line into an `Action` (reading the
 //! secret); this file resolves the configuration, opens the database and
 //! hands each action to its function in `domain` (the `domains` table) or
-//! `users` (users, groups, hosts, roster state, the password cache);
+//! `users` (users, groups, hosts, roster state, the password cache) or
+//! `guard` (the failure guard's state);
 //! `report` collects what is printed; `ctl` runs ejabberdctl.
 
 mod cli;
 mod ctl;
 mod domain;
+mod guard;
 mod report;
 mod users;
 
@@ -36,6 +38,7 @@ use clap::Parser;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{self, CacheStorage, ConfigError};
+use crate::guard::GuardSettings;
 use crate::roster::CommandCtl;
 use crate::store::{Store, StoreError};
 use cli::{Action, AdminCli};
@@ -44,7 +47,9 @@ use report::Report;
 
 /// First arguments that select the administration commands instead of the
 /// server (`xcauth domain list` versus `xcauth -t generic`).
-pub const SUBCOMMANDS: [&str; 7] = ["cache", "domain", "group", "help", "host", "roster", "user"];
+pub const SUBCOMMANDS: [&str; 8] = [
+    "cache", "domain", "group", "guard", "help", "host", "roster", "user",
+];
 
 /// Exit status: done.
 pub const EXIT_DONE: u8 = 0;
@@ -117,6 +122,14 @@ fn prepare_and_perform(cli: AdminCli) -> Result<Report, AdminError> {
 
     let in_memory = db.as_os_str() == ":memory:";
     let created = !in_memory && !db.exists();
+    if created && action.is_guard() {
+        return Err(AdminError::Invalid(format!(
+            "{}: no such database; without one the server keeps the guard's state in the \
+             memory of each process, which cannot be listed or cleared from here \
+             (restarting the server clears it)",
+            db.display()
+        )));
+    }
     if created && !action.may_create_database() {
         return Err(AdminError::Invalid(format!(
             "{}: no such database (set db= in the config file, or use --db PATH)",
@@ -139,6 +152,7 @@ fn prepare_and_perform(cli: AdminCli) -> Result<Report, AdminError> {
         ctl: ctl.as_ref(),
         now: SystemClock.now(),
         cache_storage: settings.cache_storage,
+        guard: settings.guard,
     };
     let mut report = perform(action, &context).map_err(|source| AdminError::Store {
         path: db.clone(),
@@ -162,6 +176,8 @@ struct Context<'a> {
     now: i64,
     /// The server's cache mode, to say when the cache table is unused.
     cache_storage: CacheStorage,
+    /// The guard's limits as the server reads them.
+    guard: GuardSettings,
 }
 
 /// Performs `action`. Store errors stop it (and change nothing: each store
@@ -200,6 +216,8 @@ fn perform(action: Action, cx: &Context<'_>) -> Result<Report, StoreError> {
         Action::RosterRefresh { jid } => users::refresh_roster(cx, r, jid.as_deref())?,
         Action::CacheList => users::list_cache(cx, r)?,
         Action::CacheFlush { jid } => users::flush_cache(cx, r, jid.as_deref())?,
+        Action::GuardList => guard::list(cx, r)?,
+        Action::GuardClear { key } => guard::clear(cx, r, key.as_deref())?,
     }
     Ok(report)
 }
@@ -271,6 +289,7 @@ mod tests {
                 ctl: with_ctl.then_some(&self.ctl),
                 now: 1_000_000_000,
                 cache_storage: CacheStorage::Db,
+                guard: GuardSettings::default(),
             };
             perform(action, &cx).unwrap()
         }

@@ -413,6 +413,7 @@ mod tests {
                 ctl: None,
                 now: 0,
                 cache_storage: storage,
+                guard: crate::guard::GuardSettings::default(),
             };
             let r = perform(Action::CacheList, &cx).unwrap();
             assert_eq!(!r.err.is_empty(), noted, "{storage:?}");

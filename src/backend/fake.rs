@@ -40,6 +40,9 @@ pub struct Scripted {
     replies: Mutex<VecDeque<Result<Reply, BackendError>>>,
     asked: Mutex<Vec<Asked>>,
     down: bool,
+    /// Times each answer yields to the scheduler first, so concurrent
+    /// callers overlap (a real request awaits the network).
+    yields: usize,
 }
 
 /// The timeout error, the outage most tests script.
@@ -54,6 +57,21 @@ impl Scripted {
             replies: Mutex::new(replies.into()),
             asked: Mutex::new(Vec::new()),
             down: false,
+            yields: 0,
+        }
+    }
+
+    /// Like [`new`](Self::new), but each answer first yields a few times.
+    pub fn slow(replies: Vec<Result<Reply, BackendError>>) -> Self {
+        Scripted {
+            yields: 8,
+            ..Scripted::new(replies)
+        }
+    }
+
+    async fn pause(&self) {
+        for _ in 0..self.yields {
+            tokio::task::yield_now().await;
         }
     }
 
@@ -92,6 +110,7 @@ impl Backend for Scripted {
     }
 
     async fn auth(&self, user: &str, password: &Secret) -> Result<Verdict, BackendError> {
+        self.pause().await;
         match self.next(Asked::Auth(user.to_owned(), password.clone()))? {
             Reply::Accepted => Ok(Verdict::Accepted),
             Reply::Rejected => Ok(Verdict::Rejected),

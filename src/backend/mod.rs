@@ -166,6 +166,10 @@ pub trait Backend: Send + Sync {
     fn waits_for_roster(&self) -> bool {
         true
     }
+    /// What a rejected password may mean besides a wrong one, for the log.
+    fn rejection_hint(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 /// Why the back end gave no answer, sorted by what the caller does next.

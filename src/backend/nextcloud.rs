@@ -351,6 +351,15 @@ impl Backend for NextcloudBackend {
         Ok(roster)
     }
 
+    fn rejection_hint(&self) -> Option<&'static str> {
+        // Nextcloud answers 401 alike for all of these.
+        Some(
+            "or an unknown or disabled account, or Nextcloud's login policy: \
+             users with a second factor, and everyone under token_auth_enforced, \
+             need an app password",
+        )
+    }
+
     fn waits_for_roster(&self) -> bool {
         // Building a roster takes a request per group and page: never on
         // the answer path.

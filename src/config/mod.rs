@@ -29,6 +29,14 @@ pub use resolved::{
 pub(crate) use values::parse_url;
 pub use values::{CacheStorage, ListenAddress, ListenSpec};
 
+/// Parses config file text the way [`load`] reads the file, without
+/// touching the file system: the warnings (repeated keys), or the error
+/// naming the first bad line. For the fuzz targets; not a stable API.
+#[doc(hidden)]
+pub fn parse_config_text(text: &[u8]) -> Result<Vec<String>, ConfigError> {
+    file::parse_config_file(std::path::Path::new("xcauth.conf"), text).map(|parsed| parsed.warnings)
+}
+
 /// The config file read when neither `-c` nor `XCAUTH_CONFIG_FILE` names
 /// one; a missing file is fine, an unreadable one is an error.
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/xcauth.conf";
@@ -79,6 +87,29 @@ impl ConfigError {
         match self {
             ConfigError::Cli(e) => e.exit_code(),
             _ => 2,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_text_is_read_like_the_file() {
+        let warnings = parse_config_text(b"type=generic\n# note\ntype=ejabberd\n").unwrap();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("already set on line 1"),
+            "{warnings:?}"
+        );
+        match parse_config_text(b"type=generic\n\nno-such-option=1\n") {
+            Err(ConfigError::File {
+                line: 3, message, ..
+            }) => {
+                assert!(message.contains("unknown option"), "{message}")
+            }
+            other => panic!("{other:?}"),
         }
     }
 }

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use clap::{Arg, ArgMatches};
 
 use super::values::{
-    CacheStorage, Count, Listen, Octal, PositiveSpan, Rounds, Span, Timeouts, Url, Value,
+    CacheStorage, Count, Limit, Listen, Networks, Octal, PositiveSpan, Rounds, Span, Timeouts, Url,
+    Value,
 };
 use super::{ConfigError, ENV_PREFIX};
 use crate::backend::{BackendKind, LoginForm};
@@ -101,6 +102,23 @@ options! {
     /// bcrypt cost of cached passwords: DB[,MEMORY], 4 to 31; each step
     /// doubles the time [default: 12,4]
     bcrypt_rounds: Rounds => "cache-bcrypt-rounds", value "ROUNDS";
+    // The guard's spans and counts accept 0: it switches the rule off.
+    /// The same wrong password for the same JID is answered "no" without
+    /// asking Nextcloud for this long [default: 10m]
+    negative_ttl: Span => "negative-ttl", value "SPAN";
+    /// Distinct wrong passwords per JID within guard-jid-window before
+    /// further unknown passwords are refused unasked [default: 10]
+    guard_jid_failures: Limit => "guard-jid-failures", value "N";
+    /// The window guard-jid-failures counts in [default: 15m]
+    guard_jid_window: Span => "guard-jid-window", value "SPAN";
+    /// Failed logins per client address within guard-address-window before
+    /// further logins from it are refused unasked [default: 30]
+    guard_address_failures: Limit => "guard-address-failures", value "N";
+    /// The window guard-address-failures counts in [default: 15m]
+    guard_address_window: Span => "guard-address-window", value "SPAN";
+    /// Client addresses never limited, comma-separated, ADDR or ADDR/BITS
+    /// (e.g. a webmail on this host: 127.0.0.1,::1)
+    guard_allowlist: Networks => "guard-allowlist", value "LIST";
     /// Log directory [default: /var/log/xcauth]
     log_dir: PathBuf => "log", short 'l', value "DIR";
     /// Log debug messages

@@ -13,6 +13,7 @@ use super::options::Layer;
 use super::values::{CacheStorage, ListenSpec, Span};
 use super::{cli, ConfigError, DEFAULT_CONFIG_FILE, DEFAULT_DB, DEFAULT_LOG_DIR};
 use crate::backend::{ApiAccount, BackendKind, LoginForm, DEFAULT_ROSTER_TTL};
+use crate::guard::GuardSettings;
 use crate::proto::{CodecOptions, Protocol};
 use crate::secret::Secret;
 
@@ -99,6 +100,8 @@ pub struct Config {
     pub login_form: LoginForm,
     /// nextcloud: how long a user's shared roster is reused (`roster-ttl`).
     pub roster_ttl: Duration,
+    /// The failure guard's limits.
+    pub guard: GuardSettings,
     /// Database path (`--db`), default `/var/lib/xcauth/xcauth.sqlite3`.
     pub db: PathBuf,
     /// Cache mode.
@@ -200,6 +203,7 @@ where
         None => Layer::default(),
     };
     let merged = cli.settings.over(env_layer).over(file_layer);
+    let guard = guard_settings(&merged);
 
     // Sockets that say their own protocol (--listen, systemd socket names)
     // need no -t; generic is then the fallback for unnamed descriptors.
@@ -320,6 +324,7 @@ where
         backend: merged.backend,
         api,
         login_form: merged.login_form.unwrap_or_default(),
+        guard,
         roster_ttl: merged.roster_ttl.map_or(DEFAULT_ROSTER_TTL, |s| {
             Duration::from_secs(s.0.unsigned_abs())
         }),
@@ -362,6 +367,23 @@ where
         config_file,
         warnings,
     })
+}
+
+/// The guard's settings from a merged layer, defaults where absent.
+pub(super) fn guard_settings(merged: &Layer) -> GuardSettings {
+    let d = GuardSettings::default();
+    GuardSettings {
+        negative_ttl: merged.negative_ttl.map_or(d.negative_ttl, |s| s.0),
+        jid_failures: merged.guard_jid_failures.map_or(d.jid_failures, |n| n.0),
+        jid_window: merged.guard_jid_window.map_or(d.jid_window, |s| s.0),
+        address_failures: merged
+            .guard_address_failures
+            .map_or(d.address_failures, |n| n.0),
+        address_window: merged
+            .guard_address_window
+            .map_or(d.address_window, |s| s.0),
+        allowlist: merged.guard_allowlist.clone().map_or(d.allowlist, |n| n.0),
+    }
 }
 
 /// A warning for `http://` to anything but this host: passwords would
@@ -433,6 +455,8 @@ pub struct AdminSettings {
     pub ejabberdctl: Option<PathBuf>,
     /// Where the server caches passwords.
     pub cache_storage: CacheStorage,
+    /// The failure guard's limits, as the server reads them.
+    pub guard: GuardSettings,
     /// The config file that was read, if any.
     pub config_file: Option<PathBuf>,
 }
@@ -453,10 +477,12 @@ pub fn admin_settings(
     let file = read_config_file(&path, explicit)?;
     let config_file = file.as_ref().map(|_| path);
     let merged = Layer::from_env(env)?.over(file.map(|f| f.layer).unwrap_or_default());
+    let guard = guard_settings(&merged);
     Ok(AdminSettings {
         db: merged.db.unwrap_or_else(|| PathBuf::from(DEFAULT_DB)),
         ejabberdctl: merged.ejabberdctl,
         cache_storage: merged.cache_storage.unwrap_or_default(),
+        guard,
         config_file,
     })
 }

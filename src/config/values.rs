@@ -275,6 +275,38 @@ impl Value for Count {
     }
 }
 
+/// A count where 0 means "off" (the guard's limits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Limit(pub u32);
+
+impl Value for Limit {
+    #[cfg(test)]
+    const EXAMPLE: &'static str = "0";
+    fn parse(text: &str) -> Result<Self, String> {
+        text.trim()
+            .parse::<u32>()
+            .map(Limit)
+            .map_err(|_| format!("{text:?}: expected a number (0 switches it off)"))
+    }
+}
+
+/// Addresses or ranges, comma-separated: `127.0.0.1, 2001:db8::/32`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Networks(pub Vec<crate::guard::Network>);
+
+impl Value for Networks {
+    #[cfg(test)]
+    const EXAMPLE: &'static str = "127.0.0.1,10.0.0.0/8";
+    fn parse(text: &str) -> Result<Self, String> {
+        text.split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(crate::guard::Network::parse)
+            .collect::<Result<_, _>>()
+            .map(Networks)
+    }
+}
+
 /// Permission bits, octal, at most 0777.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Octal(pub u32);

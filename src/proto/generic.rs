@@ -62,6 +62,43 @@ impl Codec for GenericCodec {
     }
 }
 
+/// `authclient:ADDRESS:USER:DOMAIN:PASSWORD` (what the Prosody module sends
+/// so the guard knows the client): ADDRESS is an IPv4 address or an IPv6
+/// address in brackets (`[2001:db8::1]`); the rest is as in `auth`.
+fn parse_authclient(rest: &str) -> Request {
+    let usage = || invalid("authclient: expected authclient:ADDRESS:USER:DOMAIN:PASSWORD");
+    let (address, rest) = match rest.strip_prefix('[') {
+        Some(v6) => match v6.split_once("]:") {
+            Some((address, rest)) => (address, rest),
+            None => return usage(),
+        },
+        None => match rest.split_once(':') {
+            Some(split) => split,
+            None => return usage(),
+        },
+    };
+    if address.parse::<std::net::IpAddr>().is_err() {
+        return invalid("authclient: the address is not an IP address");
+    }
+    match parse_command(format!("auth:{rest}").as_bytes()) {
+        Request::Auth {
+            user,
+            domain,
+            password,
+            service,
+            ..
+        } => Request::Auth {
+            user,
+            domain,
+            password,
+            service,
+            client: Some(address.to_owned()),
+        },
+        Request::Invalid { .. } => usage(),
+        other => other,
+    }
+}
+
 /// Parses the text of one generic line or ejabberd frame (without line
 /// terminator). Reasons in [`Request::Invalid`] name at most the command,
 /// never the rest of the text, which may hold a password.
@@ -86,11 +123,13 @@ pub(crate) fn parse_command(bytes: &[u8]) -> Request {
                         domain: domain.to_owned(),
                         password: Secret::new(password),
                         service: None,
+                        client: None,
                     }
                 }
             }
             _ => invalid("auth: expected auth:USER:DOMAIN:PASSWORD"),
         },
+        "authclient" => parse_authclient(&text["authclient:".len().min(text.len())..]),
         "isuser" | "roster" => match (a, b, c) {
             (Some(user), Some(domain), None) => {
                 if user.is_empty() || domain.is_empty() {
@@ -127,6 +166,7 @@ fn known_command(bytes: &[u8]) -> Option<&'static str> {
     let word = bytes.split(|&b| b == b':').next().unwrap_or_default();
     [
         "auth",
+        "authclient",
         "isuser",
         "roster",
         "quit",
@@ -280,6 +320,34 @@ mod tests {
                 domain: "example.org".into()
             }
         );
+    }
+
+    #[test]
+    fn authclient_carries_the_client_address() {
+        let with = |client: &str| Request::Auth {
+            user: "alice".into(),
+            domain: "example.org".into(),
+            password: Secret::new("p:w"),
+            service: None,
+            client: Some(client.into()),
+        };
+        assert_eq!(
+            one(b"authclient:192.0.2.1:alice:example.org:p:w\n"),
+            with("192.0.2.1")
+        );
+        assert_eq!(
+            one(b"authclient:[2001:db8::1]:alice:example.org:p:w\n"),
+            with("2001:db8::1")
+        );
+        for bad in [
+            &b"authclient:not-an-ip:alice:example.org:pw\n"[..],
+            b"authclient:2001:db8::1:alice:example.org:pw\n",
+            b"authclient:[::1:alice:example.org:pw\n",
+            b"authclient:192.0.2.1:alice\n",
+            b"authclient:192.0.2.1::example.org:pw\n",
+        ] {
+            assert!(matches!(one(bad), Request::Invalid { .. }), "{bad:?}");
+        }
     }
 
     #[test]

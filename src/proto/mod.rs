@@ -100,6 +100,10 @@ pub enum Request {
         /// What the login is for, when the protocol says (saslauthd's
         /// SERVICE field: `imap`, `smtp`, ...); only logged.
         service: Option<String>,
+        /// The client's address, when the protocol says (saslauthd's
+        /// CLIENT_ADDR, the generic `authclient:` request of the Prosody
+        /// module); the guard counts failures per address.
+        client: Option<String>,
     },
     /// Does `user@domain` exist?
     IsUser {

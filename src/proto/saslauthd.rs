@@ -237,10 +237,10 @@ impl Codec for SaslauthdCodec {
                 }
             }
         }
-        let total = match self.fifth(&buf[offset..]) {
+        let (total, client) = match self.fifth(&buf[offset..]) {
             Fifth::NeedMore => return Decoded::NeedMore,
-            Fifth::Absent => offset,
-            Fifth::Present(n) => offset + n,
+            Fifth::Absent => (offset, &[][..]),
+            Fifth::Present(n) => (offset + n, &buf[offset + HEADER..offset + n]),
             Fifth::TooLong(len) => return self.start_dropping(buf, offset, BASE_FIELDS, len),
         };
         let field = |index: usize| {
@@ -251,7 +251,7 @@ impl Codec for SaslauthdCodec {
             };
             &buf[start..ends[index]]
         };
-        let request = build_request(field(0), field(1), field(2), field(3));
+        let request = build_request(field(0), field(1), field(2), field(3), client);
         buf.advance(total);
         Decoded::Request(request)
     }
@@ -332,7 +332,13 @@ fn looks_like_client_addr(text: &[u8]) -> bool {
     }
 }
 
-fn build_request(login: &[u8], password: &[u8], service: &[u8], realm: &[u8]) -> Request {
+fn build_request(
+    login: &[u8],
+    password: &[u8],
+    service: &[u8],
+    realm: &[u8],
+    client: &[u8],
+) -> Request {
     if login.is_empty() {
         return invalid("empty login");
     }
@@ -363,6 +369,10 @@ fn build_request(login: &[u8], password: &[u8], service: &[u8], realm: &[u8]) ->
         domain: domain.to_owned(),
         password: Secret::new(password),
         service: (!service.is_empty()).then(|| service.to_owned()),
+        // Only an address is kept (with a fixed count of five the field may
+        // hold anything).
+        client: looks_like_client_addr(client)
+            .then(|| String::from_utf8_lossy(client).into_owned()),
     }
 }
 
@@ -421,21 +431,19 @@ mod tests {
             b"",
         ] {
             let input = request(&[b"alice", b"pw", b"imap", b"example.org", addr]);
+            let plain = auth_for("imap", "alice", "example.org", "pw");
+            let expected = match std::str::from_utf8(addr).unwrap() {
+                "" => plain,
+                text => testing::from_client(plain, text),
+            };
             for mode in [SaslauthdFields::Auto, SaslauthdFields::Five] {
                 let (got, rest) = decode_all(mode, &input);
-                assert_eq!(
-                    got,
-                    [auth_for("imap", "alice", "example.org", "pw")],
-                    "{addr:?} {mode:?}"
-                );
+                assert_eq!(got, std::slice::from_ref(&expected), "{addr:?} {mode:?}");
                 assert!(rest.is_empty(), "{addr:?} {mode:?}");
             }
             // Byte by byte only a fixed count can work: in Auto mode the four
             // fields alone look like a whole request (see the module doc).
-            assert_eq!(
-                byte_at_a_time(SaslauthdFields::Five, &input),
-                [auth_for("imap", "alice", "example.org", "pw")]
-            );
+            assert_eq!(byte_at_a_time(SaslauthdFields::Five, &input), [expected]);
         }
     }
 
@@ -476,8 +484,8 @@ mod tests {
             b"192.0.2.2;2",
         ]));
         let expected = [
-            auth("alice", "example.org", "pw1"),
-            auth("bob", "example.net", "pw2"),
+            testing::from_client(auth("alice", "example.org", "pw1"), "192.0.2.1;1"),
+            testing::from_client(auth("bob", "example.net", "pw2"), "192.0.2.2;2"),
         ];
         for mode in [SaslauthdFields::Auto, SaslauthdFields::Five] {
             assert_eq!(decode_all(mode, &input).0, expected);

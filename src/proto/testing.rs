@@ -87,6 +87,27 @@ pub(crate) fn auth_for(service: Option<&str>, user: &str, domain: &str, password
         domain: domain.into(),
         password: Secret::new(password),
         service: service.map(str::to_owned),
+        client: None,
+    }
+}
+
+/// `request` (an auth request) from the client address `client`.
+pub(crate) fn from_client(request: Request, client: &str) -> Request {
+    match request {
+        Request::Auth {
+            user,
+            domain,
+            password,
+            service,
+            ..
+        } => Request::Auth {
+            user,
+            domain,
+            password,
+            service,
+            client: Some(client.to_owned()),
+        },
+        other => other,
     }
 }
 

@@ -44,8 +44,12 @@ pub fn clean_group_name(name: &str) -> String {
 }
 
 /// The full JID of a roster member: `name@domain` is kept, a bare `name`
-/// gets the login's domain. `None` for an empty UID or an empty half.
+/// gets the login's domain. `None` for an empty UID or an empty half, and
+/// for a UID with a control character (no Nextcloud user name has one).
 pub fn member_jid(uid: &str, login_domain: &str) -> Option<String> {
+    if uid.contains(char::is_control) {
+        return None;
+    }
     match uid.split_once('@') {
         Some((local, domain)) if !local.is_empty() && !domain.is_empty() => Some(uid.to_owned()),
         Some(_) => None,
@@ -125,6 +129,10 @@ mod tests {
         assert_eq!(member_jid("", "example.org"), None);
         assert_eq!(member_jid("@example.org", "example.org"), None);
         assert_eq!(member_jid("bob@", "example.org"), None);
+        // Found by fuzzing (roster_names): control characters went through.
+        assert_eq!(member_jid("\u{7f}\0", "example.org"), None);
+        assert_eq!(member_jid("bob\n@other.net", "example.org"), None);
+        assert_eq!(member_jid("bob\r", "example.org"), None);
         assert_eq!(
             split_jid("bob@other.net", "example.org"),
             ("bob", "other.net")

@@ -6,7 +6,8 @@
 //!
 //! - the four tables are created exactly as the original declared them and
 //!   never altered; what the original has no columns for lives in tables of
-//!   our own beside them (`domainbackend`, `authcredential`), which it
+//!   our own beside them (`domainbackend`, `authcredential`, the guard's
+//!   `guardfailure` and `guardnotice`), which it
 //!   ignores, and `PRAGMA user_version`, which it never reads or writes (it
 //!   stays 0 in its files);
 //! - timestamps are UTC text `YYYY-MM-DD HH:MM:SS` (what Python's sqlite3
@@ -30,11 +31,13 @@
 //! `domains`, `authcache` and `roster` hold the queries of their tables;
 //! `credentials` the several cached credentials of a JID (`authcache` and
 //! our `authcredential`);
+//! `guard` the failure guard's state (`guardfailure`, `guardnotice`);
 //! `purge` the deletions that span tables (a user, a host).
 
 mod authcache;
 mod credentials;
 mod domains;
+mod guard;
 mod purge;
 mod roster;
 mod schema;
@@ -42,6 +45,7 @@ mod time;
 
 pub use authcache::CacheEntry;
 pub use domains::{DomainBackend, DomainRow, DomainUpdate};
+pub use guard::{GuardEntry, SqliteGuard, MAX_GUARD_FAILURES};
 pub use purge::{HostDeletion, UserDeletion};
 pub use roster::{split_list, RosterInfo};
 pub use schema::SCHEMA_VERSION;

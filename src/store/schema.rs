@@ -5,10 +5,11 @@ use rusqlite::{Connection, ErrorCode, TransactionBehavior};
 /// Our own schema version, kept in `PRAGMA user_version`. 0 is a file
 /// written by the Python original (or an empty one); 1 is the original's
 /// four tables, unchanged; 2 adds our own tables beside them ([`OURS`]);
-/// 3 adds `authcredential`.
+/// 3 adds `authcredential`; 4 the failure guard's `guardfailure` and
+/// `guardnotice`.
 /// The original's tables are never altered, so it keeps reading and
 /// writing them.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// The original's tables (SPEC §8). `IF NOT EXISTS` makes creation safe when
 /// several processes open a new file at the same instant.
@@ -28,7 +29,7 @@ const SCHEMA: [&str; 4] = [
 ];
 
 /// Our own tables, which the original does not know and ignores.
-const OURS: [&str; 2] = [
+const OURS: [&str; 6] = [
     // Back-end settings of a domain beyond the original's `domains`
     // columns (see `DomainBackend`).
     "CREATE TABLE IF NOT EXISTS domainbackend (xmppdomain TEXT PRIMARY KEY, \
@@ -39,16 +40,27 @@ const OURS: [&str; 2] = [
     "CREATE TABLE IF NOT EXISTS authcredential (jid TEXT NOT NULL, pwhash TEXT NOT NULL, \
      firstauth TIMESTAMP, remoteauth TIMESTAMP, anyauth TIMESTAMP, \
      PRIMARY KEY (jid, pwhash))",
+    // The failure guard's rejected logins (see `store/guard.rs`): `scope`
+    // is `jid` or `address`, `digest` a keyed digest, never a password.
+    "CREATE TABLE IF NOT EXISTS guardfailure (scope TEXT NOT NULL, key TEXT NOT NULL, \
+     digest TEXT NOT NULL, at TIMESTAMP NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS guardfailure_key ON guardfailure (scope, key, at)",
+    "CREATE INDEX IF NOT EXISTS guardfailure_at ON guardfailure (at)",
+    // Until when a refusal of a key was logged (once per window).
+    "CREATE TABLE IF NOT EXISTS guardnotice (scope TEXT NOT NULL, key TEXT NOT NULL, \
+     until TIMESTAMP NOT NULL, PRIMARY KEY (scope, key))",
 ];
 
 /// Names of the tables in [`SCHEMA`] and [`OURS`].
-const TABLES: [&str; 6] = [
+const TABLES: [&str; 8] = [
     "domains",
     "authcache",
     "rosterinfo",
     "rostergroups",
     "domainbackend",
     "authcredential",
+    "guardfailure",
+    "guardnotice",
 ];
 
 /// Creates missing tables and records [`SCHEMA_VERSION`]. Checks first
@@ -91,7 +103,7 @@ pub(super) fn prepare_schema(conn: &mut Connection) -> rusqlite::Result<()> {
 /// How many of [`TABLES`] exist.
 fn count_tables(conn: &Connection) -> rusqlite::Result<usize> {
     let n: i64 = conn.query_row(
-        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name IN (?1, ?2, ?3, ?4, ?5, ?6)",
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name IN (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         TABLES,
         |r| r.get(0),
     )?;

@@ -1,5 +1,7 @@
 //! End-to-end tests of the xcauth-standin binary over raw HTTP/1.1 on a real socket.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -11,7 +13,6 @@ use sha1::Sha1;
 use sha2::Sha256;
 
 const SECRET: &str = "standin-test-secret";
-const USERS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/users.txt");
 const API: &str = "/index.php/apps/ojsxc/ajax/externalApi.php";
 
 /// A running stand-in; killed when dropped, also when a test panics.
@@ -22,32 +23,9 @@ struct Standin {
 
 impl Standin {
     fn start(extra: &[&str]) -> Standin {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_xcauth-standin"))
-            .args(["--users", USERS, "--secret", SECRET])
-            .args(extra)
-            .env_remove("XCAUTH_STANDIN_SECRET")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start xcauth-standin");
-        let stdout = child.stdout.take().expect("piped stdout");
-        // From here on the guard owns the child, so a failed read kills it.
-        let mut guard = Standin {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        };
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read the start-up line");
-        let rest = line
-            .trim_end()
-            .strip_prefix("listening on http://")
-            .unwrap_or_else(|| panic!("unexpected start-up line {line:?}"));
-        let (addr, path) = rest.split_once('/').expect("a path after the address");
-        assert_eq!(format!("/{path}"), API);
-        guard.addr = addr.parse().expect("a socket address");
+        let (child, addr, path) = common::spawn_standin(SECRET, extra);
+        let guard = Standin { child, addr };
+        assert_eq!(path, API);
         guard
     }
 

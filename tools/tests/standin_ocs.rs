@@ -1,9 +1,10 @@
 //! End-to-end tests of the stand-in's Nextcloud stock APIs (OCS), over real
 //! loopback HTTP with reqwest against the xcauth-standin binary.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::net::{IpAddr, SocketAddr};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
@@ -12,7 +13,6 @@ use serde_json::{json, Value};
 use sha1::Sha1;
 
 const SECRET: &str = "standin-ocs-test-secret";
-const USERS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/users.txt");
 const JSXC_API: &str = "/index.php/apps/ojsxc/ajax/externalApi.php";
 const UNAUTHORISED: &str = "<ocs><meta><status>failure</status><statuscode>997</statuscode><message>Unauthorised</message></meta><data/></ocs>";
 const COOKIES: [&str; 5] = [
@@ -100,31 +100,12 @@ impl Standin {
     }
 
     fn start_exactly(extra: &[&str]) -> Standin {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_xcauth-standin"))
-            .args(["--users", USERS, "--secret", SECRET])
-            .args(extra)
-            .env_remove("XCAUTH_STANDIN_SECRET")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start xcauth-standin");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut guard = Standin {
+        let (child, addr, _) = common::spawn_standin(SECRET, extra);
+        Standin {
             child,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            addr,
             clients: std::sync::Mutex::new(Vec::new()),
-        };
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read the start-up line");
-        let rest = line
-            .trim_end()
-            .strip_prefix("listening on http://")
-            .unwrap_or_else(|| panic!("unexpected start-up line {line:?}"));
-        guard.addr = rest.split('/').next().unwrap().parse().expect("address");
-        guard
+        }
     }
 
     async fn send(&self, method: reqwest::Method, path: &str, req: Req<'_>, body: &str) -> Answer {
