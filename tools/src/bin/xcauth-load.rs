@@ -15,8 +15,11 @@
 //! measurement against a trivial responder (this program with the hidden
 //! `--echo PROTO`: blocking reads, success for every request), and for the
 //! back-end kinds against the stand-in Nextcloud directly (signed HTTP
-//! requests with a keep-alive client). Baseline and xcauth alternate in
+//! requests with a keep-alive client; with `--backend nextcloud` the OCS
+//! GET with Basic auth that xcauth makes). Baseline and xcauth alternate in
 //! `--rounds` blocks, so drift of the machine hits both alike.
+//! `--style counted` reads the stand-in's request counters around each
+//! request: Nextcloud requests by the answer and in total.
 //!
 //! `--standin PATH` starts the stand-in Nextcloud (`xcauth-standin`) itself,
 //! with `--users` and the `--secret`, and stops it at the end.
@@ -52,6 +55,12 @@ enum Style {
     Pingpong,
     /// Start the process, send one request, time the first answer; repeated.
     Startup,
+    /// One request at a time, reading the stand-in's request count before
+    /// it, right after its answer and once no request came for a quiet
+    /// period: Nextcloud requests per request on the answer path and in
+    /// total (background work such as roster sync included; needs
+    /// --standin).
+    Counted,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -65,6 +74,16 @@ enum Kind {
     /// Repeated logins of one user served from the db cache at bcrypt cost
     /// 12 (needs --standin; xcauth gets --cache-storage db on a new file).
     Cached,
+}
+
+/// Which API of the (stand-in) Nextcloud xcauth asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Api {
+    /// The JSXC app's external API (signed form POSTs).
+    Jsxc,
+    /// Stock Nextcloud's OCS APIs (Basic auth; the API account for isuser
+    /// and rosters).
+    Nextcloud,
 }
 
 /// Where xcauth keeps the cache for `--kind cached`.
@@ -118,7 +137,19 @@ struct Args {
     /// stand-in by file).
     #[arg(long, default_value = "load-secret")]
     secret: String,
-    /// API URL of a (stand-in) Nextcloud, for the back-end kinds.
+    /// Which back-end kind xcauth is started with (`--backend`); with
+    /// nextcloud, --url is the Nextcloud base URL and the direct baseline
+    /// asks the OCS API as xcauth does.
+    #[arg(long, value_enum, default_value = "jsxc")]
+    backend: Api,
+    /// nextcloud: the API account handed to xcauth (its password by file).
+    #[arg(long, default_value = "xcauth-api")]
+    api_user: String,
+    /// nextcloud: the API account's (app) password.
+    #[arg(long, default_value = "xcauth-api-app")]
+    api_password: String,
+    /// API URL of a (stand-in) Nextcloud, for the back-end kinds (the base
+    /// URL with --backend nextcloud).
     #[arg(long, default_value = "http://127.0.0.1:9/unused")]
     url: String,
     /// Start this stand-in Nextcloud (target/release/xcauth-standin) and use
@@ -218,7 +249,10 @@ fn main() -> Result<()> {
     };
     let url = standin
         .as_ref()
-        .map(|s| s.api_url.clone())
+        .map(|s| match args.backend {
+            Api::Jsxc => s.api_url.clone(),
+            Api::Nextcloud => s.base.clone(),
+        })
         .unwrap_or_else(|| args.url.clone());
     let expiry = u32::try_from(now_unix() + 3600).unwrap_or(u32::MAX);
     let requests: Arc<Vec<Vec<u8>>> = Arc::new(
@@ -242,6 +276,7 @@ fn main() -> Result<()> {
             Style::Pipelined => run_pipelined(&ctx),
             Style::Pingpong => run_pingpong(&ctx),
             Style::Startup => run_startup(&ctx),
+            Style::Counted => run_counted(&ctx),
         }
     };
     if let Some(standin) = standin {
@@ -253,7 +288,8 @@ fn main() -> Result<()> {
 /// What every measurement needs.
 struct Ctx<'a> {
     args: &'a Args,
-    /// The API URL xcauth (and the direct baseline) use.
+    /// The URL xcauth (and the direct baseline) use: the JSXC API URL, or
+    /// the Nextcloud base URL.
     url: String,
     /// Wire bytes of the requests, used round-robin.
     requests: Arc<Vec<Vec<u8>>>,
@@ -436,6 +472,14 @@ fn xcauth_command(ctx: &Ctx, dir: &Path) -> Result<Command> {
         .arg(&log_dir)
         .arg("--db")
         .arg(dir.join("xcauth.sqlite3"));
+    if args.backend == Api::Nextcloud {
+        let api_password_file = dir.join("api-password");
+        std::fs::write(&api_password_file, &args.api_password)?;
+        cmd.args(["--backend", "nextcloud", "--api-user"])
+            .arg(&args.api_user)
+            .arg("--api-password-file")
+            .arg(&api_password_file);
+    }
     if args.kind == Kind::Cached {
         cmd.arg("--cache-storage")
             .arg(name(args.cache_storage))
@@ -584,6 +628,10 @@ impl Standin {
             .arg("127.0.0.1:0")
             .arg("--latency-ms")
             .arg(args.standin_latency_ms.to_string())
+            // Nextcloud's brute-force throttle would slow down the runs
+            // with wrong passwords; xcauth's address is allowlisted, as
+            // docs/nextcloud.md recommends.
+            .args(["--bruteforce-allowlist", "127.0.0.0/8"])
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -608,13 +656,18 @@ impl Standin {
         })
     }
 
-    /// Requests the stand-in has received on its API so far.
-    fn requests(&self, http: &Http) -> Result<u64> {
+    /// The stand-in's counters (`GET /_standin/stats`).
+    fn stats(&self, http: &Http) -> Result<serde_json::Value> {
         let text = http.get_text(&format!("{}/_standin/stats", self.base))?;
-        let stats: serde_json::Value = serde_json::from_str(&text)?;
-        stats["requests"]
+        Ok(serde_json::from_str(&text)?)
+    }
+
+    /// Requests the stand-in has received on its APIs (JSXC and OCS) so far.
+    fn requests(&self, http: &Http) -> Result<u64> {
+        let stats = self.stats(http)?;
+        stats["nextcloud_requests"]
             .as_u64()
-            .ok_or_else(|| anyhow!("stand-in stats without a request count: {text}"))
+            .ok_or_else(|| anyhow!("stand-in stats without a request count: {stats}"))
     }
 
     fn stop(self) {
@@ -654,10 +707,14 @@ impl Http {
     }
 }
 
-/// One signed API request, as xcauth sends it for this run's kind.
+/// One API request, as xcauth sends it for this run's back end and kind:
+/// a signed JSXC form POST, or an OCS GET with Basic auth.
 #[derive(Clone)]
 struct ApiCall {
     url: String,
+    api: Api,
+    api_user: String,
+    api_password: String,
     kind: Kind,
     user: String,
     domain: String,
@@ -670,6 +727,9 @@ impl ApiCall {
         let args = ctx.args;
         ApiCall {
             url: ctx.url.clone(),
+            api: args.backend,
+            api_user: args.api_user.clone(),
+            api_password: args.api_password.clone(),
             kind: args.kind,
             user: args.user.clone(),
             domain: args.domain.clone(),
@@ -680,6 +740,45 @@ impl ApiCall {
 
     /// Sends it with `client`; true for a success answer.
     async fn send(&self, client: &reqwest::Client) -> Result<bool> {
+        match self.api {
+            Api::Jsxc => self.send_jsxc(client).await,
+            Api::Nextcloud => self.send_ocs(client).await,
+        }
+    }
+
+    /// The OCS request of `backend::nextcloud`: the password check as the
+    /// user, existence with the API account; the status decides.
+    async fn send_ocs(&self, client: &reqwest::Client) -> Result<bool> {
+        use xcauth::backend::nextcloud::segment;
+        let base = self.url.trim_end_matches('/');
+        let (url, login, password) = match self.kind {
+            Kind::Isuser => (
+                format!(
+                    "{base}/ocs/v2.php/cloud/users/{}?format=json",
+                    segment(&self.user)
+                ),
+                &self.api_user,
+                &self.api_password,
+            ),
+            _ => (
+                format!("{base}/ocs/v2.php/cloud/user?format=json"),
+                &self.user,
+                &self.password,
+            ),
+        };
+        let response = client
+            .get(url)
+            .basic_auth(login, Some(password))
+            .header("OCS-APIRequest", "true")
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .await?;
+        let status = response.status();
+        response.bytes().await?;
+        Ok(status == reqwest::StatusCode::OK)
+    }
+
+    async fn send_jsxc(&self, client: &reqwest::Client) -> Result<bool> {
         // Encoded and signed per request, as xcauth does.
         let query = match self.kind {
             Kind::Isuser => Query::IsUser,
@@ -1538,4 +1637,136 @@ fn run_idle(ctx: &Ctx) -> Result<()> {
         listening.stop()?;
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Nextcloud requests per request
+// ---------------------------------------------------------------------------
+
+/// Every request the stand-in counted, by API endpoint (OCS) or operation
+/// (JSXC).
+fn requests_by_endpoint(stats: &serde_json::Value) -> std::collections::BTreeMap<String, u64> {
+    let ocs = stats["ocs"]["by_endpoint"]
+        .as_object()
+        .into_iter()
+        .flatten();
+    let jsxc = stats["by_operation"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(op, n)| (format!("jsxc {op}"), n));
+    ocs.map(|(k, n)| (k.clone(), n))
+        .chain(jsxc)
+        .map(|(k, n)| (k, n.as_u64().unwrap_or(0)))
+        .collect()
+}
+
+fn total_requests(stats: &serde_json::Value) -> u64 {
+    stats["nextcloud_requests"].as_u64().unwrap_or(0)
+}
+
+/// Reads the stand-in's stats until no request arrived for `quiet`.
+fn settled_stats(standin: &Standin, http: &Http, quiet: Duration) -> Result<serde_json::Value> {
+    let mut stats = standin.stats(http)?;
+    loop {
+        std::thread::sleep(quiet);
+        let again = standin.stats(http)?;
+        if total_requests(&again) == total_requests(&stats) {
+            return Ok(again);
+        }
+        stats = again;
+    }
+}
+
+/// Nextcloud requests of one request: counted by the time its answer was
+/// read, and in total once background work settled.
+#[derive(Default, Clone, Copy)]
+struct Cost {
+    by_answer: u64,
+    total: u64,
+}
+
+fn print_costs(label: &str, costs: &[Cost]) {
+    if costs.is_empty() {
+        return;
+    }
+    let mean = |f: fn(&Cost) -> u64| costs.iter().map(f).sum::<u64>() as f64 / costs.len() as f64;
+    let max = |f: fn(&Cost) -> u64| costs.iter().map(f).max().unwrap_or(0);
+    println!(
+        "{label}: n={} Nextcloud requests by the answer mean {:.2} max {}; in total mean {:.2} max {}",
+        costs.len(),
+        mean(|c| c.by_answer),
+        max(|c| c.by_answer),
+        mean(|c| c.total),
+        max(|c| c.total),
+    );
+}
+
+/// `--style counted`: one request at a time; before it, right after its
+/// answer and once the stand-in got no request for a quiet period (3×
+/// its latency + 100 ms) the tool reads the stand-in's counters. A request
+/// counted "by the answer" arrived before the answer was read: the
+/// answer's own requests, and any background request that raced it.
+fn run_counted(ctx: &Ctx) -> Result<()> {
+    let args = ctx.args;
+    let standin = ctx
+        .standin
+        .context("--style counted needs --standin PATH")?;
+    let http = Http::new()?;
+    let mut xcauth = Piped::xcauth(ctx)?;
+    if args.kind == Kind::Cached {
+        seed_cache(ctx, &mut xcauth, &http)?;
+    }
+    let quiet = Duration::from_millis(100 + 3 * args.standin_latency_ms);
+    let mut before = settled_stats(standin, &http, quiet)?;
+    let mut costs = Vec::with_capacity(args.requests);
+    let mut latencies = Vec::with_capacity(args.requests);
+    let mut failed = 0;
+    let mut endpoints: std::collections::BTreeMap<String, Cost> = Default::default();
+    for i in 0..args.requests {
+        let t = Instant::now();
+        let ok = xcauth.round_trip(i)?;
+        latencies.push(t.elapsed());
+        failed += usize::from(!ok);
+        let at_answer = standin.stats(&http)?;
+        let settled = settled_stats(standin, &http, quiet)?;
+        costs.push(Cost {
+            by_answer: total_requests(&at_answer) - total_requests(&before),
+            total: total_requests(&settled) - total_requests(&before),
+        });
+        let old = requests_by_endpoint(&before);
+        let count = |now: &serde_json::Value, key: &str| {
+            requests_by_endpoint(now).get(key).copied().unwrap_or(0)
+                - old.get(key).copied().unwrap_or(0)
+        };
+        for key in requests_by_endpoint(&settled).keys() {
+            let cost = endpoints.entry(key.clone()).or_default();
+            cost.by_answer += count(&at_answer, key);
+            cost.total += count(&settled, key);
+        }
+        before = settled;
+    }
+    let label = format!("{} counted", args.label());
+    warn_failures(&label, failed);
+    let latency = Summary::of(latencies);
+    latency.print(&format!("{label} latency"));
+    if args.standin_latency_ms > 0 {
+        println!(
+            "{label}: answer p50 = {:.2} x the stand-in's latency of {} ms",
+            latency.p50.as_secs_f64() * 1e3 / args.standin_latency_ms as f64,
+            args.standin_latency_ms
+        );
+    }
+    print_costs(&format!("{label} first"), &costs[..costs.len().min(1)]);
+    print_costs(
+        &format!("{label} the others"),
+        costs.get(1..).unwrap_or(&[]),
+    );
+    for (endpoint, cost) in endpoints.iter().filter(|(_, c)| c.total > 0) {
+        println!(
+            "{label}   {endpoint}: {} by the answers, {} in total",
+            cost.by_answer, cost.total
+        );
+    }
+    finish_all(vec![xcauth])
 }
