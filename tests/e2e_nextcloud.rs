@@ -69,7 +69,9 @@ fn passwords_follow_nextcloud_login_policy_over_every_protocol() {
         ("auth:tom:example.org:tom-laptop-app", "1"),
         // A disabled account cannot log in.
         ("auth:dora:example.org:dora-pw", "0"),
-        // Another account's e-mail address does not open this JID.
+        // `@` in the user part is not an XMPP login (and an e-mail address
+        // Nextcloud resolves to another account is refused by the back end,
+        // see backend::nextcloud's tests).
         ("auth:erin@example.org:example.org:erin-pw", "0"),
         ("auth:colette:example.org:pa:ss:w0rd", "1"),
     ] {

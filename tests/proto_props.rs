@@ -211,9 +211,10 @@ impl Query {
     }
 }
 
-/// User and domain as XMPP servers pass them: no `:` and no line breaks.
+/// A user or domain as the codecs accept it: no `:` (the separator), no
+/// `@`, no control characters (those make a request invalid).
 fn jid_part() -> impl Strategy<Value = String> {
-    "[^:\r\n]{1,12}"
+    "[^:@\\p{Cc}]{1,12}"
 }
 
 fn generic_query(password: &'static str) -> impl Strategy<Value = Query> {
@@ -278,8 +279,8 @@ fn sasl_query() -> impl Strategy<Value = SaslQuery> {
     ];
     (
         // A leading `u` keeps a login from ever looking like an address.
-        "u[^@]{0,15}",
-        "[^@]{1,16}",
+        "u[^@\\p{Cc}]{0,15}",
+        "[^@\\p{Cc}]{1,16}",
         "(?s).{1,16}",
         "[a-z]{0,8}",
         any::<bool>(),
