@@ -81,21 +81,8 @@ fn parse_authclient(rest: &str) -> Request {
         return invalid("authclient: the address is not an IP address");
     }
     match parse_command(format!("auth:{rest}").as_bytes()) {
-        Request::Auth {
-            user,
-            domain,
-            password,
-            service,
-            ..
-        } => Request::Auth {
-            user,
-            domain,
-            password,
-            service,
-            client: Some(address.to_owned()),
-        },
-        Request::Invalid { .. } => usage(),
-        other => other,
+        auth @ Request::Auth { .. } => auth.with_client(address),
+        _ => usage(),
     }
 }
 

@@ -9,6 +9,29 @@ pub mod ejabberd;
 pub mod generic;
 pub mod postfix;
 pub mod saslauthd;
+impl Request {
+    /// The same request from the client at `client` (an `Auth`; any other
+    /// request is returned as it is).
+    pub fn with_client(self, client: &str) -> Request {
+        match self {
+            Request::Auth {
+                user,
+                domain,
+                password,
+                service,
+                ..
+            } => Request::Auth {
+                user,
+                domain,
+                password,
+                service,
+                client: Some(client.to_owned()),
+            },
+            other => other,
+        }
+    }
+}
+
 /// Why `user` at `domain` cannot be asked about, if it cannot: empty
 /// halves; control characters (they would split or forge log lines); `@`
 /// in the domain, or in the user where `at_in_user` is false (the XMPP

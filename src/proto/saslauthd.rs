@@ -434,7 +434,7 @@ mod tests {
             let plain = auth_for("imap", "alice", "example.org", "pw");
             let expected = match std::str::from_utf8(addr).unwrap() {
                 "" => plain,
-                text => testing::from_client(plain, text),
+                text => plain.with_client(text),
             };
             for mode in [SaslauthdFields::Auto, SaslauthdFields::Five] {
                 let (got, rest) = decode_all(mode, &input);
@@ -484,8 +484,8 @@ mod tests {
             b"192.0.2.2;2",
         ]));
         let expected = [
-            testing::from_client(auth("alice", "example.org", "pw1"), "192.0.2.1;1"),
-            testing::from_client(auth("bob", "example.net", "pw2"), "192.0.2.2;2"),
+            auth("alice", "example.org", "pw1").with_client("192.0.2.1;1"),
+            auth("bob", "example.net", "pw2").with_client("192.0.2.2;2"),
         ];
         for mode in [SaslauthdFields::Auto, SaslauthdFields::Five] {
             assert_eq!(decode_all(mode, &input).0, expected);

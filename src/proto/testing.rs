@@ -91,26 +91,6 @@ pub(crate) fn auth_for(service: Option<&str>, user: &str, domain: &str, password
     }
 }
 
-/// `request` (an auth request) from the client address `client`.
-pub(crate) fn from_client(request: Request, client: &str) -> Request {
-    match request {
-        Request::Auth {
-            user,
-            domain,
-            password,
-            service,
-            ..
-        } => Request::Auth {
-            user,
-            domain,
-            password,
-            service,
-            client: Some(client.to_owned()),
-        },
-        other => other,
-    }
-}
-
 /// An isuser request.
 pub(crate) fn isuser(user: &str, domain: &str) -> Request {
     Request::IsUser {
