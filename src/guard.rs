@@ -157,6 +157,28 @@ pub enum Verdict {
     },
 }
 
+/// The time of the first failure of each distinct digest in `failures`,
+/// oldest first: what the limits count (repeating one wrong password is
+/// not guessing).
+pub fn distinct_times(failures: &[Failure]) -> Vec<i64> {
+    let mut sorted: Vec<&Failure> = failures.iter().collect();
+    sorted.sort_by_key(|f| f.at);
+    let mut seen = std::collections::HashSet::new();
+    sorted
+        .into_iter()
+        .filter(|f| seen.insert(f.digest.as_str()))
+        .map(|f| f.at)
+        .collect()
+}
+
+/// With `times` from [`distinct_times`] (those within the window), the
+/// end of the block once `limit` of them are there: when the limit-th
+/// newest leaves the window.
+pub fn blocked_until(times: &[i64], limit: u32, window: i64) -> Option<i64> {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    (limit > 0 && times.len() >= limit).then(|| times[times.len() - limit] + window)
+}
+
 /// One failed login as stored: digest of JID and password, and when.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
@@ -358,19 +380,8 @@ impl Guard {
     /// `Some(end of the block)` when `key` has `limit` distinct failures in
     /// the window before `now`.
     fn limit(&self, scope: Scope, key: &str, limit: u32, window: i64, now: i64) -> Option<i64> {
-        let mut failures = self.store.failures(scope, key, now - window + 1);
-        failures.sort_by_key(|f| f.at);
-        let mut seen = std::collections::HashSet::new();
-        let mut times = Vec::new();
-        for f in &failures {
-            if seen.insert(f.digest.as_str()) {
-                times.push(f.at);
-            }
-        }
-        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-        // Blocked until the limit-th newest distinct failure leaves the
-        // window.
-        (times.len() >= limit).then(|| times[times.len() - limit] + window)
+        let failures = self.store.failures(scope, key, now - window + 1);
+        blocked_until(&distinct_times(&failures), limit, window)
     }
 
     /// After the back end rejected `password` for `jid`.

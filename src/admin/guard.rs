@@ -4,11 +4,9 @@
 //! (`negative-ttl`, `guard-jid-*`, `guard-address-*`, `guard-allowlist`),
 //! so the list says what the server decides now. Digests are never shown.
 
-use std::collections::HashSet;
-
 use super::report::{counted, shown, table, Report};
 use super::Context;
-use crate::guard::{client_ip, Failure, GuardSettings, Scope};
+use crate::guard::{blocked_until, client_ip, distinct_times, Failure, GuardSettings, Scope};
 use crate::store::{format_timestamp, GuardEntry, StoreError};
 
 /// What the server makes of one key's failures at `now`.
@@ -46,19 +44,15 @@ fn state(settings: &GuardSettings, entry: &GuardEntry, now: i64) -> State {
         Scope::Address => settings.address_window,
     };
     let since = now - window + 1;
-    let mut recent: Vec<&Failure> = entry.failures.iter().filter(|f| f.at >= since).collect();
-    recent.sort_by_key(|f| f.at);
-    let mut seen = HashSet::new();
-    let times: Vec<i64> = recent
+    let recent: Vec<Failure> = entry
+        .failures
         .iter()
-        .filter(|f| seen.insert(f.digest.as_str()))
-        .map(|f| f.at)
+        .filter(|f| f.at >= since)
+        .cloned()
         .collect();
+    let times = distinct_times(&recent);
     let rule = rule(settings, entry.scope).filter(|_| !allowlisted(settings, entry));
-    let refused_until = rule.and_then(|(limit, window)| {
-        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-        (times.len() >= limit).then(|| times[times.len() - limit] + window)
-    });
+    let refused_until = rule.and_then(|(limit, window)| blocked_until(&times, limit, window));
     State {
         in_window: times.len(),
         limit: rule.map(|(limit, _)| limit),
