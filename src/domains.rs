@@ -4,11 +4,13 @@
 //!
 //! The table is read into memory and re-read when it is older than
 //! [`RELOAD_AFTER`], so `xcauth domain add` in another process takes effect
-//! within seconds without a database query per request. Back ends are
+//! within seconds without a database query per request; after
+//! [`request_reload`] (SIGHUP) the next request re-reads it at once. Back ends are
 //! built once per row (and per domain for the global settings), so a
 //! request costs a map look-up, not a set-up.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,6 +25,16 @@ use crate::token::TokenKey;
 
 /// How old the in-memory copy of the table may get.
 pub const RELOAD_AFTER: Duration = Duration::from_secs(5);
+
+/// Counts reload requests (SIGHUP); a table loaded before the latest one is
+/// re-read at its next look-up, however young it is.
+static RELOAD_GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// Makes every [`DbDomains`] re-read its rows at its next look-up (called
+/// from the SIGHUP handler).
+pub fn request_reload() {
+    RELOAD_GENERATION.fetch_add(1, Ordering::SeqCst);
+}
 
 /// Domains without a row whose global back end is kept built; more (a
 /// client inventing domains) are built per request instead of filling
@@ -120,6 +132,8 @@ pub struct DbDomains {
 
 struct Loaded {
     at: Option<Instant>,
+    /// [`RELOAD_GENERATION`] when the rows were read.
+    generation: u64,
     /// Each row's spec beside what was built from it: a reload keeps the
     /// built back end (its state, e.g. a cached roster) while the row is
     /// unchanged.
@@ -135,6 +149,7 @@ impl DbDomains {
             global: GlobalOnly::new(global, client),
             table: Mutex::new(Loaded {
                 at: None,
+                generation: 0,
                 rows: HashMap::new(),
             }),
         }
@@ -234,7 +249,11 @@ impl DbDomains {
 impl Domains for DbDomains {
     fn lookup(&self, domain: &str) -> Option<DomainSettings> {
         let mut loaded = self.table.lock().unwrap_or_else(|e| e.into_inner());
-        if loaded.at.is_none_or(|at| at.elapsed() >= RELOAD_AFTER) {
+        let generation = RELOAD_GENERATION.load(Ordering::SeqCst);
+        if loaded.generation != generation
+            || loaded.at.is_none_or(|at| at.elapsed() >= RELOAD_AFTER)
+        {
+            loaded.generation = generation;
             self.reload(&mut loaded);
         }
         match loaded.rows.get(domain) {
@@ -433,6 +452,36 @@ mod tests {
         assert_eq!(check("chat.example.net", b"net-secret"), Valid);
         assert_eq!(check("chat.example.net", b"g"), BadMac);
         assert_eq!(check("other.example", b"g"), Valid);
+    }
+
+    /// Rows are kept for up to RELOAD_AFTER; a reload request (SIGHUP)
+    /// makes the next look-up read them at once.
+    #[test]
+    fn a_reload_request_rereads_the_rows_at_the_next_lookup() {
+        let store = Arc::new(Store::open(std::path::Path::new(":memory:")).expect("store"));
+        let put = |secret: &str| {
+            store
+                .put_domain("d.example", secret, "http://127.0.0.1:9/x", "", None, 0)
+                .expect("row");
+        };
+        put("one");
+        let client = HttpClient::new(&BackendOptions::default()).expect("client");
+        let d = DbDomains::new(Arc::clone(&store), global(), client);
+        let valid_with = |secret: &[u8]| {
+            let token = crate::token::make(secret, "u", "d.example", u32::MAX);
+            let key = d.lookup("d.example").expect("settings").token_key;
+            key.expect("key").check("u", "d.example", &token, 0) == crate::token::TokenCheck::Valid
+        };
+        let loaded = Instant::now();
+        assert!(valid_with(b"one"));
+        put("two");
+        let still_old = valid_with(b"one");
+        if loaded.elapsed() < RELOAD_AFTER {
+            assert!(still_old, "the rows are kept for RELOAD_AFTER");
+        }
+        request_reload();
+        assert!(valid_with(b"two"), "re-read after the request");
+        assert!(!valid_with(b"one"));
     }
 
     #[test]

@@ -1,7 +1,11 @@
 //! Log output: `LOGDIR/xcauth.log` (everything) and `LOGDIR/xcauth.err`
 //! (warnings and errors), re-opened on SIGHUP and when logrotate moved them
-//! away; or standard error with `-i`. Never standard output, which belongs
-//! to the protocol.
+//! away; or standard error with `-i`; or, when standard error is systemd's
+//! journal ([`stderr_is_journal`]), standard error with the journal's
+//! priority prefixes (`<3>` error, `<4>` warning, `<6>` info, `<7>` debug;
+//! sd-daemon(3)) and no timestamps, the journal adds its own (the files
+//! too only with `log-files-under-journal`). Never standard output, which
+//! belongs to the protocol.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -11,11 +15,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tracing::Level;
+use tracing::{Event, Level, Subscriber};
 use tracing_appender::non_blocking::{NonBlocking, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::writer::MakeWriterExt;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::{LookupSpan, Registry};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
 
@@ -39,6 +46,69 @@ pub enum Target {
     Stderr,
     /// `DIR/xcauth.log` and `DIR/xcauth.err`.
     Dir(PathBuf),
+    /// Standard error is systemd's journal: lines with priority prefixes
+    /// and without timestamps; with `files`, also `DIR/xcauth.log` and
+    /// `DIR/xcauth.err` as for [`Target::Dir`].
+    Journal {
+        /// The log directory to write as well (`log-files-under-journal`).
+        files: Option<PathBuf>,
+    },
+}
+
+/// The variable systemd sets to `DEVICE:INODE` of the stream it connected
+/// to standard output and error (systemd.exec(5)).
+pub const JOURNAL_STREAM_ENV: &str = "JOURNAL_STREAM";
+
+/// True when `journal_stream` (the value of [`JOURNAL_STREAM_ENV`]) names
+/// the file standard error is: its device and inode match, as
+/// sd_journal_stream_fd's readers are told to check. An inherited variable
+/// with standard error redirected elsewhere (a child of a service, a shell
+/// in `systemd-run`, a test) does not match.
+pub fn stderr_is_journal(journal_stream: Option<&str>) -> bool {
+    use std::os::fd::AsRawFd;
+    let Some((dev, ino)) = journal_stream.and_then(|v| v.trim().split_once(':')) else {
+        return false;
+    };
+    let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
+        return false;
+    };
+    // dev_t and ino_t are narrower than u64 on some targets.
+    #[allow(clippy::useless_conversion)]
+    match nix::sys::stat::fstat(io::stderr().as_raw_fd()) {
+        Ok(stat) => u64::from(stat.st_dev) == dev && u64::from(stat.st_ino) == ino,
+        Err(_) => false,
+    }
+}
+
+/// The syslog priority of a level, as the journal reads it from a `<N>`
+/// line prefix.
+fn priority(level: Level) -> u8 {
+    match level {
+        Level::ERROR => 3,
+        Level::WARN => 4,
+        Level::INFO => 6,
+        Level::DEBUG | Level::TRACE => 7,
+    }
+}
+
+/// `<N>message`: the journal's stream format (sd-daemon(3)).
+struct JournalFormat;
+
+impl<S, N> FormatEvent<S, N> for JournalFormat
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> std::fmt::Result {
+        write!(writer, "<{}>", priority(*event.metadata().level()))?;
+        ctx.field_format().format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
+    }
 }
 
 /// Lines queued for the writer thread before a logging call waits. The
@@ -72,44 +142,63 @@ pub fn init(target: &Target, debug: bool) -> io::Result<LogGuard> {
     let level = Targets::new()
         .with_target("xcauth", ours)
         .with_default(LevelFilter::WARN);
-    match target {
+    let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = Vec::new();
+    let mut guards = Vec::new();
+    let dir = match target {
         Target::Stderr => {
             let (writer, guard) = background(io::stderr());
-            let layer = tracing_subscriber::fmt::layer()
-                .with_writer(writer)
-                .with_target(false)
-                .with_ansi(false)
-                .with_filter(level);
-            // A second init (tests calling twice) is not an error worth dying for.
-            let _ = tracing_subscriber::registry().with(layer).try_init();
-            Ok(LogGuard {
-                _guards: vec![guard],
-            })
+            guards.push(guard);
+            layers.push(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(writer)
+                    .with_target(false)
+                    .with_ansi(false)
+                    .with_filter(level.clone())
+                    .boxed(),
+            );
+            None
         }
-        Target::Dir(dir) => {
-            let log = ReopeningFile::open(dir.join("xcauth.log"))?;
-            let err = ReopeningFile::open(dir.join("xcauth.err"))?;
-            let (log_writer, log_guard) = background(log);
-            let (err_writer, err_guard) = background(err);
-            let all = tracing_subscriber::fmt::layer()
+        Target::Journal { files } => {
+            let (writer, guard) = background(io::stderr());
+            guards.push(guard);
+            layers.push(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(writer)
+                    .with_ansi(false)
+                    .event_format(JournalFormat)
+                    .with_filter(level.clone())
+                    .boxed(),
+            );
+            files.as_ref()
+        }
+        Target::Dir(dir) => Some(dir),
+    };
+    if let Some(dir) = dir {
+        let log = ReopeningFile::open(dir.join("xcauth.log"))?;
+        let err = ReopeningFile::open(dir.join("xcauth.err"))?;
+        let (log_writer, log_guard) = background(log);
+        let (err_writer, err_guard) = background(err);
+        guards.extend([log_guard, err_guard]);
+        layers.push(
+            tracing_subscriber::fmt::layer()
                 .with_writer(log_writer)
                 .with_target(false)
                 .with_ansi(false)
-                .with_filter(level.clone());
-            let errors = tracing_subscriber::fmt::layer()
+                .with_filter(level.clone())
+                .boxed(),
+        );
+        layers.push(
+            tracing_subscriber::fmt::layer()
                 .with_writer(err_writer.with_max_level(Level::WARN))
                 .with_target(false)
                 .with_ansi(false)
-                .with_filter(level.clone());
-            let _ = tracing_subscriber::registry()
-                .with(all)
-                .with(errors)
-                .try_init();
-            Ok(LogGuard {
-                _guards: vec![log_guard, err_guard],
-            })
-        }
+                .with_filter(level.clone())
+                .boxed(),
+        );
     }
+    // A second init (tests calling twice) is not an error worth dying for.
+    let _ = tracing_subscriber::registry().with(layers).try_init();
+    Ok(LogGuard { _guards: guards })
 }
 
 /// An append-only file that re-opens its path after SIGHUP or when the
@@ -204,6 +293,30 @@ impl Write for ReopeningFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn journal_priorities_are_sd_daemons() {
+        assert_eq!(priority(Level::ERROR), 3);
+        assert_eq!(priority(Level::WARN), 4);
+        assert_eq!(priority(Level::INFO), 6);
+        assert_eq!(priority(Level::DEBUG), 7);
+    }
+
+    #[test]
+    fn a_journal_stream_that_is_not_standard_error_does_not_count() {
+        use std::os::fd::AsRawFd;
+        assert!(!stderr_is_journal(None));
+        for bad in ["", "12", "a:b", "1:", ":2", "1:2:3"] {
+            assert!(!stderr_is_journal(Some(bad)), "{bad:?}");
+        }
+        // Whatever the test's standard error is, a value one inode off
+        // does not match it, and its own device and inode do.
+        let stat = nix::sys::stat::fstat(io::stderr().as_raw_fd()).expect("fstat");
+        #[allow(clippy::useless_conversion)]
+        let (dev, ino) = (u64::from(stat.st_dev), u64::from(stat.st_ino));
+        assert!(stderr_is_journal(Some(&format!("{dev}:{ino}"))));
+        assert!(!stderr_is_journal(Some(&format!("{dev}:{}", ino + 1))));
+    }
 
     #[test]
     fn a_rotated_file_is_reopened_at_its_path() {

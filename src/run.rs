@@ -43,12 +43,49 @@ const EXIT_FALSE: u8 = 1;
 /// Exit status for usage and configuration errors.
 const EXIT_USAGE: u8 = 2;
 
+/// `-A USER DOMAIN -`: the password is the first line of standard input
+/// (kept out of the process list).
+const PASSWORD_FROM_STDIN: &str = "-";
+/// The longest password line `-A USER DOMAIN -` reads, without its line end.
+pub const MAX_PASSWORD_LINE: usize = 8 * 1024;
+
+/// The first line of `input` without its line end (`\n` or `\r\n`); at end
+/// of input without a line end, what was there. The error never quotes the
+/// input.
+fn read_password_line(input: impl std::io::BufRead) -> Result<Secret, String> {
+    use std::io::BufRead as _;
+    let mut line = Vec::new();
+    input
+        .take(MAX_PASSWORD_LINE as u64 + 1)
+        .read_until(b'\n', &mut line)
+        .map_err(|e| e.to_string())?;
+    if line.is_empty() {
+        return Err("no password (empty input)".into());
+    }
+    if line.last() == Some(&b'\n') {
+        line.pop();
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+    } else if line.len() > MAX_PASSWORD_LINE {
+        return Err(format!(
+            "the password line is longer than {MAX_PASSWORD_LINE} bytes"
+        ));
+    }
+    String::from_utf8(line)
+        .map(Secret::new)
+        .map_err(|_| "the password is not valid UTF-8".into())
+}
+
 /// Everything `main` does, given the process arguments.
 pub fn main_with_args<I: IntoIterator<Item = OsString>>(args: I) -> ExitCode {
     let args: Vec<OsString> = args.into_iter().collect();
-    if args.get(1).is_some_and(|a| crate::admin::is_subcommand(a)) {
-        return crate::admin::main(args);
-    }
+    let command_line = match crate::admin::parse(args) {
+        Ok(crate::admin::Invocation::Admin(cli)) => return crate::admin::main(cli),
+        Ok(crate::admin::Invocation::Service(command_line)) => command_line,
+        // Prints help or the version (exit 0) or the usage error (exit 2).
+        Err(e) => e.exit(),
+    };
     // First, while no other thread exists (the log writer and the runtime
     // start below): this changes the environment.
     let systemd = listen::take_systemd_env();
@@ -62,7 +99,8 @@ pub fn main_with_args<I: IntoIterator<Item = OsString>>(args: I) -> ExitCode {
         "LISTEN_FDS" => listen_fds.clone(),
         _ => std::env::var(key).ok(),
     };
-    let config = match config::load(args, &env) {
+    let default_file = std::path::Path::new(config::DEFAULT_CONFIG_FILE);
+    let mut config = match config::load_from(command_line, &env, default_file) {
         Ok(config) => config,
         Err(config::ConfigError::Cli(e)) => e.exit(),
         Err(e) => {
@@ -70,21 +108,45 @@ pub fn main_with_args<I: IntoIterator<Item = OsString>>(args: I) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let target = if config.interactive {
-        logging::Target::Stderr
-    } else {
-        logging::Target::Dir(config.log_dir.clone())
+    if let Mode::AuthTest { password, .. } = &mut config.mode {
+        if password.expose() == PASSWORD_FROM_STDIN {
+            match read_password_line(std::io::stdin().lock()) {
+                Ok(read) => *password = read,
+                Err(e) => {
+                    eprintln!("xcauth: -A ... -: standard input: {e}");
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            }
+        }
+    }
+    let journal = logging::stderr_is_journal(env(logging::JOURNAL_STREAM_ENV).as_deref());
+    let target = match (journal, config.interactive) {
+        // Started by systemd with standard error on the journal: log there
+        // (the files as well only when asked).
+        (true, interactive) => logging::Target::Journal {
+            files: (config.log_files_under_journal && !interactive).then(|| config.log_dir.clone()),
+        },
+        (false, true) => logging::Target::Stderr,
+        (false, false) => logging::Target::Dir(config.log_dir.clone()),
     };
     let _guard = match logging::init(&target, config.debug) {
         Ok(guard) => guard,
         Err(e) => {
             eprintln!("xcauth: cannot open log files ({e}); logging to standard error instead (use -l DIR or -i)");
-            match logging::init(&logging::Target::Stderr, config.debug) {
+            let fallback = if journal {
+                logging::Target::Journal { files: None }
+            } else {
+                logging::Target::Stderr
+            };
+            match logging::init(&fallback, config.debug) {
                 Ok(guard) => guard,
                 Err(_) => return ExitCode::from(EXIT_USAGE),
             }
         }
     };
+    if matches!(target, logging::Target::Journal { .. }) {
+        debug!("standard error is the journal: logging there");
+    }
     for warning in &config.warnings {
         warn!("{warning}");
     }
@@ -180,11 +242,12 @@ fn collect_sockets(
 /// or until `shutdown` is cancelled; then it drains within the configured
 /// shutdown timeout.
 pub async fn run(sockets: Sockets, config: Config, shutdown: CancellationToken) -> ExitCode {
-    let client = match HttpClient::new(&BackendOptions {
+    let options = BackendOptions {
         connect_timeout: config.connect_timeout,
         request_timeout: config.request_timeout,
         ca_file: config.ca_file.clone(),
-    }) {
+    };
+    let client = match HttpClient::with_max_requests(&options, config.backend_concurrency) {
         Ok(client) => client,
         Err(e) => {
             error!("{e}");
@@ -302,7 +365,7 @@ fn build_verifier(config: &Config, client: Arc<HttpClient>) -> Result<Verifier, 
     }
     verifier = verifier.with_guard(Arc::new(build_guard(config, store.as_ref())));
     if let (Some(path), Some(store)) = (&config.ejabberdctl, &store) {
-        let ctl = Arc::new(CommandCtl::new(path.clone()));
+        let ctl = Arc::new(CommandCtl::new(path.clone()).with_timeout(config.ejabberdctl_timeout));
         let sync = RosterSync::new(ctl, Arc::clone(store));
         verifier = verifier.with_roster_sync(Arc::new(sync));
     }
@@ -521,7 +584,9 @@ fn print_bool(ok: bool) -> ExitCode {
     }
 }
 
-/// Re-opens the log files on every SIGHUP.
+/// On every SIGHUP: re-opens the log files and has the domain rows
+/// re-read at the next request (instead of within
+/// [`RELOAD_AFTER`](crate::domains::RELOAD_AFTER)).
 fn spawn_sighup_handler() {
     use tokio::signal::unix::{signal, SignalKind};
     match signal(SignalKind::hangup()) {
@@ -529,7 +594,8 @@ fn spawn_sighup_handler() {
             tokio::spawn(async move {
                 while hup.recv().await.is_some() {
                     logging::request_reopen();
-                    info!("SIGHUP: log files re-opened");
+                    crate::domains::request_reload();
+                    info!("SIGHUP: log files re-opened; domain rows re-read at the next request");
                 }
             });
         }
@@ -543,6 +609,28 @@ mod tests {
     use crate::listen::{Bound, Listener};
     use crate::proto::Protocol;
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+    #[test]
+    fn password_line_from_standard_input() {
+        let read = |input: &[u8]| read_password_line(input).map(|s| s.expose().to_owned());
+        assert_eq!(read(b"pw with spaces\n").unwrap(), "pw with spaces");
+        assert_eq!(read(b"crlf\r\nsecond line\n").unwrap(), "crlf");
+        assert_eq!(read(b"no line end").unwrap(), "no line end");
+        assert_eq!(read(b"-\n").unwrap(), "-");
+        assert_eq!(read(b"\n").unwrap(), "");
+        assert!(read(b"").unwrap_err().contains("empty input"));
+        let longest = vec![b'x'; MAX_PASSWORD_LINE];
+        assert_eq!(
+            read(&[&longest[..], b"\n"].concat()).unwrap().len(),
+            MAX_PASSWORD_LINE
+        );
+        assert_eq!(read(&longest).unwrap().len(), MAX_PASSWORD_LINE);
+        let over = vec![b'x'; MAX_PASSWORD_LINE + 1];
+        let e = read(&over).unwrap_err();
+        assert!(e.contains("longer than"), "{e}");
+        let e = read(b"\xffhunter2\n").unwrap_err();
+        assert!(e.contains("UTF-8") && !e.contains("hunter2"), "{e}");
+    }
 
     /// The library serves a socket its caller bound (on port 0, so no port
     /// is guessed) and stops when told to.

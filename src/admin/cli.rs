@@ -4,50 +4,88 @@ use std::io::{self, BufRead, IsTerminal, Read, Write};
 use std::path::PathBuf;
 
 use clap::builder::NonEmptyStringValueParser;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, FromArgMatches, Subcommand};
 
 use super::report::shown;
 use super::AdminError;
 use crate::backend::{BackendKind, LoginForm};
-use crate::config::parse_url;
+use crate::config::{parse_url, CommandLine};
 use crate::guard::client_ip;
 use crate::secret::Secret;
 use crate::store::{DomainBackend, DomainUpdate};
 
 const AFTER_HELP: &str = "\
---db, -c and --ejabberdctl are accepted after any command. Without --db, the \
-database is the one the server uses: db= in the config file (/etc/xcauth.conf, \
-or -c FILE, or XCAUTH_CONFIG_FILE), XCAUTH_DB, else \
+Without --db, the commands use the server's database: --db, XCAUTH_DB, db= in \
+the config file (/etc/xcauth.conf, or -c FILE, or XCAUTH_CONFIG_FILE), else \
 /var/lib/xcauth/xcauth.sqlite3.
 
-Exit status: 0 done; 1 the named thing did not exist (or, for `domain add`, \
-already existed); 2 usage, configuration or database error; 3 the database \
-was changed but an ejabberdctl call failed (it is printed to be run by hand).";
+Exit status of the commands: 0 done; 1 the named thing did not exist (or, for \
+`domain add`, already existed); 2 usage, configuration or database error; 3 the \
+database was changed but an ejabberdctl call failed (it is printed to be run by \
+hand).";
 
-/// The administration command line. No `Debug`: it is parsed and turned
+/// The whole command line: the server's options (the option table and
+/// `-c`, `-A`, `-I`, `-R`), which are also the global options of the
+/// administration subcommands, and the subcommands. `xcauth --help` and
+/// `xcauth help` show both; `xcauth help COMMAND` one command.
+pub fn command() -> clap::Command {
+    let service = crate::config::command();
+    let after = format!(
+        "{}\n\n{AFTER_HELP}",
+        service
+            .get_after_help()
+            .map(|h| h.to_string())
+            .unwrap_or_default()
+    );
+    Command::augment_subcommands(service)
+        .subcommand_value_name("COMMAND")
+        .subcommand_help_heading("Administration commands")
+        .after_help(after)
+}
+
+/// What the command line asks for: the server (or a one-shot query), or an
+/// administration command.
+// Parsed once per run; boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
+pub enum Invocation {
+    /// No subcommand: serve, or `-A`/`-I`/`-R`.
+    Service(CommandLine),
+    /// A subcommand, with the options given around it.
+    Admin(AdminCli),
+}
+
+/// Parses the whole argument vector (including the program name). A
+/// subcommand may follow any global option (`xcauth -c FILE domain list`,
+/// `xcauth --db PATH -d domain list`); `-A`, `-I` and `-R` with a
+/// subcommand are a usage error.
+pub fn parse<I, T>(args: I) -> Result<Invocation, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let mut cmd = command();
+    let matches = cmd.try_get_matches_from_mut(args)?;
+    let options = CommandLine::from_matches(&matches)
+        .map_err(|e| cmd.error(clap::error::ErrorKind::WrongNumberOfValues, e.to_string()))?;
+    if matches.subcommand().is_none() {
+        return Ok(Invocation::Service(options));
+    }
+    if options.has_one_shot() {
+        return Err(cmd.error(
+            clap::error::ErrorKind::ArgumentConflict,
+            "-A, -I and -R cannot be combined with a command",
+        ));
+    }
+    let command = Command::from_arg_matches(&matches)?;
+    Ok(Invocation::Admin(AdminCli { options, command }))
+}
+
+/// An administration command line. No `Debug`: it is parsed and turned
 /// into an [`Action`] at once.
-#[derive(Parser)]
-#[command(
-    name = "xcauth",
-    about = "Administers xcauth's database: per-domain back ends, cached users, \
-             shared roster groups, virtual hosts, roster state and the password cache.",
-    after_help = AFTER_HELP,
-    subcommand_required = true,
-    arg_required_else_help = true
-)]
-pub(super) struct AdminCli {
-    /// Config file [default: /etc/xcauth.conf, if present]
-    #[arg(short = 'c', long, value_name = "FILE", global = true)]
-    pub(super) config_file: Option<PathBuf>,
-    /// SQLite database [default: as the server: db= in the config file,
-    /// else /var/lib/xcauth/xcauth.sqlite3]
-    #[arg(long, value_name = "PATH", global = true)]
-    pub(super) db: Option<PathBuf>,
-    /// ejabberdctl for `user delete` and `group delete` to mirror the
-    /// change in ejabberd [default: ejabberdctl= in the config file]
-    #[arg(long, value_name = "PATH", global = true)]
-    pub(super) ejabberdctl: Option<PathBuf>,
-    #[command(subcommand)]
+pub struct AdminCli {
+    /// The global options (`-c`, `--db`, `--ejabberdctl`, and the server's
+    /// settings such as `--cache-storage` or the guard's limits).
+    pub(super) options: CommandLine,
     pub(super) command: Command,
 }
 
@@ -532,6 +570,110 @@ mod tests {
     }
 
     #[test]
+    fn the_whole_command_is_consistent() {
+        command().debug_assert();
+    }
+
+    /// Global options before the subcommand (`xcauth --db X -d domain
+    /// list`), the original spelling after it, and the server's settings
+    /// given before it reach the administration commands.
+    #[test]
+    fn subcommands_follow_global_options() {
+        let admin = |args: &[&str]| match parse([&["xcauth"], args].concat()) {
+            Ok(Invocation::Admin(cli)) => cli,
+            Ok(Invocation::Service(_)) => panic!("{args:?}: taken for the server"),
+            Err(e) => panic!("{args:?}: {e}"),
+        };
+        let settings = |cli: &AdminCli| {
+            crate::config::admin_settings_from(&cli.options, &|_| None).expect("settings")
+        };
+        for args in [
+            &["--db", "/x.db", "-d", "domain", "list"][..],
+            &["domain", "list", "--db", "/x.db"],
+            &["-d", "domain", "--db", "/x.db", "list"],
+            &["-t", "ejabberd", "--db=/x.db", "domain", "list"],
+        ] {
+            let cli = admin(args);
+            assert!(
+                matches!(cli.command, Command::Domain(DomainCommand::List { .. })),
+                "{args:?}"
+            );
+            assert_eq!(settings(&cli).db, PathBuf::from("/x.db"), "{args:?}");
+        }
+        let cli = admin(&[
+            "--ejabberdctl",
+            "/bin/ctl",
+            "--cache-storage",
+            "db",
+            "--guard-jid-failures",
+            "3",
+            "guard",
+            "list",
+        ]);
+        let s = settings(&cli);
+        assert_eq!(s.ejabberdctl, Some(PathBuf::from("/bin/ctl")));
+        assert_eq!(s.cache_storage, crate::config::CacheStorage::Db);
+        assert_eq!(s.guard.jid_failures, 3);
+        // The server's command line is still the server's.
+        assert!(matches!(
+            parse(["xcauth", "-t", "generic", "-d"]),
+            Ok(Invocation::Service(_))
+        ));
+        assert!(matches!(
+            parse(["xcauth", "-I", "alice", "example.org"]),
+            Ok(Invocation::Service(o)) if o.has_one_shot()
+        ));
+        // A one-shot query and a command at once is a usage error.
+        let e = parse(["xcauth", "-I", "alice", "example.org", "cache", "list"])
+            .err()
+            .expect("usage error");
+        assert_eq!(e.exit_code(), 2);
+        // Unknown words are not commands.
+        assert!(parse(["xcauth", "-d", "nosuch"]).is_err());
+    }
+
+    /// `xcauth help` and `xcauth --help` are the same text, with the
+    /// commands and the options; `xcauth help COMMAND` is the command's.
+    #[test]
+    fn help_lists_commands_and_options() {
+        let help = |args: &[&str]| {
+            let e = parse([&["xcauth"], args].concat())
+                .err()
+                .expect("help is an early exit");
+            assert_eq!(e.kind(), clap::error::ErrorKind::DisplayHelp, "{args:?}");
+            assert_eq!(e.exit_code(), 0);
+            e.render().to_string()
+        };
+        let text = help(&["help"]);
+        assert_eq!(text, help(&["--help"]));
+        for word in [
+            "domain",
+            "user",
+            "group",
+            "host",
+            "roster",
+            "cache",
+            "guard",
+            "--auth-test",
+            "--type",
+            "--db",
+            "--cache-storage",
+            "Exit status",
+        ] {
+            assert!(text.contains(word), "{word} missing from help");
+        }
+        let domain = help(&["help", "domain"]);
+        assert!(domain.contains("Usage: xcauth domain"), "{domain}");
+        assert!(domain.contains("--db"), "{domain}");
+        let add = help(&["help", "domain", "add"]);
+        assert!(
+            add.contains("--api-password-file") && add.contains("XMPPDOMAIN"),
+            "{add}"
+        );
+        assert_eq!(add, help(&["domain", "add", "--help"]));
+    }
+
+    #[test]
     fn secrets_from_input() {
         let s = read_secret(&b"s3cret\r\n"[..], "stdin").unwrap();
         assert_eq!(s.expose(), "s3cret");
@@ -550,7 +692,11 @@ mod tests {
         let parse = |args: &[&str]| {
             let mut all = vec!["xcauth"];
             all.extend_from_slice(args);
-            AdminCli::try_parse_from(all)
+            match super::parse(all) {
+                Ok(Invocation::Admin(cli)) => Ok(cli),
+                Ok(Invocation::Service(_)) => Err("no subcommand"),
+                Err(_) => Err("usage error"),
+            }
         };
         assert!(parse(&["domain", "list", "--db", "x", "-c", "y"]).is_ok());
         assert!(parse(&["domain", "add", "d", "--url", "https://a/"]).is_err());

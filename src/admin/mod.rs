@@ -28,25 +28,24 @@ mod guard;
 mod report;
 mod users;
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-
-use clap::Parser;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{self, CacheStorage, ConfigError};
 use crate::guard::GuardSettings;
 use crate::roster::CommandCtl;
 use crate::store::{Store, StoreError};
-use cli::{Action, AdminCli};
+use cli::Action;
+pub use cli::{command, parse, AdminCli, Invocation};
 use ctl::Ctl;
 use report::Report;
 
-/// First arguments that select the administration commands instead of the
-/// server (`xcauth domain list` versus `xcauth -t generic`).
+/// The administration commands (and clap's `help`), as [`command`] has
+/// them (a test checks).
 pub const SUBCOMMANDS: [&str; 8] = [
     "cache", "domain", "group", "guard", "help", "host", "roster", "user",
 ];
@@ -62,20 +61,14 @@ pub const EXIT_ERROR: u8 = 2;
 /// the failed command is printed so that it can be run by hand.
 pub const EXIT_PARTIAL: u8 = 3;
 
-/// True if `arg` (the first argument after the program name) names an
-/// administration command.
+/// True if `arg` names an administration command.
 pub fn is_subcommand(arg: &OsStr) -> bool {
     arg.to_str().is_some_and(|a| SUBCOMMANDS.contains(&a))
 }
 
-/// Runs an administration command given the whole argument vector
-/// (including the program name) and returns the exit status.
-pub fn main(args: Vec<OsString>) -> ExitCode {
-    let cli = match AdminCli::try_parse_from(args) {
-        Ok(cli) => cli,
-        // Prints help (exit 0) or the usage error (exit 2).
-        Err(e) => e.exit(),
-    };
+/// Runs an administration command parsed by [`parse`] and returns the
+/// exit status.
+pub fn main(cli: AdminCli) -> ExitCode {
     let report = match prepare_and_perform(cli) {
         Ok(report) => report,
         Err(e) => {
@@ -114,10 +107,9 @@ enum AdminError {
 /// Resolves the configuration, reads the inputs, opens the database and
 /// performs the command.
 fn prepare_and_perform(cli: AdminCli) -> Result<Report, AdminError> {
-    let settings =
-        config::admin_settings(cli.config_file.as_deref(), &|key| std::env::var(key).ok())?;
-    let db = cli.db.unwrap_or(settings.db);
-    let ejabberdctl = cli.ejabberdctl.or(settings.ejabberdctl);
+    let settings = config::admin_settings_from(&cli.options, &|key| std::env::var(key).ok())?;
+    let db = settings.db;
+    let ejabberdctl = settings.ejabberdctl;
     let action = cli::action(cli.command)?;
 
     let in_memory = db.as_os_str() == ":memory:";
@@ -142,8 +134,10 @@ fn prepare_and_perform(cli: AdminCli) -> Result<Report, AdminError> {
     })?;
     let ctl = match ejabberdctl {
         Some(path) if action.uses_ejabberdctl() => Some(
-            Ctl::new(Arc::new(CommandCtl::new(path)))
-                .map_err(|e| AdminError::Invalid(format!("cannot run ejabberdctl: {e}")))?,
+            Ctl::new(Arc::new(
+                CommandCtl::new(path).with_timeout(settings.ejabberdctl_timeout),
+            ))
+            .map_err(|e| AdminError::Invalid(format!("cannot run ejabberdctl: {e}")))?,
         ),
         _ => None,
     };
@@ -308,6 +302,15 @@ mod tests {
         "semi;colon",
         "zoë",
     ];
+
+    #[test]
+    fn subcommand_names_are_the_commands_subcommands() {
+        let mut cmd = command();
+        cmd.build();
+        let mut names: Vec<&str> = cmd.get_subcommands().map(|c| c.get_name()).collect();
+        names.sort_unstable();
+        assert_eq!(names, SUBCOMMANDS);
+    }
 
     #[test]
     fn subcommand_names_are_recognised() {

@@ -112,7 +112,7 @@ pub struct HttpClient {
     options: BackendOptions,
     extra_roots: Vec<reqwest::Certificate>,
     /// Requests to Nextcloud at once, over all streams (see
-    /// [`MAX_CONCURRENT_REQUESTS`]).
+    /// [`MAX_CONCURRENT_REQUESTS`], `backend-concurrency`).
     in_flight: Semaphore,
 }
 
@@ -121,6 +121,16 @@ impl HttpClient {
     /// login); the client itself is built on first use with timeouts, no
     /// redirects, the system roots plus every certificate in `ca_file`.
     pub fn new(options: &BackendOptions) -> Result<Arc<Self>, BackendBuildError> {
+        Self::with_max_requests(options, MAX_CONCURRENT_REQUESTS)
+    }
+
+    /// [`HttpClient::new`] with at most `max_requests` (at least 1) requests
+    /// in flight at once instead of [`MAX_CONCURRENT_REQUESTS`]
+    /// (`backend-concurrency`).
+    pub fn with_max_requests(
+        options: &BackendOptions,
+        max_requests: usize,
+    ) -> Result<Arc<Self>, BackendBuildError> {
         let extra_roots = match &options.ca_file {
             Some(path) => read_ca_file(path)?,
             None => Vec::new(),
@@ -129,7 +139,7 @@ impl HttpClient {
             client: OnceCell::new(),
             options: options.clone(),
             extra_roots,
-            in_flight: Semaphore::new(MAX_CONCURRENT_REQUESTS),
+            in_flight: Semaphore::new(max_requests.max(1)),
         }))
     }
 

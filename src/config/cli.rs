@@ -1,5 +1,11 @@
 //! The command line: the clap command built from the option table plus the
 //! options only the command line has (`-c`, `-A`, `-I`, `-R`, `--version`).
+//!
+//! The administration subcommands (`src/admin/cli.rs`) are added to this
+//! same command, so the options here are the global options of every
+//! subcommand too: `xcauth -c FILE domain list`. `-c`, `--db` and
+//! `--ejabberdctl` are also accepted after a subcommand (the original
+//! spelling `xcauth domain list --db PATH`).
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -28,7 +34,7 @@ const ABOUT: &str = "Answers \"is this password right?\" and \"does this user ex
                      from JSXC tokens and the Nextcloud JSXC external API.";
 
 const AFTER_HELP: &str = "\
-One of -t, -A, -I or -R is required. -A, -I and -R take precedence over -t \
+Without a command, one of -t, -A, -I or -R is required. -A, -I and -R take precedence over -t \
 and imply -i and -d.
 
 Every option except -c, -A, -I and -R can also be set in the config file \
@@ -40,24 +46,58 @@ is used.
 
 Time spans are seconds, or a number with s, m, h, d or w (90, 30m, 1h, 2d, 1w).
 
-Administration (domains, cached users, groups, roster refresh): xcauth help";
+The commands above administer the database (domains, cached users, groups, \
+roster state, the cache, the guard). The options before a command apply to it \
+as to the server (its database, ejabberdctl, cache-storage, the guard's \
+limits; options the command does not use are checked but have no effect); \
+-c, --db and --ejabberdctl may also follow it. -A, -I and -R do not combine \
+with a command. `xcauth help COMMAND` shows a command's own options.";
 
-/// What the command line says.
+/// Options given on the command line that stay global to the
+/// administration subcommands: accepted after them as well.
+const GLOBAL_AFTER_SUBCOMMANDS: [&str; 2] = ["db", "ejabberdctl"];
+
+/// What the command line says (its options; a subcommand is the
+/// caller's). Resolve it with [`load_from`](super::load_from) or
+/// [`admin_settings_from`](super::admin_settings_from).
 // No `Debug`: the -A password is in `one_shot`.
-pub(super) struct CommandLine {
+#[derive(Clone, Default)]
+pub struct CommandLine {
     /// `-c FILE`.
-    pub config_file: Option<PathBuf>,
+    pub(super) config_file: Option<PathBuf>,
     /// `-A`, `-I` or `-R` (clap allows at most one).
-    pub one_shot: Option<Mode>,
+    pub(super) one_shot: Option<Mode>,
     /// The settings from the table.
-    pub settings: Layer,
+    pub(super) settings: Layer,
+}
+
+impl CommandLine {
+    /// The options of `matches`, which come from [`command`] (possibly with
+    /// subcommands added).
+    pub fn from_matches(matches: &ArgMatches) -> Result<CommandLine, ConfigError> {
+        Ok(CommandLine {
+            config_file: matches.get_one::<PathBuf>("config_file").cloned(),
+            one_shot: one_shot(matches)?,
+            settings: Layer::from_matches(matches),
+        })
+    }
+
+    /// `-A`, `-I` or `-R` was given.
+    pub fn has_one_shot(&self) -> bool {
+        self.one_shot.is_some()
+    }
+
+    /// `-c FILE`, if given.
+    pub fn config_file(&self) -> Option<&std::path::Path> {
+        self.config_file.as_deref()
+    }
 }
 
 /// The clap command. Values are parsed by the same functions as
 /// environment and file values, so all three accept the same spellings. No
 /// defaults here: an absent option must fall through to the environment
 /// and the file.
-pub(super) fn command() -> Command {
+pub fn command() -> Command {
     let mut args: Vec<Arg> = OPTIONS.iter().map(setting_arg).collect();
     // The one-shot queries follow -t in --help: they are its alternatives.
     let after_type = args
@@ -65,6 +105,12 @@ pub(super) fn command() -> Command {
         .position(|a| a.get_long() == Some("type"))
         .map_or(0, |at| at + 1);
     args.splice(after_type..after_type, one_shot_args());
+    let args = args.into_iter().map(|arg| {
+        let global = arg
+            .get_long()
+            .is_some_and(|long| GLOBAL_AFTER_SUBCOMMANDS.contains(&long));
+        arg.global(global)
+    });
     Command::new("xcauth")
         .version(env!("CARGO_PKG_VERSION"))
         .disable_version_flag(true)
@@ -77,6 +123,7 @@ pub(super) fn command() -> Command {
                 .value_name("FILE")
                 .value_parser(ValueParser::path_buf())
                 .action(ArgAction::Set)
+                .global(true)
                 .help("Config file [default: /etc/xcauth.conf, if present]"),
         )
         .args(args)
@@ -149,11 +196,7 @@ where
     T: Into<OsString> + Clone,
 {
     let matches = command().try_get_matches_from(args)?;
-    Ok(CommandLine {
-        config_file: matches.get_one::<PathBuf>("config_file").cloned(),
-        one_shot: one_shot(&matches)?,
-        settings: Layer::from_matches(&matches),
-    })
+    CommandLine::from_matches(&matches)
 }
 
 /// `-A`, `-I` or `-R`, if given.

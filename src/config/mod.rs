@@ -22,9 +22,11 @@ mod resolved;
 mod testutil;
 mod values;
 
+pub use cli::{command, CommandLine};
 pub(crate) use resolved::plain_http_warning;
 pub use resolved::{
-    admin_settings, load, load_with_default_file, AdminSettings, Config, Mode, SocketOptions,
+    admin_settings, admin_settings_from, load, load_from, load_with_default_file, AdminSettings,
+    Config, Mode, SocketOptions,
 };
 pub(crate) use values::parse_url;
 pub use values::{CacheStorage, ListenAddress, ListenSpec};

@@ -150,6 +150,18 @@ options! {
     // Span: 0 stops at once, abandoning requests in flight.
     /// On SIGTERM, let in-flight requests finish for this long [default: 10s]
     shutdown_timeout: Span => "shutdown-timeout", value "SPAN";
+    // Knobs that were constants, with the same defaults; and the journal.
+    // PositiveSpan: an ejabberdctl run limited to 0s could never succeed.
+    /// Kill an ejabberdctl run (roster sync, user and group delete) that
+    /// takes longer than this [default: 30s]
+    ejabberdctl_timeout: PositiveSpan => "ejabberdctl-timeout", value "SPAN";
+    // Count: at least 1, or no request could ever be sent.
+    /// Most requests to Nextcloud in flight at once, over all connections
+    /// of this process [default: 64]
+    backend_concurrency: Count => "backend-concurrency", value "N";
+    /// When standard error is systemd's journal (JOURNAL_STREAM), write
+    /// the log files as well [default: journal only]
+    log_files_under_journal: bool => "log-files-under-journal";
     /// Accepted for compatibility; no effect (see --ejabberdctl)
     update_roster: bool => "update-roster", short 'T';
     /// Legacy pre-2.0 domain database (not read)

@@ -130,6 +130,13 @@ pub struct Config {
     pub interactive: bool,
     /// ejabberdctl to run for shared roster updates.
     pub ejabberdctl: Option<PathBuf>,
+    /// Limit for one ejabberdctl run (`ejabberdctl-timeout`).
+    pub ejabberdctl_timeout: Duration,
+    /// Back-end requests in flight at once (`backend-concurrency`).
+    pub backend_concurrency: usize,
+    /// Log files too when standard error is the journal
+    /// (`log-files-under-journal`).
+    pub log_files_under_journal: bool,
     /// Own listeners and limits for socket service.
     pub sockets: SocketOptions,
     /// Codec settings (Postfix recipient delimiter, saslauthd framing).
@@ -181,7 +188,16 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let cli = cli::parse(args)?;
+    load_from(cli::parse(args)?, env, default_file)
+}
+
+/// [`load_with_default_file`] for a command line parsed already (by the
+/// command with the administration subcommands, for instance).
+pub fn load_from(
+    cli: cli::CommandLine,
+    env: &dyn Fn(&str) -> Option<String>,
+    default_file: &Path,
+) -> Result<Config, ConfigError> {
     let mut warnings = Vec::new();
 
     let env_path = env(CONFIG_FILE_ENV).filter(|p| !p.is_empty());
@@ -344,6 +360,13 @@ where
         debug: one_shot || merged.debug.unwrap_or(false),
         interactive: one_shot || merged.interactive.unwrap_or(false),
         ejabberdctl: merged.ejabberdctl,
+        ejabberdctl_timeout: merged
+            .ejabberdctl_timeout
+            .map_or(crate::roster::DEFAULT_CTL_TIMEOUT, |s| s.duration()),
+        backend_concurrency: merged
+            .backend_concurrency
+            .map_or(crate::backend::http::MAX_CONCURRENT_REQUESTS, |n| n.0),
+        log_files_under_journal: merged.log_files_under_journal.unwrap_or(false),
         sockets: SocketOptions {
             listen: merged.listen.map(|l| l.0).unwrap_or_default(),
             mode: merged.socket_mode.map_or(sockets.mode, |m| m.0),
@@ -453,6 +476,8 @@ pub struct AdminSettings {
     pub db: PathBuf,
     /// ejabberdctl to mirror deletions into ejabberd, if configured.
     pub ejabberdctl: Option<PathBuf>,
+    /// Limit for one ejabberdctl run (`ejabberdctl-timeout`).
+    pub ejabberdctl_timeout: Duration,
     /// Where the server caches passwords.
     pub cache_storage: CacheStorage,
     /// The failure guard's limits, as the server reads them.
@@ -469,6 +494,21 @@ pub fn admin_settings(
     config_file: Option<&Path>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<AdminSettings, ConfigError> {
+    let cli = cli::CommandLine {
+        config_file: config_file.map(Path::to_path_buf),
+        ..cli::CommandLine::default()
+    };
+    admin_settings_from(&cli, env)
+}
+
+/// [`admin_settings`] with the command line's options on top (`xcauth
+/// --db PATH -c FILE domain list`): command line > environment > file >
+/// defaults, as for the server.
+pub fn admin_settings_from(
+    cli: &cli::CommandLine,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<AdminSettings, ConfigError> {
+    let config_file = cli.config_file.as_deref();
     let (path, explicit) = match (config_file, env(CONFIG_FILE_ENV).filter(|p| !p.is_empty())) {
         (Some(path), _) => (path.to_path_buf(), true),
         (None, Some(path)) => (PathBuf::from(path), true),
@@ -476,11 +516,18 @@ pub fn admin_settings(
     };
     let file = read_config_file(&path, explicit)?;
     let config_file = file.as_ref().map(|_| path);
-    let merged = Layer::from_env(env)?.over(file.map(|f| f.layer).unwrap_or_default());
+    let merged = cli
+        .settings
+        .clone()
+        .over(Layer::from_env(env)?)
+        .over(file.map(|f| f.layer).unwrap_or_default());
     let guard = guard_settings(&merged);
     Ok(AdminSettings {
         db: merged.db.unwrap_or_else(|| PathBuf::from(DEFAULT_DB)),
         ejabberdctl: merged.ejabberdctl,
+        ejabberdctl_timeout: merged
+            .ejabberdctl_timeout
+            .map_or(crate::roster::DEFAULT_CTL_TIMEOUT, |s| s.duration()),
         cache_storage: merged.cache_storage.unwrap_or_default(),
         guard,
         config_file,

@@ -30,7 +30,7 @@ macro_rules! options {
     )*) => {
         /// What one source (command line, environment or file) says;
         /// `None` means "ask the next source".
-        #[derive(Debug, Default)]
+        #[derive(Debug, Default, Clone)]
         pub(super) struct Layer {
             $(
                 #[doc = concat!("`", $long, "`")]
