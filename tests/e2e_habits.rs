@@ -471,6 +471,46 @@ fn the_default_ejabberdctl_timeout_waits_longer_than_a_second() {
     );
 }
 
+/// The server's roster sync (here through `-R`) runs ejabberdctl with the
+/// same limit: a `set_vcard` that hangs is killed after 1 s, the other
+/// calls go on.
+#[test]
+fn ejabberdctl_timeout_applies_to_the_roster_sync() {
+    let nc = StandIn::start();
+    let dir = tempfile::tempdir().expect("dir");
+    let ctl = dir.path().join("ejabberdctl");
+    std::fs::write(
+        &ctl,
+        "#!/bin/sh\ncase \"$1 $2\" in \"set_vcard alice\") exec sleep 20;; esac\nexit 0\n",
+    )
+    .expect("script");
+    std::fs::set_permissions(&ctl, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let mut cmd = xcauth(dir.path());
+    cmd.args(["--url", &nc.url, "--db"])
+        .arg(dir.path().join("xcauth.sqlite3"))
+        .arg("--ejabberdctl")
+        .arg(&ctl)
+        .args(["--ejabberdctl-timeout", "1", "-R", "alice", "example.org"])
+        .env("XCAUTH_SECRET", SECRET);
+    let started = Instant::now();
+    let out = run(cmd, b"");
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(r#"["set_vcard", "alice", "example.org", "FN", "Alice Liddell"] failed: no answer within 1s; killed"#),
+        "{err}"
+    );
+    assert!(
+        err.contains(r#"ejabberdctl ["srg_create""#),
+        "the sync went on: {err}"
+    );
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(15),
+        "{took:?}"
+    );
+}
+
 // ----- backend-concurrency -------------------------------------------------
 
 /// A loopback JSXC API that counts requests in flight: each request is held

@@ -165,7 +165,8 @@ fn one_shot_args() -> [Arg; 3] {
             "auth_test",
             'A',
             "auth-test",
-            "One-shot auth query; prints True or False",
+            "One-shot auth query; prints True or False. A PASSWORD of - is read \
+             from standard input (one line)",
         )
         .num_args(3)
         .value_names(["USER", "DOMAIN", "PASSWORD"])
@@ -489,6 +490,41 @@ mod tests {
             load_test(&["-V"], &[], None),
             Err(ConfigError::Cli(e)) if e.kind() != clap::error::ErrorKind::DisplayVersion
         ));
+    }
+
+    /// The knobs that were constants keep their defaults, take a value,
+    /// and refuse 0 (no ejabberdctl run or back-end request could succeed).
+    #[test]
+    fn former_constants_as_options() {
+        let c = ok(&[]);
+        assert_eq!(c.ejabberdctl_timeout, crate::roster::DEFAULT_CTL_TIMEOUT);
+        assert_eq!(c.ejabberdctl_timeout, Duration::from_secs(30));
+        assert_eq!(
+            c.backend_concurrency,
+            crate::backend::http::MAX_CONCURRENT_REQUESTS
+        );
+        assert_eq!(c.backend_concurrency, 64);
+        assert!(!c.log_files_under_journal);
+        let c = ok(&[
+            "--ejabberdctl-timeout",
+            "2m",
+            "--backend-concurrency",
+            "2",
+            "--log-files-under-journal",
+        ]);
+        assert_eq!(c.ejabberdctl_timeout, Duration::from_secs(120));
+        assert_eq!(c.backend_concurrency, 2);
+        assert!(c.log_files_under_journal);
+        for args in [
+            &["--ejabberdctl-timeout", "0"][..],
+            &["--backend-concurrency", "0"],
+            &["--backend-concurrency=-1"],
+        ] {
+            let e = load_test(args, &[], None).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{args:?}");
+            let option = args[0].split('=').next().unwrap_or_default();
+            assert!(e.to_string().contains(option), "{args:?}: {e}");
+        }
     }
 
     #[test]
