@@ -45,9 +45,14 @@ const EXIT_USAGE: u8 = 2;
 
 /// Everything `main` does, given the process arguments.
 pub fn main_with_args<I: IntoIterator<Item = OsString>>(args: I) -> ExitCode {
-    let args: Vec<OsString> = args.into_iter().collect();
+    let mut args: Vec<OsString> = args.into_iter().collect();
     if args.get(1).is_some_and(|a| crate::admin::is_subcommand(a)) {
         return crate::admin::main(args);
+    }
+    // `xcauth check ...` is `xcauth --configtest ...`: the same command
+    // line as the service, so the configuration is read as it reads it.
+    if args.get(1).is_some_and(|a| a == crate::admin::check::SUBCOMMAND) {
+        args[1] = "--configtest".into();
     }
     // First, while no other thread exists (the log writer and the runtime
     // start below): this changes the environment.
@@ -70,6 +75,10 @@ pub fn main_with_args<I: IntoIterator<Item = OsString>>(args: I) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    // The check prints its findings; it neither logs nor serves.
+    if let Mode::Check(request) = config.mode.clone() {
+        return crate::admin::check::main(&config, &request);
+    }
     let target = if config.interactive {
         logging::Target::Stderr
     } else {
@@ -180,6 +189,9 @@ fn collect_sockets(
 /// or until `shutdown` is cancelled; then it drains within the configured
 /// shutdown timeout.
 pub async fn run(sockets: Sockets, config: Config, shutdown: CancellationToken) -> ExitCode {
+    if let Mode::Check(request) = &config.mode {
+        return crate::admin::check::run(&config, request).await;
+    }
     let client = match HttpClient::new(&BackendOptions {
         connect_timeout: config.connect_timeout,
         request_timeout: config.request_timeout,
@@ -211,6 +223,8 @@ pub async fn run(sockets: Sockets, config: Config, shutdown: CancellationToken) 
     }
     match config.mode.clone() {
         Mode::Serve(protocol) => serve(&config, protocol, sockets, verifier, shutdown).await,
+        // Answered at the top.
+        Mode::Check(_) => ExitCode::from(EXIT_USAGE),
         Mode::AuthTest {
             user,
             domain,
@@ -508,6 +522,7 @@ fn describe(mode: &Mode) -> String {
         Mode::AuthTest { user, domain, .. } => format!("auth {user}@{domain}"),
         Mode::IsUserTest { user, domain } => format!("isuser {user}@{domain}"),
         Mode::RosterTest { user, domain } => format!("roster {user}@{domain}"),
+        Mode::Check(_) => "check".to_owned(),
     }
 }
 

@@ -21,6 +21,7 @@
 //! `guard` (the failure guard's state);
 //! `report` collects what is printed; `ctl` runs ejabberdctl.
 
+pub(crate) mod check;
 mod cli;
 mod ctl;
 mod domain;

@@ -24,7 +24,8 @@ mod values;
 
 pub(crate) use resolved::plain_http_warning;
 pub use resolved::{
-    admin_settings, load, load_with_default_file, AdminSettings, Config, Mode, SocketOptions,
+    admin_settings, load, load_with_default_file, AdminSettings, CheckRequest, Config, Mode,
+    SocketOptions,
 };
 pub(crate) use values::parse_url;
 pub use values::{CacheStorage, ListenAddress, ListenSpec};

@@ -45,6 +45,21 @@ pub enum Mode {
         /// Domain.
         domain: String,
     },
+    /// `xcauth check` (`--configtest`): test the configuration, print the
+    /// results, exit 0 (nothing failed) or 1.
+    Check(CheckRequest),
+}
+
+/// What `xcauth check` was asked to do beyond the standard tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckRequest {
+    /// `--quick`: only the fast tests, for a monitoring probe.
+    pub quick: bool,
+    /// `--user USER@DOMAIN`: also isuser and roster for this user.
+    pub user: Option<String>,
+    /// `--password-stdin`: read the user's password from standard input
+    /// (otherwise a prompt when it is a terminal) for an auth test.
+    pub password_stdin: bool,
 }
 
 /// Socket service settings (SPEC §3).
@@ -225,7 +240,8 @@ where
             )))
         }
     };
-    let one_shot = !matches!(mode, Mode::Serve(_));
+    // The check reports the service's own logging settings.
+    let one_shot = !matches!(mode, Mode::Serve(_) | Mode::Check(_));
 
     let url = merged.url.map(|url| url.0).ok_or_else(|| {
         ConfigError::Invalid(format!(
