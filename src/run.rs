@@ -51,7 +51,10 @@ pub fn main_with_args<I: IntoIterator<Item = OsString>>(args: I) -> ExitCode {
     }
     // `xcauth check ...` is `xcauth --configtest ...`: the same command
     // line as the service, so the configuration is read as it reads it.
-    if args.get(1).is_some_and(|a| a == crate::admin::check::SUBCOMMAND) {
+    if args
+        .get(1)
+        .is_some_and(|a| a == crate::admin::check::SUBCOMMAND)
+    {
         args[1] = "--configtest".into();
     }
     // First, while no other thread exists (the log writer and the runtime

@@ -217,7 +217,11 @@ impl NextcloudBackend {
     /// for `xcauth check`: proves its password and that the provisioning
     /// API answers. The reply's `ocs.data`.
     pub async fn probe_api_account(&self) -> Result<Value, BackendError> {
-        let user = self.api.as_ref().map(|a| segment(&a.user)).unwrap_or_default();
+        let user = self
+            .api
+            .as_ref()
+            .map(|a| segment(&a.user))
+            .unwrap_or_default();
         let value = self
             .api_get(&format!("{OCS}/users/{user}?format=json"))
             .await?;

@@ -189,11 +189,7 @@ pub(crate) fn log_dir(config: &Config, findings: &mut Findings) {
         let file = dir.join(name);
         if file.exists() {
             if let Err(e) = OpenOptions::new().append(true).open(&file) {
-                findings.fail(
-                    scope,
-                    "directory",
-                    &format!("{}: {e}", file.display()),
-                );
+                findings.fail(scope, "directory", &format!("{}: {e}", file.display()));
                 return;
             }
         }

@@ -270,7 +270,11 @@ fn http_client(config: &Config, findings: &mut Findings) -> Option<Arc<HttpClien
             Some(client)
         }
         Err(e) => {
-            findings.fail("config", "ca-file", &format!("{e}; the service would not start"));
+            findings.fail(
+                "config",
+                "ca-file",
+                &format!("{e}; the service would not start"),
+            );
             HttpClient::new(&BackendOptions {
                 ca_file: None,
                 ..options

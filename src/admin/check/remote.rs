@@ -105,7 +105,10 @@ async fn jsxc_secret(client: &Arc<HttpClient>, target: &Target, findings: &mut F
         spec.secret.clone(),
         spec.auth_domain.clone(),
     );
-    match jsxc.ask(PROBE_USER, &backend::jsxc::Operation::IsUser).await {
+    match jsxc
+        .ask(PROBE_USER, &backend::jsxc::Operation::IsUser)
+        .await
+    {
         Ok(_) => findings.pass(
             scope,
             "secret",
@@ -137,7 +140,10 @@ async fn api_account(client: &Arc<HttpClient>, target: &Target, findings: &mut F
         findings.fail(
             scope,
             "api-account",
-            &format!("api-user {:?} has no password: set api-password-file=", api.user),
+            &format!(
+                "api-user {:?} has no password: set api-password-file=",
+                api.user
+            ),
         );
         return;
     }

@@ -38,7 +38,10 @@ pub(crate) fn print(config: &Config, targets: &[Target], rows: &[DomainRow]) {
     let shared = [
         ("config-file", shown(&config.config_file)),
         ("db", config.db.display().to_string()),
-        ("cache-storage", format!("{:?}", config.cache_storage).to_lowercase()),
+        (
+            "cache-storage",
+            format!("{:?}", config.cache_storage).to_lowercase(),
+        ),
         ("timeout", timeout),
         ("ca-file", shown(&config.ca_file)),
         ("log", log),
@@ -53,7 +56,10 @@ pub(crate) fn print(config: &Config, targets: &[Target], rows: &[DomainRow]) {
             .iter()
             .find(|r| target.scope == format!("domain {}", r.xmppdomain));
         match row {
-            None => out(&format!("  {} (config file and command line)", target.scope)),
+            None => out(&format!(
+                "  {} (config file and command line)",
+                target.scope
+            )),
             Some(_) => out(&format!(
                 "  {} (database row; empty columns take the global value)",
                 target.scope
