@@ -32,8 +32,8 @@ const ABOUT: &str = "Answers \"is this password right?\" and \"does this user ex
                      from JSXC tokens and the Nextcloud JSXC external API.";
 
 const AFTER_HELP: &str = "\
-One of -t, -A, -I or -R is required. -A, -I and -R take precedence over -t \
-and imply -i and -d.
+One of -t, -A, -I, -R or --configtest is required. -A, -I and -R take precedence \
+over -t and imply -i and -d.
 
 Every option except -c, -A, -I and -R can also be set in the config file \
 (/etc/xcauth.conf, or -c FILE) as name=value with its long name (a switch as \
@@ -166,6 +166,7 @@ fn check_args() -> [Arg; 4] {
             .long("quick")
             .action(ArgAction::SetTrue)
             .requires("configtest")
+            .conflicts_with("user")
             .help("With --configtest: only the fast tests, terse (a monitoring probe)"),
         Arg::new("user")
             .long("user")

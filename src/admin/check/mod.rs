@@ -157,7 +157,7 @@ pub(crate) struct Target {
 pub(crate) async fn run(config: &Config, request: &CheckRequest) -> ExitCode {
     let mut findings = Findings::new(request.quick);
     let password = match request.user.as_deref() {
-        Some(user) if !request.quick => match read_password(user, request.password_stdin) {
+        Some(user) => match read_password(user, request.password_stdin) {
             Ok(password) => password,
             Err(e) => {
                 findings.fail("user", "password", &e);
