@@ -197,13 +197,22 @@ fn a_good_configuration_passes_every_test_and_masks_the_secrets() {
     // The settings, per domain, secrets masked.
     assert!(out.stdout.contains("Settings (secrets masked):"));
     assert!(out.stdout.contains("domain example.net (database row"));
-    assert!(out.stdout.contains(&format!(
-        "api-password   set ({} chars)",
-        API_PASSWORD.len()
-    )));
-    assert!(out
-        .stdout
-        .contains(&format!("secret         set ({} chars)", SECRET.len())));
+    // From files for the global settings, from the database for the row.
+    let from_file = |name: &str, file: &str, len: usize| {
+        format!(
+            "{name:<14} set ({len} chars), from file {}\n",
+            setup.path(file).display()
+        )
+    };
+    let api_password = from_file("api-password", "api-password", API_PASSWORD.len());
+    let secret = from_file("secret", "secret", SECRET.len());
+    assert!(out.stdout.contains(&api_password), "{}", out.stdout);
+    assert!(out.stdout.contains(&secret), "{}", out.stdout);
+    let row = out.stdout.split("domain example.net (").nth(1).unwrap();
+    assert!(
+        row.contains(&format!("secret         set ({} chars)\n", SECRET.len())),
+        "{row}"
+    );
     // One line per test, for each domain where it applies.
     out.has("PASS", "config", "parse");
     out.has("PASS", "database", "mode");

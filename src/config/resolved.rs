@@ -153,6 +153,11 @@ pub struct Config {
     pub legacy_dbs: Vec<(&'static str, PathBuf)>,
     /// The config file that was read, if any.
     pub config_file: Option<PathBuf>,
+    /// The file the secret was read from (`secret-file`), if it was.
+    pub secret_file: Option<PathBuf>,
+    /// The file the API password was read from (`api-password-file`), if
+    /// it was.
+    pub api_password_file: Option<PathBuf>,
     /// Problems worth a log line that do not stop the start (a secret on
     /// the command line, a secret file readable by others, ...).
     pub warnings: Vec<String>,
@@ -262,6 +267,7 @@ where
                 .into(),
         );
     }
+    let mut secret_file = None;
     let secret = match (merged.secret, merged.secret_file) {
         (Some(secret), _) => Some(secret),
         (None, Some(path)) => {
@@ -269,6 +275,7 @@ where
             if let Some(warning) = exposure_warning(&path, "is the secret file") {
                 warnings.push(warning);
             }
+            secret_file = Some(path);
             Some(secret)
         }
         (None, None) => credential_secret(env, &CREDENTIAL_NAMES)?,
@@ -288,6 +295,7 @@ where
             )))
         }
     };
+    let api_password_file = merged.api_password_file.clone();
     let api_password = match merged.api_password_file {
         Some(path) => {
             let password = read_secret(&path)?;
@@ -332,6 +340,8 @@ where
     .collect();
     let ttl = |span: Option<Span>, default: i64| span.map_or(default, |s| s.0);
     let sockets = SocketOptions::default();
+    let secret_file = secret_file.filter(|_| !secret.is_empty());
+    let api_password_file = api_password_file.filter(|_| api.is_some());
 
     Ok(Config {
         mode,
@@ -381,6 +391,8 @@ where
         },
         legacy_dbs,
         config_file,
+        secret_file,
+        api_password_file,
         warnings,
     })
 }

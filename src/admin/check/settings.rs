@@ -3,6 +3,8 @@
 //! database row. Secrets show only whether they are set and their length,
 //! never a character of them.
 
+use std::path::Path;
+
 use super::{out, Target};
 use crate::backend::{BackendKind, BackendSpec};
 use crate::config::Config;
@@ -15,6 +17,16 @@ pub(crate) fn masked(secret: &Secret) -> String {
         "not set".to_owned()
     } else {
         format!("set ({} chars)", secret.expose().chars().count())
+    }
+}
+
+/// [`masked`], and the file it came from when that is known.
+fn masked_from(secret: &Secret, file: Option<&Path>) -> String {
+    match file {
+        Some(path) if !secret.is_empty() => {
+            format!("{}, from file {}", masked(secret), path.display())
+        }
+        _ => masked(secret),
     }
 }
 
@@ -65,12 +77,33 @@ pub(crate) fn print(config: &Config, targets: &[Target], rows: &[DomainRow]) {
                 target.scope
             )),
         }
-        backend(&target.spec, row.is_none());
+        // A row's own secret is in the database; an inherited one is the
+        // global secret, from the global file.
+        let files = match row {
+            None => (
+                config.secret_file.as_deref(),
+                config.api_password_file.as_deref(),
+            ),
+            Some(row) => (
+                inherited(row.authsecret.as_deref(), config.secret_file.as_deref()),
+                inherited(
+                    row.backend.apipassword.as_deref(),
+                    config.api_password_file.as_deref(),
+                ),
+            ),
+        };
+        backend(&target.spec, row.is_none(), files);
     }
 }
 
-/// The lines of one back end.
-fn backend(spec: &BackendSpec, global: bool) {
+/// The global file of a value a row leaves empty; `None` for the row's own.
+fn inherited<'a>(own: Option<&str>, global: Option<&'a Path>) -> Option<&'a Path> {
+    own.is_none_or(str::is_empty).then_some(global).flatten()
+}
+
+/// The lines of one back end; `files`: where the secret and the API
+/// password were read from, if from files.
+fn backend(spec: &BackendSpec, global: bool, files: (Option<&Path>, Option<&Path>)) {
     line("url", &spec.url);
     line("backend", spec.kind.name());
     if !global {
@@ -78,7 +111,7 @@ fn backend(spec: &BackendSpec, global: bool) {
     }
     let secret = match (spec.kind, spec.secret.is_empty()) {
         (BackendKind::Nextcloud, true) => "not set (JSXC token logins off)".to_owned(),
-        _ => masked(&spec.secret),
+        _ => masked_from(&spec.secret, files.0),
     };
     line("secret", &secret);
     if spec.kind == BackendKind::Nextcloud {
@@ -86,7 +119,7 @@ fn backend(spec: &BackendSpec, global: bool) {
         match &spec.api {
             Some(api) => {
                 line("api-user", &api.user);
-                line("api-password", &masked(&api.password));
+                line("api-password", &masked_from(&api.password, files.1));
             }
             None => line("api-user", "none"),
         }
