@@ -22,7 +22,11 @@ or -c FILE, or XCAUTH_CONFIG_FILE), XCAUTH_DB, else \
 
 Exit status: 0 done; 1 the named thing did not exist (or, for `domain add`, \
 already existed); 2 usage, configuration or database error; 3 the database \
-was changed but an ejabberdctl call failed (it is printed to be run by hand).";
+was changed but an ejabberdctl call failed (it is printed to be run by hand).
+
+To test the service's configuration (settings, database, log directory, \
+ejabberdctl, each Nextcloud): xcauth check [--quick] [--user USER@DOMAIN], \
+with the service's options (xcauth --help, --configtest).";
 
 /// The administration command line. No `Debug`: it is parsed and turned
 /// into an [`Action`] at once.

@@ -322,3 +322,38 @@ fn read_password(user: &str, from_stdin: bool) -> Result<Option<Secret>, String>
 
 /// Longest password read for the auth test.
 const MAX_PASSWORD_BYTES: usize = 4096;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_fails_the_check_and_warnings_do_not() {
+        let mut findings = Findings::new(true);
+        findings.pass("a", "b", "fine");
+        findings.warn("a", "b", "hmm");
+        assert!(!findings.failed());
+        findings.fail("a", "b", "broken");
+        assert!(findings.failed());
+        assert_eq!(findings.counts, [1, 1, 1]);
+        // Held until the settings are out, then printed in order.
+        assert_eq!(findings.held.as_ref().map(Vec::len), Some(2));
+        findings.release();
+        assert!(findings.held.is_none());
+    }
+
+    #[test]
+    fn the_user_domain_is_after_the_last_at() {
+        let request = |user: &str| CheckRequest {
+            user: Some(user.to_owned()),
+            ..CheckRequest::default()
+        };
+        assert_eq!(
+            user_domain(&request("alice@example.org")),
+            Some("example.org")
+        );
+        assert_eq!(user_domain(&request("alice@")), None);
+        assert_eq!(user_domain(&request("alice")), None);
+        assert_eq!(user_domain(&CheckRequest::default()), None);
+    }
+}
