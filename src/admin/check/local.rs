@@ -66,7 +66,7 @@ pub(crate) async fn database(config: &Config, findings: &mut Findings) -> Databa
                 scope,
                 "read-write",
                 &format!(
-                    "{shown} readable and writable (a write was rolled back); {count} domain rows"
+                    "{shown} readable and writable (a write was rolled back); domain rows: {count}"
                 ),
             );
             Database { rows }
