@@ -119,6 +119,10 @@ pub fn main_with_args<I: IntoIterator<Item = OsString>>(args: I) -> ExitCode {
             }
         }
     }
+    // The check prints its findings; it neither logs nor serves.
+    if let Mode::Check(request) = config.mode.clone() {
+        return crate::admin::check::main(&config, &request);
+    }
     let journal = logging::stderr_is_journal(env(logging::JOURNAL_STREAM_ENV).as_deref());
     let target = match (journal, config.interactive) {
         // Started by systemd with standard error on the journal: log there
@@ -242,6 +246,9 @@ fn collect_sockets(
 /// or until `shutdown` is cancelled; then it drains within the configured
 /// shutdown timeout.
 pub async fn run(sockets: Sockets, config: Config, shutdown: CancellationToken) -> ExitCode {
+    if let Mode::Check(request) = &config.mode {
+        return crate::admin::check::run(&config, request).await;
+    }
     let options = BackendOptions {
         connect_timeout: config.connect_timeout,
         request_timeout: config.request_timeout,
@@ -274,6 +281,8 @@ pub async fn run(sockets: Sockets, config: Config, shutdown: CancellationToken) 
     }
     match config.mode.clone() {
         Mode::Serve(protocol) => serve(&config, protocol, sockets, verifier, shutdown).await,
+        // Answered at the top.
+        Mode::Check(_) => ExitCode::from(EXIT_USAGE),
         Mode::AuthTest {
             user,
             domain,
@@ -571,6 +580,7 @@ fn describe(mode: &Mode) -> String {
         Mode::AuthTest { user, domain, .. } => format!("auth {user}@{domain}"),
         Mode::IsUserTest { user, domain } => format!("isuser {user}@{domain}"),
         Mode::RosterTest { user, domain } => format!("roster {user}@{domain}"),
+        Mode::Check(_) => "check".to_owned(),
     }
 }
 

@@ -22,7 +22,11 @@ the config file (/etc/xcauth.conf, or -c FILE, or XCAUTH_CONFIG_FILE), else \
 Exit status of the commands: 0 done; 1 the named thing did not exist (or, for \
 `domain add`, already existed); 2 usage, configuration or database error; 3 the \
 database was changed but an ejabberdctl call failed (it is printed to be run by \
-hand).";
+hand).
+
+To test the service's configuration (settings, database, log directory, \
+ejabberdctl, each Nextcloud): xcauth check [--quick] [--user USER@DOMAIN] \
+(also spelled --configtest).";
 
 /// The whole command line: the server's options (the option table and
 /// `-c`, `-A`, `-I`, `-R`), which are also the global options of the
@@ -77,6 +81,17 @@ where
         ));
     }
     let command = Command::from_arg_matches(&matches)?;
+    if let Command::Check(check) = command {
+        // The check runs with the service's command line, so that it reads
+        // the configuration as the service does.
+        return Ok(Invocation::Service(options.into_check(
+            crate::config::CheckRequest {
+                quick: check.quick,
+                user: check.user,
+                password_stdin: check.password_stdin,
+            },
+        )));
+    }
     Ok(Invocation::Admin(AdminCli { options, command }))
 }
 
@@ -115,6 +130,25 @@ pub(super) enum Command {
     /// blocks
     #[command(subcommand)]
     Guard(GuardCommand),
+    /// Test the service's configuration as the service reads it: settings
+    /// (secrets masked), database, log directory, ejabberdctl, each
+    /// Nextcloud; exit 0 when no test fails, 1 otherwise (also spelled
+    /// --configtest)
+    Check(CheckArgs),
+}
+
+/// `xcauth check`'s own options.
+#[derive(Args)]
+pub(super) struct CheckArgs {
+    /// Only the fast tests, terse (a monitoring probe; makes no login)
+    #[arg(long, conflicts_with = "user")]
+    quick: bool,
+    /// Also isuser and roster for this user
+    #[arg(long, value_name = "USER@DOMAIN")]
+    user: Option<String>,
+    /// With --user: read its password from standard input for an auth test
+    #[arg(long, requires = "user")]
+    password_stdin: bool,
 }
 
 /// A domain's back-end settings, as `domain add` takes them. `domain
@@ -429,6 +463,12 @@ fn secret_from_bytes(bytes: Vec<u8>, origin: &str) -> Result<Secret, AdminError>
 /// Turns the parsed command line into an [`Action`], reading secrets.
 pub(super) fn action(command: Command) -> Result<Action, AdminError> {
     Ok(match command {
+        // [`parse`] hands the check to the service's start-up.
+        Command::Check(_) => {
+            return Err(AdminError::Invalid(
+                "check is not a database command".into(),
+            ))
+        }
         Command::Domain(DomainCommand::Add(args)) => domain_add(args)?,
         Command::Domain(DomainCommand::Change(args)) => domain_change(args)?,
         Command::Domain(DomainCommand::List { show_secrets }) => {

@@ -21,6 +21,7 @@
 //! `guard` (the failure guard's state);
 //! `report` collects what is printed; `ctl` runs ejabberdctl.
 
+pub(crate) mod check;
 mod cli;
 mod ctl;
 mod domain;
@@ -46,8 +47,8 @@ use report::Report;
 
 /// The administration commands (and clap's `help`), as [`command`] has
 /// them (a test checks).
-pub const SUBCOMMANDS: [&str; 8] = [
-    "cache", "domain", "group", "guard", "help", "host", "roster", "user",
+pub const SUBCOMMANDS: [&str; 9] = [
+    "cache", "check", "domain", "group", "guard", "help", "host", "roster", "user",
 ];
 
 /// Exit status: done.

@@ -213,6 +213,21 @@ impl NextcloudBackend {
         }
     }
 
+    /// Looks up the API account's own account (one provisioning request),
+    /// for `xcauth check`: proves its password and that the provisioning
+    /// API answers. The reply's `ocs.data`.
+    pub async fn probe_api_account(&self) -> Result<Value, BackendError> {
+        let user = self
+            .api
+            .as_ref()
+            .map(|a| segment(&a.user))
+            .unwrap_or_default();
+        let value = self
+            .api_get(&format!("{OCS}/users/{user}?format=json"))
+            .await?;
+        Ok(value["ocs"]["data"].clone())
+    }
+
     /// The roster, built from the group APIs (several requests).
     async fn build_roster(&self, uid: &str) -> Result<Roster, BackendError> {
         let me = self

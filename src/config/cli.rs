@@ -14,19 +14,23 @@ use clap::builder::ValueParser;
 use clap::{Arg, ArgAction, ArgGroup, ArgMatches, Command};
 
 use super::options::{Layer, Setting, OPTIONS};
-use super::resolved::Mode;
+use super::resolved::{CheckRequest, Mode};
 use super::ConfigError;
 use crate::secret::Secret;
 
 /// Long options that only make sense on the command line (the file reader
 /// says so instead of "unknown option").
-pub(super) const CLI_ONLY: [&str; 6] = [
+pub(super) const CLI_ONLY: [&str; 10] = [
     "config-file",
     "auth-test",
     "isuser-test",
     "roster-test",
     "version",
     "help",
+    "configtest",
+    "quick",
+    "user",
+    "password-stdin",
 ];
 
 const ABOUT: &str = "Answers \"is this password right?\" and \"does this user exist?\" for \
@@ -34,8 +38,8 @@ const ABOUT: &str = "Answers \"is this password right?\" and \"does this user ex
                      from JSXC tokens and the Nextcloud JSXC external API.";
 
 const AFTER_HELP: &str = "\
-Without a command, one of -t, -A, -I or -R is required. -A, -I and -R take precedence over -t \
-and imply -i and -d.
+Without a command, one of -t, -A, -I, -R or --configtest is required. -A, -I and -R take \
+precedence over -t and imply -i and -d.
 
 Every option except -c, -A, -I and -R can also be set in the config file \
 (/etc/xcauth.conf, or -c FILE) as name=value with its long name (a switch as \
@@ -87,6 +91,13 @@ impl CommandLine {
         self.one_shot.is_some()
     }
 
+    /// Makes this the command line of `xcauth check`: the same as
+    /// `--configtest` with the check's own options.
+    pub fn into_check(mut self, request: CheckRequest) -> CommandLine {
+        self.one_shot = Some(Mode::Check(request));
+        self
+    }
+
     /// `-c FILE`, if given.
     pub fn config_file(&self) -> Option<&std::path::Path> {
         self.config_file.as_deref()
@@ -127,7 +138,13 @@ pub fn command() -> Command {
                 .help("Config file [default: /etc/xcauth.conf, if present]"),
         )
         .args(args)
-        .group(ArgGroup::new("one_shot").args(["auth_test", "isuser_test", "roster_test"]))
+        .args(check_args())
+        .group(ArgGroup::new("one_shot").args([
+            "auth_test",
+            "isuser_test",
+            "roster_test",
+            "configtest",
+        ]))
         // --version without the -V the original never had.
         .arg(
             Arg::new("version")
@@ -190,6 +207,37 @@ fn one_shot_args() -> [Arg; 3] {
     ]
 }
 
+/// `--configtest` (also `xcauth check`) and its options.
+fn check_args() -> [Arg; 4] {
+    [
+        Arg::new("configtest")
+            .long("configtest")
+            .action(ArgAction::SetTrue)
+            .help(
+                "Test the configuration as the service reads it (also: xcauth check); \
+                 exit 0 when no test fails, 1 otherwise",
+            ),
+        Arg::new("quick")
+            .long("quick")
+            .action(ArgAction::SetTrue)
+            .requires("configtest")
+            .conflicts_with("user")
+            .help("With --configtest: only the fast tests, terse (a monitoring probe)"),
+        Arg::new("user")
+            .long("user")
+            .value_name("USER@DOMAIN")
+            .action(ArgAction::Set)
+            .value_parser(ValueParser::string())
+            .requires("configtest")
+            .help("With --configtest: also isuser and roster for this user"),
+        Arg::new("password_stdin")
+            .long("password-stdin")
+            .action(ArgAction::SetTrue)
+            .requires("user")
+            .help("With --user: read its password from standard input for an auth test"),
+    ]
+}
+
 /// Parses `args` (including `argv[0]`).
 pub(super) fn parse<I, T>(args: I) -> Result<CommandLine, ConfigError>
 where
@@ -214,6 +262,13 @@ fn one_shot(matches: &ArgMatches) -> Result<Option<Mode>, ConfigError> {
     }
     if let Some([user, domain]) = values_of::<2>(matches, "roster_test")? {
         return Ok(Some(Mode::RosterTest { user, domain }));
+    }
+    if matches.get_flag("configtest") {
+        return Ok(Some(Mode::Check(CheckRequest {
+            quick: matches.get_flag("quick"),
+            user: matches.get_one::<String>("user").cloned(),
+            password_stdin: matches.get_flag("password_stdin"),
+        })));
     }
     Ok(None)
 }

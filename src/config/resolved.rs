@@ -45,6 +45,21 @@ pub enum Mode {
         /// Domain.
         domain: String,
     },
+    /// `xcauth check` (`--configtest`): test the configuration, print the
+    /// results, exit 0 (nothing failed) or 1.
+    Check(CheckRequest),
+}
+
+/// What `xcauth check` was asked to do beyond the standard tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckRequest {
+    /// `--quick`: only the fast tests, for a monitoring probe.
+    pub quick: bool,
+    /// `--user USER@DOMAIN`: also isuser and roster for this user.
+    pub user: Option<String>,
+    /// `--password-stdin`: read the user's password from standard input
+    /// (otherwise a prompt when it is a terminal) for an auth test.
+    pub password_stdin: bool,
 }
 
 /// Socket service settings (SPEC §3).
@@ -145,6 +160,11 @@ pub struct Config {
     pub legacy_dbs: Vec<(&'static str, PathBuf)>,
     /// The config file that was read, if any.
     pub config_file: Option<PathBuf>,
+    /// The file the secret was read from (`secret-file`), if it was.
+    pub secret_file: Option<PathBuf>,
+    /// The file the API password was read from (`api-password-file`), if
+    /// it was.
+    pub api_password_file: Option<PathBuf>,
     /// Problems worth a log line that do not stop the start (a secret on
     /// the command line, a secret file readable by others, ...).
     pub warnings: Vec<String>,
@@ -241,7 +261,8 @@ pub fn load_from(
             )))
         }
     };
-    let one_shot = !matches!(mode, Mode::Serve(_));
+    // The check reports the service's own logging settings.
+    let one_shot = !matches!(mode, Mode::Serve(_) | Mode::Check(_));
 
     let url = merged.url.map(|url| url.0).ok_or_else(|| {
         ConfigError::Invalid(format!(
@@ -262,6 +283,7 @@ pub fn load_from(
                 .into(),
         );
     }
+    let mut secret_file = None;
     let secret = match (merged.secret, merged.secret_file) {
         (Some(secret), _) => Some(secret),
         (None, Some(path)) => {
@@ -269,6 +291,7 @@ pub fn load_from(
             if let Some(warning) = exposure_warning(&path, "is the secret file") {
                 warnings.push(warning);
             }
+            secret_file = Some(path);
             Some(secret)
         }
         (None, None) => credential_secret(env, &CREDENTIAL_NAMES)?,
@@ -288,6 +311,7 @@ pub fn load_from(
             )))
         }
     };
+    let api_password_file = merged.api_password_file.clone();
     let api_password = match merged.api_password_file {
         Some(path) => {
             let password = read_secret(&path)?;
@@ -332,6 +356,8 @@ pub fn load_from(
     .collect();
     let ttl = |span: Option<Span>, default: i64| span.map_or(default, |s| s.0);
     let sockets = SocketOptions::default();
+    let secret_file = secret_file.filter(|_| !secret.is_empty());
+    let api_password_file = api_password_file.filter(|_| api.is_some());
 
     Ok(Config {
         mode,
@@ -388,6 +414,8 @@ pub fn load_from(
         },
         legacy_dbs,
         config_file,
+        secret_file,
+        api_password_file,
         warnings,
     })
 }

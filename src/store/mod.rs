@@ -168,6 +168,22 @@ impl Store {
         Ok(out)
     }
 
+    /// Proves the file can be written, for `xcauth check`: a table is made
+    /// and filled in one write transaction that is then rolled back, so
+    /// nothing changes.
+    pub fn probe_write(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(classify)?;
+        tx.execute_batch(
+            "CREATE TABLE xcauth_check_probe (x TEXT);
+             INSERT INTO xcauth_check_probe VALUES ('probe');",
+        )
+        .map_err(classify)?;
+        tx.rollback().map_err(classify)
+    }
+
     /// Result of `PRAGMA integrity_check`: `"ok"`, or the problems found,
     /// one a line.
     pub fn integrity_check(&self) -> Result<String, StoreError> {
@@ -299,6 +315,23 @@ mod tests {
     fn store_can_be_shared_between_threads() {
         fn shared<T: Send + Sync>() {}
         shared::<Store>();
+    }
+
+    #[test]
+    fn probe_write_changes_nothing() {
+        let store = mem();
+        store.probe_write().unwrap();
+        store.probe_write().unwrap();
+        let tables: i64 = store
+            .read(|c| {
+                c.query_row(
+                    "SELECT count(*) FROM sqlite_master WHERE name = 'xcauth_check_probe'",
+                    [],
+                    |r| r.get(0),
+                )
+            })
+            .unwrap();
+        assert_eq!(tables, 0);
     }
 
     #[test]
