@@ -209,6 +209,7 @@ pub async fn run(sockets: Sockets, config: Config, shutdown: CancellationToken) 
     if !matches!(config.mode, Mode::Serve(_)) {
         debug!("one-shot query: {}", describe(&config.mode));
     }
+    let _metrics = crate::metrics::start(&config, &shutdown);
     match config.mode.clone() {
         Mode::Serve(protocol) => serve(&config, protocol, sockets, verifier, shutdown).await,
         Mode::AuthTest {
@@ -390,12 +391,15 @@ async fn serve(
                 "xcauth {VERSION} serving {} on an inherited connection",
                 protocol.name()
             );
-            let result = serve::serve_connected(
-                conn,
-                protocol.codec(&config.codec),
-                Arc::clone(&verifier),
-                StreamLimits::socket(limits.idle_timeout),
-                shutdown,
+            let result = crate::metrics::connection(
+                protocol,
+                serve::serve_connected(
+                    conn,
+                    protocol.codec(&config.codec),
+                    Arc::clone(&verifier),
+                    StreamLimits::socket(limits.idle_timeout),
+                    shutdown,
+                ),
             )
             .await;
             settle(&verifier, limits.shutdown_timeout).await;
@@ -407,10 +411,13 @@ async fn serve(
                 protocol.name()
             );
             notify(&[sd_notify::NotifyState::Ready]);
-            let result = serve::serve_stdio(
-                protocol.codec(&config.codec),
-                Arc::clone(&verifier),
-                shutdown,
+            let result = crate::metrics::stream(
+                protocol,
+                serve::serve_stdio(
+                    protocol.codec(&config.codec),
+                    Arc::clone(&verifier),
+                    shutdown,
+                ),
             )
             .await;
             settle(&verifier, limits.shutdown_timeout).await;

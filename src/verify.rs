@@ -145,12 +145,17 @@ impl Verifier {
                     Reply::No
                 }
             }
-            Request::IsUser { user, domain } => self.isuser(&user, &domain).await,
-            Request::Roster { user, domain } => match self.roster(&user, &domain).await {
-                Some(json) => Reply::Roster(json),
-                None => Reply::No,
-            },
+            Request::IsUser { user, domain } => {
+                crate::metrics::isuser(self.isuser(&user, &domain).await)
+            }
+            Request::Roster { user, domain } => {
+                match crate::metrics::roster(self.roster(&user, &domain).await) {
+                    Some(json) => Reply::Roster(json),
+                    None => Reply::No,
+                }
+            }
             Request::Invalid { reason } => {
+                crate::metrics::invalid();
                 info!("refused request: {reason}");
                 Reply::Invalid(reason)
             }
@@ -174,6 +179,7 @@ impl Verifier {
         client: Option<&str>,
     ) -> AuthOutcome {
         let outcome = self.decide_auth(user, domain, password, client).await;
+        crate::metrics::auth_outcome(&outcome);
         if outcome.is_success() {
             self.after_login(user, domain).await;
         }
@@ -243,6 +249,7 @@ impl Verifier {
         let jid = jid.to_owned();
         if self.recently_verified(&jid, password, now) {
             debug!("auth {jid}: verified by the back end moments ago");
+            crate::metrics::cache_lookup(crate::metrics::CacheLookup::Hit);
             return AuthOutcome::Cache;
         }
         let cache = self.cache.as_ref().filter(|_| Cache::cacheable(password));
@@ -255,10 +262,12 @@ impl Verifier {
                 let fresh = |e: &crate::cache::Entry| cache.fresh(e, now);
                 if let Some(entry) = cache.find(&jid, &mut creds, password, fresh).await {
                     debug!("auth {jid}: cache hit");
+                    crate::metrics::cache_lookup(crate::metrics::CacheLookup::Hit);
                     cache.touch(&jid, &entry, now).await;
                     return AuthOutcome::Cache;
                 }
             }
+            crate::metrics::cache_lookup(crate::metrics::CacheLookup::Miss);
             cached = Some(creds);
         }
 
@@ -364,6 +373,7 @@ impl Verifier {
                     let usable = |e: &crate::cache::Entry| cache.usable_while_unreachable(e, now);
                     if let Some(entry) = cache.find(&jid, &mut creds, password, usable).await {
                         warn!("auth {jid}: back end unreachable ({error}); accepted from cache");
+                        crate::metrics::cache_lookup(crate::metrics::CacheLookup::Stale);
                         cache.touch(&jid, &entry, now).await;
                         return AuthOutcome::CacheWhileUnreachable(error);
                     }

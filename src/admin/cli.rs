@@ -77,6 +77,12 @@ pub(super) enum Command {
     /// blocks
     #[command(subcommand)]
     Guard(GuardCommand),
+    /// Metric totals of every xcauth process sharing the database
+    Stats {
+        /// Output format
+        #[arg(long, value_name = "FORMAT", default_value = "table", value_parser = ["table", "prometheus"])]
+        format: String,
+    },
 }
 
 /// A domain's back-end settings, as `domain add` takes them. `domain
@@ -303,6 +309,10 @@ pub(super) enum Action {
     GuardClear {
         key: Option<String>,
     },
+    /// `prometheus`: the text format instead of a table.
+    Stats {
+        prometheus: bool,
+    },
 }
 
 impl Action {
@@ -406,6 +416,9 @@ pub(super) fn action(command: Command) -> Result<Action, AdminError> {
         Command::Guard(GuardCommand::List) => Action::GuardList,
         Command::Guard(GuardCommand::Clear { key }) => Action::GuardClear {
             key: key.map(|k| guard_key(&k)),
+        },
+        Command::Stats { format } => Action::Stats {
+            prometheus: format == "prometheus",
         },
     })
 }

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use clap::{Arg, ArgMatches};
 
 use super::values::{
-    CacheStorage, Count, Limit, Listen, Networks, Octal, PositiveSpan, Rounds, Span, Timeouts, Url,
-    Value,
+    CacheStorage, Count, Limit, Listen, MetricsAddress, Networks, Octal, PositiveSpan, Rounds,
+    Span, Timeouts, Url, Value,
 };
 use super::{ConfigError, ENV_PREFIX};
 use crate::backend::{BackendKind, LoginForm};
@@ -150,6 +150,15 @@ options! {
     // Span: 0 stops at once, abandoning requests in flight.
     /// On SIGTERM, let in-flight requests finish for this long [default: 10s]
     shutdown_timeout: Span => "shutdown-timeout", value "SPAN";
+    // --metrics (src/metrics/): a TCP address must be loopback unless
+    // metrics-allow-remote is set (checked in resolved.rs).
+    /// Serve Prometheus metrics (GET /metrics) and a health check (GET
+    /// /health) on ADDR: a loopback IP:PORT such as 127.0.0.1:9155, or a
+    /// Unix socket path [default: off]
+    metrics: MetricsAddress => "metrics", value "ADDR";
+    /// Allow --metrics on an address other hosts can reach (the metrics
+    /// have no authentication and show when logins fail)
+    metrics_allow_remote: bool => "metrics-allow-remote";
     /// Accepted for compatibility; no effect (see --ejabberdctl)
     update_roster: bool => "update-roster", short 'T';
     /// Legacy pre-2.0 domain database (not read)
