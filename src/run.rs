@@ -391,17 +391,14 @@ async fn serve(
                 "xcauth {VERSION} serving {} on an inherited connection",
                 protocol.name()
             );
-            let result = crate::metrics::connection(
-                protocol,
-                serve::serve_connected(
-                    conn,
-                    protocol.codec(&config.codec),
-                    Arc::clone(&verifier),
-                    StreamLimits::socket(limits.idle_timeout),
-                    shutdown,
-                ),
-            )
-            .await;
+            let serving = serve::serve_connected(
+                conn,
+                protocol.codec(&config.codec),
+                Arc::clone(&verifier),
+                StreamLimits::socket(limits.idle_timeout),
+                shutdown,
+            );
+            let result = crate::metrics::connection(protocol, serving).await;
             settle(&verifier, limits.shutdown_timeout).await;
             return finish_stream(result);
         }
@@ -411,15 +408,12 @@ async fn serve(
                 protocol.name()
             );
             notify(&[sd_notify::NotifyState::Ready]);
-            let result = crate::metrics::stream(
-                protocol,
-                serve::serve_stdio(
-                    protocol.codec(&config.codec),
-                    Arc::clone(&verifier),
-                    shutdown,
-                ),
-            )
-            .await;
+            let serving = serve::serve_stdio(
+                protocol.codec(&config.codec),
+                Arc::clone(&verifier),
+                shutdown,
+            );
+            let result = crate::metrics::stream(protocol, serving).await;
             settle(&verifier, limits.shutdown_timeout).await;
             return finish_stream(result);
         }

@@ -738,7 +738,10 @@ mod tests {
         use std::net::SocketAddr;
         let tcp = |a: &str| Some(ListenAddress::Tcp(a.parse::<SocketAddr>().unwrap()));
         assert_eq!(ok(&[]).metrics, None);
-        assert_eq!(ok(&["--metrics", "127.0.0.1:9155"]).metrics, tcp("127.0.0.1:9155"));
+        assert_eq!(
+            ok(&["--metrics", "127.0.0.1:9155"]).metrics,
+            tcp("127.0.0.1:9155")
+        );
         assert_eq!(ok(&["--metrics", "[::1]:0"]).metrics, tcp("[::1]:0"));
         let unix = Some(ListenAddress::Unix(PathBuf::from("/run/xcauth/metrics")));
         assert_eq!(ok(&["--metrics", "/run/xcauth/metrics"]).metrics, unix);
