@@ -20,8 +20,8 @@ pub(super) fn show(cx: &Context<'_>, r: &mut Report, prometheus: bool) -> Result
     }
     if rows.is_empty() {
         r.note(
-            "no totals in this database yet: serving processes write theirs every 10 s \
-             (xcauth -t ... with this db=)",
+            "no totals in this database yet: serving processes with this database write \
+             theirs every stats-interval (10s) and at exit",
         );
     }
     Ok(())

@@ -159,6 +159,11 @@ options! {
     /// Allow --metrics on an address other hosts can reach (the metrics
     /// have no authentication and show when logins fail)
     metrics_allow_remote: bool => "metrics-allow-remote";
+    // PositiveSpan, at most 30s (resolved.rs): `xcauth stats` takes a
+    // process silent for a minute for gone.
+    /// How often a serving process with a database writes its metric
+    /// totals there, for xcauth stats (1s to 30s) [default: 10s]
+    stats_interval: PositiveSpan => "stats-interval", value "SPAN";
     /// Accepted for compatibility; no effect (see --ejabberdctl)
     update_roster: bool => "update-roster", short 'T';
     /// Legacy pre-2.0 domain database (not read)

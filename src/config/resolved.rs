@@ -136,6 +136,9 @@ pub struct Config {
     pub codec: CodecOptions,
     /// Where to serve `/metrics` and `/health` (`--metrics`), if anywhere.
     pub metrics: Option<ListenAddress>,
+    /// How often a serving process writes its metric totals to the
+    /// database (`stats-interval`).
+    pub stats_interval: Duration,
     /// Legacy pre-2.0 database options that were given (name, path).
     pub legacy_dbs: Vec<(&'static str, PathBuf)>,
     /// The config file that was read, if any.
@@ -207,6 +210,17 @@ where
     let merged = cli.settings.over(env_layer).over(file_layer);
     let guard = guard_settings(&merged);
     let metrics = metrics_address(&merged)?;
+    let stats_interval = merged
+        .stats_interval
+        .map_or(crate::metrics::totals::WRITE_EVERY, |s| s.duration());
+    if stats_interval > crate::metrics::totals::MAX_WRITE_EVERY {
+        return Err(ConfigError::Invalid(format!(
+            "stats-interval={}s: at most {}s (xcauth stats takes a process silent for {}s for gone)",
+            stats_interval.as_secs(),
+            crate::metrics::totals::MAX_WRITE_EVERY.as_secs(),
+            crate::metrics::totals::STALE_AFTER.as_secs()
+        )));
+    }
 
     // Sockets that say their own protocol (--listen, systemd socket names)
     // need no -t; generic is then the fallback for unnamed descriptors.
@@ -367,6 +381,7 @@ where
             saslauthd_fields: merged.saslauthd_fields.unwrap_or_default(),
         },
         metrics,
+        stats_interval,
         legacy_dbs,
         config_file,
         warnings,

@@ -363,7 +363,7 @@ pub fn start(
             tracing::error!("{e}; serving without metrics");
         }
     }
-    totals::Recorder::start(&config.db)
+    totals::Recorder::start(&config.db, config.stats_interval)
 }
 
 tokio::task_local! {

@@ -3,7 +3,7 @@
 //!
 //! ejabberd runs a pool of helpers on standard input; none has a port of
 //! its own, so each serving process with a database writes its totals to
-//! our `processtotals` table every [`WRITE_EVERY`] and at exit (see
+//! our `processtotals` table every `stats-interval` ([`WRITE_EVERY`]) and at exit (see
 //! `store/totals.rs` for how rows of gone processes are folded and the
 //! table kept small). A row's totals are JSON:
 //! `{"counters":{SERIES:VALUE,...},"gauges":{SERIES:VALUE,...}}`, where
@@ -23,8 +23,11 @@ use tracing::{debug, warn};
 
 use crate::store::{ProcessTotals, Store, EXITED};
 
-/// How often a serving process writes its totals.
+/// How often a serving process writes its totals, by default
+/// (`stats-interval`).
 pub const WRITE_EVERY: Duration = Duration::from_secs(10);
+/// The longest `stats-interval`: well within [`STALE_AFTER`].
+pub const MAX_WRITE_EVERY: Duration = Duration::from_secs(30);
 
 /// A process whose row is older than this is taken as gone (killed or
 /// crashed before it could fold its own row) and folded by the next
@@ -269,10 +272,10 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// Starts writing to the database at `db` every [`WRITE_EVERY`] (its
-    /// own connection; call inside the runtime). `None` when there is no
+    /// Starts writing to the database at `db` every `interval` (its own
+    /// connection; call inside the runtime). `None` when there is no
     /// database there: the totals are not worth creating one.
-    pub fn start(db: &Path) -> Option<Recorder> {
+    pub fn start(db: &Path, interval: Duration) -> Option<Recorder> {
         if db.as_os_str() == ":memory:" || !db.exists() {
             return None;
         }
@@ -298,7 +301,7 @@ impl Recorder {
         let task = tokio::spawn({
             let writer = Arc::clone(&writer);
             async move {
-                let mut every = tokio::time::interval(WRITE_EVERY);
+                let mut every = tokio::time::interval(interval);
                 loop {
                     every.tick().await;
                     let writer = Arc::clone(&writer);
@@ -311,7 +314,7 @@ impl Recorder {
                 }
             }
         });
-        debug!("metric totals go to {} every {WRITE_EVERY:?}", db.display());
+        debug!("metric totals go to {} every {interval:?}", db.display());
         Some(Recorder {
             writer,
             task: Some(task),
