@@ -509,12 +509,17 @@ fn class_name(error: &BackendError) -> &'static str {
     }
 }
 
-/// Records one back-end question: its latency, and its error if any.
+/// Records one back-end question: its latency, and its error if any. A
+/// question that needs a setting the domain lacks never reached the back
+/// end: it is counted as an error but is neither latency nor ill health.
 fn backend_done<T>(operation: &'static str, started: Instant, result: &Result<T, BackendError>) {
     let m = metrics();
-    m.backend_latency
-        .get_or_create(&[("operation", operation)])
-        .observe(started.elapsed().as_secs_f64());
+    let asked = !matches!(result, Err(e) if matches!(e.cause(), Cause::NotConfigured(_)));
+    if asked {
+        m.backend_latency
+            .get_or_create(&[("operation", operation)])
+            .observe(started.elapsed().as_secs_f64());
+    }
     match result {
         Ok(_) => m.note_backend(true),
         Err(e) => {
@@ -526,7 +531,9 @@ fn backend_done<T>(operation: &'static str, started: Instant, result: &Result<T,
                 ])
                 .inc();
             // A refused question was still an answer.
-            m.note_backend(!e.falls_back_to_cache());
+            if asked {
+                m.note_backend(!e.falls_back_to_cache());
+            }
         }
     }
 }

@@ -414,6 +414,42 @@ pub fn table(summary: &Summary) -> Vec<String> {
     lines
 }
 
+/// Where a sample goes in its family: by its labels other than `le`, then
+/// a histogram's buckets in increasing `le` (as the text format wants
+/// them), its `_sum`, its `_count`.
+fn order(series: &str) -> (String, u8, f64) {
+    let name = sample_name(series);
+    let labels = series[name.len()..]
+        .trim_start_matches('{')
+        .trim_end_matches('}');
+    let mut le = f64::NEG_INFINITY;
+    let rest: Vec<&str> = labels
+        .split(',')
+        .filter(|l| match l.strip_prefix("le=\"") {
+            Some(v) => {
+                let v = v.trim_end_matches('"');
+                le = if v == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    v.parse().unwrap_or(f64::INFINITY)
+                };
+                false
+            }
+            None => true,
+        })
+        .collect();
+    let rank = if name.ends_with("_bucket") {
+        0
+    } else if name.ends_with("_sum") {
+        1
+    } else if name.ends_with("_count") {
+        2
+    } else {
+        0
+    };
+    (rest.join(","), rank, le)
+}
+
 /// The all-time sums in the Prometheus text format (for node_exporter's
 /// textfile collector): counters over every process, gauges over the
 /// live ones. Types and help come from this binary's families.
@@ -435,7 +471,12 @@ pub fn prometheus(summary: &Summary) -> Vec<String> {
                     .strip_prefix(family.as_str())
                     .is_some_and(|rest| ["_total", "_bucket", "_sum", "_count"].contains(&rest))
         };
-        let mine: Vec<(&&String, &&f64)> = samples.iter().filter(|(s, _)| belongs(s)).collect();
+        let mut mine: Vec<(&&String, &&f64)> = samples.iter().filter(|(s, _)| belongs(s)).collect();
+        mine.sort_by(|a, b| {
+            order(a.0)
+                .partial_cmp(&order(b.0))
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
         if mine.is_empty() {
             continue;
         }
@@ -532,6 +573,31 @@ mod tests {
         assert!(
             prom.contains("# TYPE xcauth_requests_total counter\nxcauth_requests_total{"),
             "{prom}"
+        );
+    }
+
+    #[test]
+    fn histogram_buckets_are_printed_in_increasing_order() {
+        let b = |le: &str, op: &str| format!("h_bucket{{le=\"{le}\",operation=\"{op}\"}}");
+        let mut names = vec![
+            b("+Inf", "a"),
+            "h_count{operation=\"a\"}".to_owned(),
+            b("10.0", "a"),
+            b("2.5", "a"),
+            "h_sum{operation=\"a\"}".to_owned(),
+            b("0.5", "b"),
+        ];
+        names.sort_by(|x, y| order(x).partial_cmp(&order(y)).unwrap());
+        assert_eq!(
+            names,
+            vec![
+                b("2.5", "a"),
+                b("10.0", "a"),
+                b("+Inf", "a"),
+                "h_sum{operation=\"a\"}".to_owned(),
+                "h_count{operation=\"a\"}".to_owned(),
+                b("0.5", "b"),
+            ]
         );
     }
 }
