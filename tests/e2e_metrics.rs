@@ -76,6 +76,9 @@ fn a_scrape_counts_the_logins_and_health_follows_the_back_end() {
 
     assert_eq!(line(&mut x, "auth:alice:example.org:alice-pw"), "1");
     assert_eq!(line(&mut x, "auth:alice:example.org:wrong"), "0");
+    // The same wrong password again: the guard answers, Nextcloud is not
+    // asked.
+    assert_eq!(line(&mut x, "auth:alice:example.org:wrong"), "0");
     assert_eq!(line(&mut x, "setpass:alice:example.org:x"), "0");
     assert_eq!(line(&mut x, "isuser:bob:example.org"), "1");
     nc.fault("http500");
@@ -92,7 +95,11 @@ fn a_scrape_counts_the_logins_and_health_follows_the_back_end() {
     let s = samples(&text);
     let at = |k: &str| s.get(k).copied().unwrap_or(0.0);
     assert_eq!(at(&requests("generic", "auth", "success")), 2.0, "{text}");
-    assert_eq!(at(&requests("generic", "auth", "rejected")), 1.0);
+    assert_eq!(at(&requests("generic", "auth", "rejected")), 2.0);
+    assert_eq!(
+        at("xcauth_guard_refusals_total{reason=\"known_wrong\"}"),
+        1.0
+    );
     assert_eq!(at(&requests("generic", "auth", "unavailable")), 1.0);
     assert_eq!(at(&requests("generic", "invalid", "invalid")), 1.0);
     assert_eq!(at(&requests("generic", "isuser", "success")), 1.0);
@@ -184,6 +191,62 @@ fn a_non_loopback_metrics_address_is_refused_with_the_reason() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not a loopback address"), "{err}");
     assert!(err.contains("metrics-allow-remote"), "{err}");
+}
+
+#[test]
+fn open_connections_over_a_unix_socket_metrics_listener() {
+    let nc = StandIn::start();
+    let log_dir = tempfile::tempdir().expect("log dir");
+    let sock_dir = tempfile::tempdir().expect("socket dir");
+    let metrics = sock_dir.path().join("metrics");
+    let mut cmd = Served::command(&nc.url, log_dir.path());
+    cmd.args(["--listen", "generic=127.0.0.1:0", "--metrics"])
+        .arg(format!("unix:{}", metrics.display()))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let served = Served::spawn(cmd, log_dir);
+    let (listen, logs) = poll(T, || {
+        let logs = served.logs();
+        let addr = logs
+            .lines()
+            .filter_map(|l| l.split_once("listening on "))
+            .filter_map(|(_, rest)| rest.split_once(" ("))
+            .map(|(addr, _)| addr.to_owned())
+            .next()?;
+        logs.contains("metrics at unix:").then_some((addr, logs))
+    })
+    .unwrap_or_else(|| panic!("not started:\n{}", served.logs()));
+    assert!(logs.contains(&metrics.display().to_string()), "{logs}");
+    let scrape = || {
+        let mut s = std::os::unix::net::UnixStream::connect(&metrics).expect("connect");
+        s.set_read_timeout(Some(T)).ok();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .expect("write");
+        let mut response = String::new();
+        s.read_to_string(&mut response).expect("read");
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        samples(&response)
+    };
+    let open = "xcauth_open_connections{protocol=\"generic\"}";
+    let accepted = "xcauth_connections_total{protocol=\"generic\"}";
+    let mut client = Conn::tcp(&listen);
+    client.send(b"isuser:alice:example.org\n");
+    assert_eq!(client.line(), "1\n");
+    let during = scrape();
+    assert_eq!(during.get(open), Some(&1.0));
+    assert_eq!(during.get(accepted), Some(&1.0));
+    assert_eq!(
+        during.get(&requests("generic", "isuser", "success")),
+        Some(&1.0)
+    );
+    drop(client);
+    // The server notices the close on its next read: poll.
+    let closed = poll(T, || (scrape().get(open) == Some(&0.0)).then_some(()));
+    assert!(
+        closed.is_some(),
+        "the connection stayed open in the metrics"
+    );
 }
 
 /// `xcauth stats --db DB [extra]`: its standard output.

@@ -255,6 +255,25 @@ mod tests {
     }
 
     #[test]
+    fn a_version_4_file_gets_the_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v4.sqlite3");
+        drop(Store::open(&path).unwrap());
+        {
+            let c = rusqlite::Connection::open(&path).unwrap();
+            c.execute_batch("DROP TABLE processtotals; PRAGMA user_version = 4;")
+                .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert!(store.totals_all().unwrap().is_empty());
+        let version: i64 = store
+            .conn()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, 5);
+    }
+
+    #[test]
     fn the_table_is_bounded() {
         let store = mem();
         for i in 0..(MAX_PROCESS_ROWS + 5) {
