@@ -1,6 +1,6 @@
 //! `xcauth stats`: the metric totals of every process sharing the database, summed (see `metrics::totals`).
 
-use super::report::Report;
+use super::report::{shown, Report};
 use super::Context;
 use crate::metrics::totals;
 use crate::store::StoreError;
@@ -15,8 +15,10 @@ pub(super) fn show(cx: &Context<'_>, r: &mut Report, prometheus: bool) -> Result
     } else {
         totals::table(&summary)
     };
+    // A hand-written row could hold anything: control characters are
+    // shown escaped.
     for line in lines {
-        r.line(line);
+        r.line(shown(&line));
     }
     if rows.is_empty() {
         r.note(

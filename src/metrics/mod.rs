@@ -623,11 +623,12 @@ mod tests {
     async fn connections_are_open_while_served() {
         let open = "xcauth_open_connections{protocol=\"saslauthd\"}";
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (started_tx, started) = tokio::sync::oneshot::channel::<()>();
         let serving = tokio::spawn(connection(Protocol::Saslauthd, async move {
+            let _ = started_tx.send(());
             let _ = rx.await;
         }));
-        // The task runs up to its await point before the gauge is read.
-        tokio::task::yield_now().await;
+        started.await.expect("the connection started");
         let during = totals::parse(&metrics().encode());
         tx.send(()).expect("send");
         serving.await.expect("task");
@@ -651,6 +652,39 @@ mod tests {
         assert!(backend.is_user("a").await.is_ok());
         assert_eq!(value(err) - errors, 1.0);
         assert_eq!(value(count) - calls, 2.0);
+    }
+
+    #[test]
+    fn roster_syncs_are_counted_by_result() {
+        let key = |r: &str| format!("xcauth_roster_syncs_total{{result=\"{r}\"}}");
+        let before: Vec<f64> = ["unchanged", "synced", "partial", "failed"]
+            .iter()
+            .map(|r| value(&key(r)))
+            .collect();
+        let unchanged = SyncReport {
+            unchanged: true,
+            ..SyncReport::default()
+        };
+        let partial = SyncReport {
+            failures: vec![crate::roster::CallFailure {
+                args: vec!["srg_create".into()],
+                error: crate::roster::CtlError::Failed {
+                    status: Some(1),
+                    output: String::new(),
+                },
+            }],
+            ..SyncReport::default()
+        };
+        roster_sync(&Ok(unchanged));
+        roster_sync(&Ok(SyncReport::default()));
+        roster_sync(&Ok(partial));
+        roster_sync(&Err(RosterError::Aborted));
+        for (i, r) in ["unchanged", "synced", "partial", "failed"]
+            .iter()
+            .enumerate()
+        {
+            assert_eq!(value(&key(r)) - before[i], 1.0, "{r}");
+        }
     }
 
     #[test]
