@@ -260,6 +260,55 @@ impl Metrics {
         out
     }
 
+    fn roster_sync(&self, result: &Result<SyncReport, RosterError>) {
+        let name = match result {
+            Ok(r) if r.unchanged => "unchanged",
+            Ok(r) if r.failures.is_empty() => "synced",
+            Ok(_) => "partial",
+            Err(_) => "failed",
+        };
+        self.roster_syncs.get_or_create(&[("result", name)]).inc();
+    }
+
+    /// Records one back-end question: its latency, and its error if any.
+    /// A question that needs a setting the domain lacks never reached the
+    /// back end: it is counted as an error but is neither latency nor ill
+    /// health.
+    fn backend_done<T>(
+        &self,
+        operation: &'static str,
+        started: Instant,
+        result: &Result<T, BackendError>,
+    ) {
+        let asked = !matches!(result, Err(e) if matches!(e.cause(), Cause::NotConfigured(_)));
+        if asked {
+            self.backend_latency
+                .get_or_create(&[("operation", operation)])
+                .observe(started.elapsed().as_secs_f64());
+        }
+        match result {
+            Ok(_) => self.note_backend(true),
+            Err(e) => {
+                self.backend_errors
+                    .get_or_create(&[
+                        ("operation", operation),
+                        ("class", class_name(e)),
+                        ("cause", cause_name(e.cause())),
+                    ])
+                    .inc();
+                // A refused question was still an answer.
+                if asked {
+                    self.note_backend(!e.falls_back_to_cache());
+                }
+            }
+        }
+    }
+
+    /// See [`healthy`].
+    fn healthy(&self) -> bool {
+        self.last_failure.load(Ordering::Relaxed) <= self.last_answer.load(Ordering::Relaxed)
+    }
+
     fn note_backend(&self, answered: bool) {
         let seq = self.backend_seq.fetch_add(1, Ordering::Relaxed) + 1;
         let slot = if answered {
@@ -470,16 +519,7 @@ pub fn guard_refusal(reason: GuardRefusal) {
 
 /// Counts a shared roster sync by its result.
 pub fn roster_sync(result: &Result<SyncReport, RosterError>) {
-    let name = match result {
-        Ok(r) if r.unchanged => "unchanged",
-        Ok(r) if r.failures.is_empty() => "synced",
-        Ok(_) => "partial",
-        Err(_) => "failed",
-    };
-    metrics()
-        .roster_syncs
-        .get_or_create(&[("result", name)])
-        .inc();
+    metrics().roster_sync(result);
 }
 
 /// The label of a cause: which of [`Cause`]'s variants, without its text.
@@ -509,49 +549,19 @@ fn class_name(error: &BackendError) -> &'static str {
     }
 }
 
-/// Records one back-end question: its latency, and its error if any. A
-/// question that needs a setting the domain lacks never reached the back
-/// end: it is counted as an error but is neither latency nor ill health.
-fn backend_done<T>(operation: &'static str, started: Instant, result: &Result<T, BackendError>) {
-    let m = metrics();
-    let asked = !matches!(result, Err(e) if matches!(e.cause(), Cause::NotConfigured(_)));
-    if asked {
-        m.backend_latency
-            .get_or_create(&[("operation", operation)])
-            .observe(started.elapsed().as_secs_f64());
-    }
-    match result {
-        Ok(_) => m.note_backend(true),
-        Err(e) => {
-            m.backend_errors
-                .get_or_create(&[
-                    ("operation", operation),
-                    ("class", class_name(e)),
-                    ("cause", cause_name(e.cause())),
-                ])
-                .inc();
-            // A refused question was still an answer.
-            if asked {
-                m.note_backend(!e.falls_back_to_cache());
-            }
-        }
-    }
-}
-
 /// True unless the latest back-end question of this process went
 /// unanswered (unreachable, throttled, misconfigured) and none was answered
 /// since. A process that has not asked yet is healthy.
 pub fn healthy() -> bool {
-    let m = metrics();
-    m.last_failure.load(Ordering::Relaxed) <= m.last_answer.load(Ordering::Relaxed)
+    metrics().healthy()
 }
 
 /// `backend` with every question timed and every error counted.
 pub fn measured(backend: Arc<dyn Backend>) -> Arc<dyn Backend> {
-    Arc::new(Measured(backend))
+    Arc::new(Measured(backend, metrics()))
 }
 
-struct Measured(Arc<dyn Backend>);
+struct Measured(Arc<dyn Backend>, &'static Metrics);
 
 #[async_trait]
 impl Backend for Measured {
@@ -562,21 +572,21 @@ impl Backend for Measured {
     async fn auth(&self, user: &str, password: &Secret) -> Result<Verdict, BackendError> {
         let started = Instant::now();
         let result = self.0.auth(user, password).await;
-        backend_done("auth", started, &result);
+        self.1.backend_done("auth", started, &result);
         result
     }
 
     async fn is_user(&self, user: &str) -> Result<bool, BackendError> {
         let started = Instant::now();
         let result = self.0.is_user(user).await;
-        backend_done("isuser", started, &result);
+        self.1.backend_done("isuser", started, &result);
         result
     }
 
     async fn roster(&self, user: &str) -> Result<Roster, BackendError> {
         let started = Instant::now();
         let result = self.0.roster(user).await;
-        backend_done("roster", started, &result);
+        self.1.backend_done("roster", started, &result);
         result
     }
 
@@ -595,13 +605,23 @@ mod tests {
     use crate::backend::fake::{Reply as Answer, Scripted};
 
     /// The value of the series `name` (with its labels, as encoded) in the
-    /// registry's text; 0 when absent.
+    /// process-wide registry's text; 0 when absent.
     pub(crate) fn value(name: &str) -> f64 {
-        totals::parse(&metrics().encode())
+        value_in(metrics(), name)
+    }
+
+    fn value_in(m: &Metrics, name: &str) -> f64 {
+        totals::parse(&m.encode())
             .series
             .get(name)
             .copied()
             .unwrap_or(0.0)
+    }
+
+    /// Families of its own, for a test that other tests running at the
+    /// same time must not disturb.
+    fn private() -> &'static Metrics {
+        Box::leak(Box::new(Metrics::new()))
     }
 
     #[tokio::test]
@@ -612,11 +632,12 @@ mod tests {
         stream(Protocol::Postfix, async { isuser(Reply::TryLater) }).await;
         stream(Protocol::Postfix, async { isuser(Reply::TryLater) }).await;
         assert_eq!(value(key) - before, 2.0);
-        let none =
-            "xcauth_requests_total{protocol=\"none\",request=\"invalid\",result=\"invalid\"}";
-        let before = value(none);
-        invalid();
-        assert_eq!(value(none) - before, 1.0);
+        // No other test serves postfix streams.
+        let invalid_key =
+            "xcauth_requests_total{protocol=\"postfix\",request=\"invalid\",result=\"invalid\"}";
+        let before = value(invalid_key);
+        stream(Protocol::Postfix, async { invalid() }).await;
+        assert_eq!(value(invalid_key) - before, 1.0);
     }
 
     #[tokio::test]
@@ -641,26 +662,41 @@ mod tests {
 
     #[tokio::test]
     async fn back_end_errors_are_counted_by_cause_and_latency_observed() {
-        let backend = measured(Arc::new(Scripted::new(vec![
-            Err(BackendError::Throttled(Cause::TooManyRequests)),
-            Ok(Answer::IsUser(true)),
-        ])));
+        let m = private();
+        let backend = Measured(
+            Arc::new(Scripted::new(vec![
+                Err(BackendError::Throttled(Cause::TooManyRequests)),
+                Ok(Answer::IsUser(true)),
+                Err(BackendError::Unavailable(Cause::Timeout)),
+                Err(BackendError::Misconfigured(Cause::NotConfigured(
+                    "api-user",
+                ))),
+            ])),
+            m,
+        );
         let err = "xcauth_backend_errors_total{operation=\"isuser\",class=\"throttled\",cause=\"too_many_requests\"}";
         let count = "xcauth_backend_request_duration_seconds_count{operation=\"isuser\"}";
-        let (errors, calls) = (value(err), value(count));
+        assert!(m.healthy(), "nothing asked yet");
         assert!(backend.is_user("a").await.is_err());
+        assert!(!m.healthy(), "throttled");
         assert!(backend.is_user("a").await.is_ok());
-        assert_eq!(value(err) - errors, 1.0);
-        assert_eq!(value(count) - calls, 2.0);
+        assert!(m.healthy(), "answered since");
+        assert_eq!(value_in(m, err), 1.0);
+        assert_eq!(value_in(m, count), 2.0);
+        assert!(backend.is_user("a").await.is_err());
+        assert!(!m.healthy(), "timeout");
+        // Never sent: an error, but no latency and no change of health.
+        assert!(backend.is_user("a").await.is_err());
+        assert!(!m.healthy());
+        let not_configured = "xcauth_backend_errors_total{operation=\"isuser\",class=\"misconfigured\",cause=\"not_configured\"}";
+        assert_eq!(value_in(m, not_configured), 1.0);
+        assert_eq!(value_in(m, count), 3.0);
     }
 
     #[test]
     fn roster_syncs_are_counted_by_result() {
         let key = |r: &str| format!("xcauth_roster_syncs_total{{result=\"{r}\"}}");
-        let before: Vec<f64> = ["unchanged", "synced", "partial", "failed"]
-            .iter()
-            .map(|r| value(&key(r)))
-            .collect();
+        let m = private();
         let unchanged = SyncReport {
             unchanged: true,
             ..SyncReport::default()
@@ -675,26 +711,26 @@ mod tests {
             }],
             ..SyncReport::default()
         };
-        roster_sync(&Ok(unchanged));
-        roster_sync(&Ok(SyncReport::default()));
-        roster_sync(&Ok(partial));
-        roster_sync(&Err(RosterError::Aborted));
-        for (i, r) in ["unchanged", "synced", "partial", "failed"]
-            .iter()
-            .enumerate()
-        {
-            assert_eq!(value(&key(r)) - before[i], 1.0, "{r}");
+        m.roster_sync(&Ok(unchanged));
+        m.roster_sync(&Ok(SyncReport::default()));
+        m.roster_sync(&Ok(partial));
+        m.roster_sync(&Err(RosterError::Aborted));
+        for r in ["unchanged", "synced", "partial", "failed"] {
+            assert_eq!(value_in(m, &key(r)), 1.0, "{r}");
         }
     }
 
     #[test]
     fn the_bcrypt_source_is_read_when_encoded() {
-        set_bcrypt_source(Box::new(|| BcryptStats {
+        let m = private();
+        assert!(!m.encode().contains("bcrypt_queue_depth"), "no source yet");
+        let source: BcryptSource = Box::new(|| BcryptStats {
             queued: vec![("login", 2), ("write", 5)],
             dropped_writes: 7,
             bypasses: 1,
-        }));
-        let text = metrics().encode();
+        });
+        *m.bcrypt_source.write().unwrap() = Some(source);
+        let text = m.encode();
         assert!(
             text.contains("# TYPE xcauth_bcrypt_queue_depth gauge"),
             "{text}"
