@@ -224,8 +224,12 @@ impl Writer {
     }
 
     fn write(&mut self) {
-        let now = unix_now();
-        let mut row_totals = Totals::now().minus(&self.base);
+        self.write_totals(&Totals::now(), unix_now());
+    }
+
+    /// Writes `current` (this process's totals since start) as of `now`.
+    fn write_totals(&mut self, current: &Totals, now: i64) {
+        let mut row_totals = current.minus(&self.base);
         let row = self.row(&row_totals, now);
         match self
             .store
@@ -256,8 +260,13 @@ impl Writer {
     }
 
     fn retire(&mut self) {
-        let totals = Totals::now().minus(&self.base);
-        let row = self.row(&totals, unix_now());
+        self.retire_totals(&Totals::now(), unix_now());
+    }
+
+    /// Folds `current` (since start) into the sum of the gone, as of `now`.
+    fn retire_totals(&mut self, current: &Totals, now: i64) {
+        let totals = current.minus(&self.base);
+        let row = self.row(&totals, now);
         if let Err(e) = self.store.totals_retire(&row, &fold) {
             warn!("metric totals at exit: {e}");
         }
@@ -574,6 +583,49 @@ mod tests {
             prom.contains("# TYPE xcauth_requests_total counter\nxcauth_requests_total{"),
             "{prom}"
         );
+    }
+
+    fn counted(n: f64) -> Totals {
+        let mut t = Totals::default();
+        t.counters.insert("c_total".into(), n);
+        t
+    }
+
+    fn writer(store: Store, process: &str) -> Writer {
+        Writer {
+            store,
+            process: process.into(),
+            pid: 1,
+            started: 900,
+            base: Totals::default(),
+            written: None,
+        }
+    }
+
+    /// A process taken for gone while it was only slow goes on counting
+    /// from what was folded: every count is in the sums once.
+    #[test]
+    fn a_process_folded_while_slow_is_not_counted_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.sqlite3");
+        let mut slow = writer(Store::open(&path).unwrap(), "1-1");
+        let mut other = writer(Store::open(&path).unwrap(), "2-2");
+        slow.write_totals(&counted(5.0), 1000);
+        // 1000 + STALE_AFTER later the other process folds the slow one.
+        let later = 1001 + secs(STALE_AFTER);
+        other.write_totals(&counted(1.0), later);
+        slow.write_totals(&counted(8.0), later + 1);
+        let rows = Store::open(&path).unwrap().totals_all().unwrap();
+        assert_eq!(rows.len(), 3, "{rows:?}");
+        let s = summarize(&rows, later + 1);
+        assert_eq!(s.all_totals.counters["c_total"], 9.0);
+        assert_eq!(s.live, 2);
+        assert_eq!(s.live_totals.counters["c_total"], 4.0);
+        // Its exit folds the rest: still 8 + 1.
+        slow.retire_totals(&counted(8.0), later + 2);
+        let rows = Store::open(&path).unwrap().totals_all().unwrap();
+        let s = summarize(&rows, later + 2);
+        assert_eq!(s.all_totals.counters["c_total"], 9.0);
     }
 
     #[test]
