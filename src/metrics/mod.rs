@@ -202,7 +202,7 @@ impl Metrics {
         let guard = Family::default();
         registry.register(
             "guard_refusals",
-            "Logins the failure guard refused without asking the back end, by reason",
+            "Failure guard refusals, by reason (a password the cache knows still goes to the back end)",
             Family::clone(&guard),
         );
         let open_connections = Family::default();
