@@ -336,11 +336,13 @@ impl Guard {
                 .store
                 .failures(Scope::Jid, jid, now - s.negative_ttl + 1);
             if recent.iter().any(|f| f.digest == digest) {
+                crate::metrics::guard_refusal(crate::metrics::GuardRefusal::KnownWrong);
                 return Verdict::KnownWrong;
             }
         }
         if s.jid_failures > 0 && s.jid_window > 0 {
             if let Some(until) = self.limit(Scope::Jid, jid, s.jid_failures, s.jid_window, now) {
+                crate::metrics::guard_refusal(crate::metrics::GuardRefusal::JidLimit);
                 return Verdict::Refused {
                     reason: format!(
                         "{} wrong passwords within {}s (until {})",
@@ -362,6 +364,7 @@ impl Guard {
                     s.address_window,
                     now,
                 ) {
+                    crate::metrics::guard_refusal(crate::metrics::GuardRefusal::AddressLimit);
                     return Verdict::Refused {
                         reason: format!(
                             "{} failed logins from this address within {}s (until {})",

@@ -21,7 +21,8 @@
 //! [`config`] turns the command line, the environment and the original's
 //! `key=value` file into one resolved [`config::Config`] (every option is a
 //! row of one table); [`run`] starts what it asks for; [`admin`] holds the
-//! administrator's subcommands; [`logging`] owns the log files.
+//! administrator's subcommands; [`logging`] owns the log files; [`metrics`]
+//! counts what happens (`--metrics`, `xcauth stats`).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -34,6 +35,7 @@ pub mod domains;
 pub mod guard;
 pub mod listen;
 pub mod logging;
+pub mod metrics;
 pub mod proto;
 pub mod roster;
 pub mod run;

@@ -279,6 +279,7 @@ pub async fn run(sockets: Sockets, config: Config, shutdown: CancellationToken) 
     if !matches!(config.mode, Mode::Serve(_)) {
         debug!("one-shot query: {}", describe(&config.mode));
     }
+    let _metrics = crate::metrics::start(&config, &shutdown);
     match config.mode.clone() {
         Mode::Serve(protocol) => serve(&config, protocol, sockets, verifier, shutdown).await,
         // Answered at the top.
@@ -462,14 +463,14 @@ async fn serve(
                 "xcauth {VERSION} serving {} on an inherited connection",
                 protocol.name()
             );
-            let result = serve::serve_connected(
+            let serving = serve::serve_connected(
                 conn,
                 protocol.codec(&config.codec),
                 Arc::clone(&verifier),
                 StreamLimits::socket(limits.idle_timeout),
                 shutdown,
-            )
-            .await;
+            );
+            let result = crate::metrics::connection(protocol, serving).await;
             settle(&verifier, limits.shutdown_timeout).await;
             return finish_stream(result);
         }
@@ -479,12 +480,12 @@ async fn serve(
                 protocol.name()
             );
             notify(&[sd_notify::NotifyState::Ready]);
-            let result = serve::serve_stdio(
+            let serving = serve::serve_stdio(
                 protocol.codec(&config.codec),
                 Arc::clone(&verifier),
                 shutdown,
-            )
-            .await;
+            );
+            let result = crate::metrics::stream(protocol, serving).await;
             settle(&verifier, limits.shutdown_timeout).await;
             return finish_stream(result);
         }

@@ -428,14 +428,16 @@ async fn accept_loop(listener: Accepting, protocol: Protocol, label: String, ctx
                 let codec = protocol.codec(&ctx.codec);
                 let verifier = Arc::clone(&ctx.verifier);
                 let (limits, shutdown) = (ctx.limits, ctx.shutdown.clone());
-                ctx.tasks.spawn(async move {
+                let serving = async move {
                     if let Err(e) =
                         serve_stream(reader, writer, codec, verifier, limits, shutdown).await
                     {
                         debug!("connection from {peer} ended: {e}");
                     }
                     drop(permit);
-                });
+                };
+                ctx.tasks
+                    .spawn(crate::metrics::connection(protocol, serving));
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.

@@ -17,6 +17,7 @@ use crate::backend::{BackendError, Cause, Roster, Verdict};
 use crate::cache::Cache;
 use crate::clock::Clock;
 use crate::guard::{self, Guard, Verdict as GuardVerdict};
+use crate::metrics::{self, CacheLookup};
 use crate::proto::{Reply, Request};
 use crate::roster::{self, RosterSync};
 use crate::secret::Secret;
@@ -145,12 +146,13 @@ impl Verifier {
                     Reply::No
                 }
             }
-            Request::IsUser { user, domain } => self.isuser(&user, &domain).await,
+            Request::IsUser { user, domain } => metrics::isuser(self.isuser(&user, &domain).await),
             Request::Roster { user, domain } => match self.roster(&user, &domain).await {
                 Some(json) => Reply::Roster(json),
                 None => Reply::No,
             },
             Request::Invalid { reason } => {
+                metrics::invalid();
                 info!("refused request: {reason}");
                 Reply::Invalid(reason)
             }
@@ -174,6 +176,7 @@ impl Verifier {
         client: Option<&str>,
     ) -> AuthOutcome {
         let outcome = self.decide_auth(user, domain, password, client).await;
+        metrics::auth_outcome(&outcome);
         if outcome.is_success() {
             self.after_login(user, domain).await;
         }
@@ -243,6 +246,7 @@ impl Verifier {
         let jid = jid.to_owned();
         if self.recently_verified(&jid, password, now) {
             debug!("auth {jid}: verified by the back end moments ago");
+            metrics::cache_lookup(CacheLookup::Hit);
             return AuthOutcome::Cache;
         }
         let cache = self.cache.as_ref().filter(|_| Cache::cacheable(password));
@@ -255,10 +259,12 @@ impl Verifier {
                 let fresh = |e: &crate::cache::Entry| cache.fresh(e, now);
                 if let Some(entry) = cache.find(&jid, &mut creds, password, fresh).await {
                     debug!("auth {jid}: cache hit");
+                    metrics::cache_lookup(CacheLookup::Hit);
                     cache.touch(&jid, &entry, now).await;
                     return AuthOutcome::Cache;
                 }
             }
+            metrics::cache_lookup(CacheLookup::Miss);
             cached = Some(creds);
         }
 
@@ -364,6 +370,7 @@ impl Verifier {
                     let usable = |e: &crate::cache::Entry| cache.usable_while_unreachable(e, now);
                     if let Some(entry) = cache.find(&jid, &mut creds, password, usable).await {
                         warn!("auth {jid}: back end unreachable ({error}); accepted from cache");
+                        metrics::cache_lookup(CacheLookup::Stale);
                         cache.touch(&jid, &entry, now).await;
                         return AuthOutcome::CacheWhileUnreachable(error);
                     }
@@ -530,7 +537,7 @@ impl Verifier {
 
     /// The shared roster JSON of `user@domain`, or `None` on failure.
     pub async fn roster(&self, user: &str, domain: &str) -> Option<String> {
-        self.fetch_roster(user, domain).await.map(|r| r.to_json())
+        metrics::roster(self.fetch_roster(user, domain).await.map(|r| r.to_json()))
     }
 
     /// Asks the back end for the shared roster; failures are logged.

@@ -135,6 +135,12 @@ pub(super) enum Command {
     /// Nextcloud; exit 0 when no test fails, 1 otherwise (also spelled
     /// --configtest)
     Check(CheckArgs),
+    /// Metric totals of every xcauth process sharing the database
+    Stats {
+        /// Output format
+        #[arg(long, value_name = "FORMAT", default_value = "table", value_parser = ["table", "prometheus"])]
+        format: String,
+    },
 }
 
 /// `xcauth check`'s own options.
@@ -375,6 +381,10 @@ pub(super) enum Action {
     GuardClear {
         key: Option<String>,
     },
+    /// `prometheus`: the text format instead of a table.
+    Stats {
+        prometheus: bool,
+    },
 }
 
 impl Action {
@@ -484,6 +494,9 @@ pub(super) fn action(command: Command) -> Result<Action, AdminError> {
         Command::Guard(GuardCommand::List) => Action::GuardList,
         Command::Guard(GuardCommand::Clear { key }) => Action::GuardClear {
             key: key.map(|k| guard_key(&k)),
+        },
+        Command::Stats { format } => Action::Stats {
+            prometheus: format == "prometheus",
         },
     })
 }

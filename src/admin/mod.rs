@@ -18,7 +18,7 @@
 //! secret); this file resolves the configuration, opens the database and
 //! hands each action to its function in `domain` (the `domains` table) or
 //! `users` (users, groups, hosts, roster state, the password cache) or
-//! `guard` (the failure guard's state);
+//! `guard` (the failure guard's state), `stats` (the metric totals);
 //! `report` collects what is printed; `ctl` runs ejabberdctl.
 
 pub(crate) mod check;
@@ -27,6 +27,7 @@ mod ctl;
 mod domain;
 mod guard;
 mod report;
+mod stats;
 mod users;
 
 use std::ffi::OsStr;
@@ -47,8 +48,8 @@ use report::Report;
 
 /// The administration commands (and clap's `help`), as [`command`] has
 /// them (a test checks).
-pub const SUBCOMMANDS: [&str; 9] = [
-    "cache", "check", "domain", "group", "guard", "help", "host", "roster", "user",
+pub const SUBCOMMANDS: [&str; 10] = [
+    "cache", "check", "domain", "group", "guard", "help", "host", "roster", "stats", "user",
 ];
 
 /// Exit status: done.
@@ -213,6 +214,7 @@ fn perform(action: Action, cx: &Context<'_>) -> Result<Report, StoreError> {
         Action::CacheFlush { jid } => users::flush_cache(cx, r, jid.as_deref())?,
         Action::GuardList => guard::list(cx, r)?,
         Action::GuardClear { key } => guard::clear(cx, r, key.as_deref())?,
+        Action::Stats { prometheus } => stats::show(cx, r, prometheus)?,
     }
     Ok(report)
 }

@@ -116,7 +116,7 @@ impl BackendSpec {
 
 /// Builds the back end `spec` describes on the shared `client`.
 pub fn build(spec: &BackendSpec, client: &Arc<HttpClient>) -> Arc<dyn Backend> {
-    match spec.kind {
+    crate::metrics::measured(match spec.kind {
         BackendKind::Jsxc => Arc::new(jsxc::JsxcBackend::new(
             Arc::clone(client),
             spec.url.clone(),
@@ -133,7 +133,7 @@ pub fn build(spec: &BackendSpec, client: &Arc<HttpClient>) -> Arc<dyn Backend> {
                 roster_ttl: spec.roster_ttl,
             },
         )),
-    }
+    })
 }
 
 /// The answer to "is this password right?" when the back end could give

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use clap::{Arg, ArgMatches};
 
 use super::values::{
-    CacheStorage, Count, Limit, Listen, Networks, Octal, PositiveSpan, Rounds, Span, Timeouts, Url,
-    Value,
+    CacheStorage, Count, Limit, Listen, MetricsAddress, Networks, Octal, PositiveSpan, Rounds,
+    Span, Timeouts, Url, Value,
 };
 use super::{ConfigError, ENV_PREFIX};
 use crate::backend::{BackendKind, LoginForm};
@@ -162,6 +162,20 @@ options! {
     /// When standard error is systemd's journal (JOURNAL_STREAM), write
     /// the log files as well [default: journal only]
     log_files_under_journal: bool => "log-files-under-journal";
+    // --metrics (src/metrics/): a TCP address must be loopback unless
+    // metrics-allow-remote is set (checked in resolved.rs).
+    /// Serve Prometheus metrics (GET /metrics) and a health check (GET
+    /// /health) on ADDR: a loopback IP:PORT such as 127.0.0.1:9155, or a
+    /// Unix socket path [default: off]
+    metrics: MetricsAddress => "metrics", value "ADDR";
+    /// Allow --metrics on an address other hosts can reach (the metrics
+    /// have no authentication and show when logins fail)
+    metrics_allow_remote: bool => "metrics-allow-remote";
+    // PositiveSpan, at most 30s (resolved.rs): `xcauth stats` takes a
+    // process silent for a minute for gone.
+    /// How often a serving process with a database writes its metric
+    /// totals there, for xcauth stats (1s to 30s) [default: 10s]
+    stats_interval: PositiveSpan => "stats-interval", value "SPAN";
     /// Accepted for compatibility; no effect (see --ejabberdctl)
     update_roster: bool => "update-roster", short 'T';
     /// Legacy pre-2.0 domain database (not read)

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::file::{exposure_warning, read_config_file};
 use super::options::Layer;
-use super::values::{CacheStorage, ListenSpec, Span};
+use super::values::{CacheStorage, ListenAddress, ListenSpec, Span};
 use super::{cli, ConfigError, DEFAULT_CONFIG_FILE, DEFAULT_DB, DEFAULT_LOG_DIR};
 use crate::backend::{ApiAccount, BackendKind, LoginForm, DEFAULT_ROSTER_TTL};
 use crate::guard::GuardSettings;
@@ -156,6 +156,11 @@ pub struct Config {
     pub sockets: SocketOptions,
     /// Codec settings (Postfix recipient delimiter, saslauthd framing).
     pub codec: CodecOptions,
+    /// Where to serve `/metrics` and `/health` (`--metrics`), if anywhere.
+    pub metrics: Option<ListenAddress>,
+    /// How often a serving process writes its metric totals to the
+    /// database (`stats-interval`).
+    pub stats_interval: Duration,
     /// Legacy pre-2.0 database options that were given (name, path).
     pub legacy_dbs: Vec<(&'static str, PathBuf)>,
     /// The config file that was read, if any.
@@ -240,6 +245,18 @@ pub fn load_from(
     };
     let merged = cli.settings.over(env_layer).over(file_layer);
     let guard = guard_settings(&merged);
+    let metrics = metrics_address(&merged)?;
+    let stats_interval = merged
+        .stats_interval
+        .map_or(crate::metrics::totals::WRITE_EVERY, |s| s.duration());
+    if stats_interval > crate::metrics::totals::MAX_WRITE_EVERY {
+        return Err(ConfigError::Invalid(format!(
+            "stats-interval={}s: at most {}s (xcauth stats takes a process silent for {}s for gone)",
+            stats_interval.as_secs(),
+            crate::metrics::totals::MAX_WRITE_EVERY.as_secs(),
+            crate::metrics::totals::STALE_AFTER.as_secs()
+        )));
+    }
 
     // Sockets that say their own protocol (--listen, systemd socket names)
     // need no -t; generic is then the fallback for unnamed descriptors.
@@ -412,12 +429,37 @@ pub fn load_from(
             recipient_delimiter: merged.recipient_delimiter.unwrap_or_default(),
             saslauthd_fields: merged.saslauthd_fields.unwrap_or_default(),
         },
+        metrics,
+        stats_interval,
         legacy_dbs,
         config_file,
         secret_file,
         api_password_file,
         warnings,
     })
+}
+
+/// `--metrics`: a TCP address other hosts can reach is refused unless
+/// `metrics-allow-remote` is set. The metrics have no authentication and
+/// tell anyone who can read them how many logins fail, when and over which
+/// protocol, and when the back end is down: worth knowing to time a
+/// guessing attack, and the health check is a free probe. A Unix socket
+/// or loopback keeps them to this host.
+fn metrics_address(merged: &Layer) -> Result<Option<ListenAddress>, ConfigError> {
+    let Some(address) = merged.metrics.clone().map(|m| m.0) else {
+        return Ok(None);
+    };
+    if let ListenAddress::Tcp(addr) = &address {
+        if !addr.ip().is_loopback() && !merged.metrics_allow_remote.unwrap_or(false) {
+            return Err(ConfigError::Invalid(format!(
+                "metrics={addr}: not a loopback address. The metrics have no authentication \
+                 and show when logins fail (useful for timing password guesses): use \
+                 127.0.0.1:PORT, [::1]:PORT or a Unix socket path, or set \
+                 metrics-allow-remote to serve them to other hosts anyway (behind a firewall)"
+            )));
+        }
+    }
+    Ok(Some(address))
 }
 
 /// The guard's settings from a merged layer, defaults where absent.
@@ -779,5 +821,35 @@ mod tests {
         )
         .unwrap();
         assert!(c.warnings.iter().any(|w| w.contains("plain http")));
+    }
+
+    #[test]
+    fn metrics_only_on_loopback_or_a_unix_socket_unless_allowed() {
+        use std::net::SocketAddr;
+        let tcp = |a: &str| Some(ListenAddress::Tcp(a.parse::<SocketAddr>().unwrap()));
+        assert_eq!(ok(&[]).metrics, None);
+        assert_eq!(
+            ok(&["--metrics", "127.0.0.1:9155"]).metrics,
+            tcp("127.0.0.1:9155")
+        );
+        assert_eq!(ok(&["--metrics", "[::1]:0"]).metrics, tcp("[::1]:0"));
+        let unix = Some(ListenAddress::Unix(PathBuf::from("/run/xcauth/metrics")));
+        assert_eq!(ok(&["--metrics", "/run/xcauth/metrics"]).metrics, unix);
+        assert_eq!(ok(&["--metrics", "unix:/run/xcauth/metrics"]).metrics, unix);
+        for remote in ["0.0.0.0:9155", "192.0.2.1:9155", "[::]:9155"] {
+            let m = invalid(load_test(&BASE, &[("XCAUTH_METRICS", remote)], None));
+            assert!(m.contains("not a loopback address"), "{m}");
+            assert!(m.contains("metrics-allow-remote"), "{m}");
+            let file = format!("metrics={remote}\nmetrics-allow-remote\n");
+            let c = load_test(&BASE, &[], Some(&file)).unwrap();
+            assert_eq!(c.metrics, tcp(remote));
+        }
+        for bad in ["9155", "localhost:9155", "relative/path", ""] {
+            let result = load_test(&BASE, &[], Some(&format!("metrics={bad}\n")));
+            assert!(
+                matches!(result, Err(ConfigError::File { line: 1, .. })),
+                "{bad}: {result:?}"
+            );
+        }
     }
 }

@@ -359,6 +359,32 @@ impl Value for Listen {
     }
 }
 
+/// `--metrics ADDR`: a TCP `host:port`, or a Unix socket path (`/PATH` or
+/// `unix:/PATH`). Whether a TCP address may be other than loopback is
+/// decided with `metrics-allow-remote` in resolved.rs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct MetricsAddress(pub ListenAddress);
+
+impl Value for MetricsAddress {
+    #[cfg(test)]
+    const EXAMPLE: &'static str = "127.0.0.1:9155";
+    fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let path = text.strip_prefix("unix:").unwrap_or(text);
+        if path.starts_with('/') {
+            return Ok(MetricsAddress(ListenAddress::Unix(PathBuf::from(path))));
+        }
+        text.parse()
+            .map(|a| MetricsAddress(ListenAddress::Tcp(a)))
+            .map_err(|_| {
+                format!(
+                    "{text:?}: expected IP:PORT (e.g. 127.0.0.1:9155, [::1]:9155) \
+                 or the absolute path of a Unix socket"
+                )
+            })
+    }
+}
+
 /// bcrypt accepts costs 4..=31.
 pub(super) const BCRYPT_ROUNDS: std::ops::RangeInclusive<u32> = 4..=31;
 

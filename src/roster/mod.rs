@@ -281,6 +281,7 @@ impl RosterSync {
         tokio::spawn(async move {
             let jid = format!("{user}@{domain}");
             let result = this.sync(&user, &domain, &roster, now).await;
+            crate::metrics::roster_sync(&result);
             match &result {
                 Ok(r) if r.unchanged => {
                     tracing::debug!("shared roster of {jid:?}: unchanged");

@@ -32,7 +32,8 @@
 //! `credentials` the several cached credentials of a JID (`authcache` and
 //! our `authcredential`);
 //! `guard` the failure guard's state (`guardfailure`, `guardnotice`);
-//! `purge` the deletions that span tables (a user, a host).
+//! `purge` the deletions that span tables (a user, a host);
+//! `totals` every process's metric totals (`processtotals`).
 
 mod authcache;
 mod credentials;
@@ -42,6 +43,7 @@ mod purge;
 mod roster;
 mod schema;
 mod time;
+mod totals;
 
 pub use authcache::CacheEntry;
 pub use domains::{DomainBackend, DomainRow, DomainUpdate};
@@ -50,6 +52,7 @@ pub use purge::{HostDeletion, UserDeletion};
 pub use roster::{split_list, RosterInfo};
 pub use schema::SCHEMA_VERSION;
 pub use time::{format_timestamp, parse_timestamp};
+pub use totals::{ProcessTotals, EXITED, MAX_PROCESS_ROWS};
 
 use std::cell::Cell;
 use std::fmt;

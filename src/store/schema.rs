@@ -6,10 +6,10 @@ use rusqlite::{Connection, ErrorCode, TransactionBehavior};
 /// written by the Python original (or an empty one); 1 is the original's
 /// four tables, unchanged; 2 adds our own tables beside them ([`OURS`]);
 /// 3 adds `authcredential`; 4 the failure guard's `guardfailure` and
-/// `guardnotice`.
+/// `guardnotice`; 5 `processtotals` (every process's metric totals).
 /// The original's tables are never altered, so it keeps reading and
 /// writing them.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// The original's tables (SPEC §8). `IF NOT EXISTS` makes creation safe when
 /// several processes open a new file at the same instant.
@@ -29,7 +29,7 @@ const SCHEMA: [&str; 4] = [
 ];
 
 /// Our own tables, which the original does not know and ignores.
-const OURS: [&str; 6] = [
+const OURS: [&str; 7] = [
     // Back-end settings of a domain beyond the original's `domains`
     // columns (see `DomainBackend`).
     "CREATE TABLE IF NOT EXISTS domainbackend (xmppdomain TEXT PRIMARY KEY, \
@@ -49,10 +49,15 @@ const OURS: [&str; 6] = [
     // Until when a refusal of a key was logged (once per window).
     "CREATE TABLE IF NOT EXISTS guardnotice (scope TEXT NOT NULL, key TEXT NOT NULL, \
      until TIMESTAMP NOT NULL, PRIMARY KEY (scope, key))",
+    // Each serving process's metric totals, and the sum of those gone
+    // (see `store/totals.rs`).
+    "CREATE TABLE IF NOT EXISTS processtotals (process TEXT PRIMARY KEY, \
+     pid INTEGER NOT NULL, started TIMESTAMP NOT NULL, updated TIMESTAMP NOT NULL, \
+     totals TEXT NOT NULL)",
 ];
 
 /// Names of the tables in [`SCHEMA`] and [`OURS`].
-const TABLES: [&str; 8] = [
+const TABLES: [&str; 9] = [
     "domains",
     "authcache",
     "rosterinfo",
@@ -61,6 +66,7 @@ const TABLES: [&str; 8] = [
     "authcredential",
     "guardfailure",
     "guardnotice",
+    "processtotals",
 ];
 
 /// Creates missing tables and records [`SCHEMA_VERSION`]. Checks first
@@ -103,7 +109,7 @@ pub(super) fn prepare_schema(conn: &mut Connection) -> rusqlite::Result<()> {
 /// How many of [`TABLES`] exist.
 fn count_tables(conn: &Connection) -> rusqlite::Result<usize> {
     let n: i64 = conn.query_row(
-        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name IN (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name IN (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         TABLES,
         |r| r.get(0),
     )?;
