@@ -132,7 +132,10 @@ impl Verifier {
                 client,
             } => {
                 if let Some(service) = service {
-                    debug!("auth {user}@{domain} for service {service:?}");
+                    debug!(
+                        "auth {user}@{domain} for service \"{}\"",
+                        crate::logging::Escaped(&service)
+                    );
                 }
                 let client = client.as_deref();
                 if self
@@ -151,7 +154,7 @@ impl Verifier {
                 None => Reply::No,
             },
             Request::Invalid { reason } => {
-                info!("refused request: {reason}");
+                info!("refused request: {}", crate::logging::Escaped(&reason));
                 Reply::Invalid(reason)
             }
             Request::Quit => Reply::No,
