@@ -19,7 +19,7 @@ use nix::sys::socket::{
 };
 use tracing::{info, warn};
 
-use crate::config::{ListenAddress, ListenSpec, SocketOptions};
+use crate::config::{ListenAddress, ListenSpec, RequestSet, SocketOptions};
 use crate::proto::Protocol;
 
 /// A listening socket, bound or adopted, not yet handed to a reactor.
@@ -54,6 +54,8 @@ pub struct Bound {
     pub listener: Listener,
     /// For log lines: address or systemd name.
     pub label: String,
+    /// Which requests are answered here.
+    pub requests: RequestSet,
 }
 
 /// A connected stream handed to us on standard input.
@@ -264,6 +266,7 @@ impl SystemdFds {
                 protocol,
                 listener,
                 label,
+                requests: RequestSet::ALL,
             });
         }
         Ok(bound)
@@ -290,6 +293,7 @@ pub fn bind(spec: &ListenSpec, options: &SocketOptions) -> io::Result<Bound> {
                 protocol: spec.protocol,
                 listener: Listener::Tcp(listener),
                 label: local.to_string(),
+                requests: spec.requests,
             })
         }
         ListenAddress::Unix(path) => {
@@ -309,6 +313,7 @@ pub fn bind(spec: &ListenSpec, options: &SocketOptions) -> io::Result<Bound> {
                 protocol: spec.protocol,
                 listener: Listener::Unix(listener),
                 label: format!("unix:{}", path.display()),
+                requests: spec.requests,
             })
         }
     }
@@ -496,6 +501,7 @@ mod tests {
         ListenSpec {
             protocol: Protocol::Generic,
             address: ListenAddress::Unix(path.to_path_buf()),
+            requests: RequestSet::ALL,
         }
     }
 
@@ -622,6 +628,7 @@ mod tests {
         let spec = ListenSpec {
             protocol: Protocol::Saslauthd,
             address: ListenAddress::Unix(path.clone()),
+            requests: RequestSet::ALL,
         };
         let options = SocketOptions::default();
         let bound = bind(&spec, &options).expect("rebind over stale socket");

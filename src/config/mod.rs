@@ -27,7 +27,7 @@ pub use resolved::{
     admin_settings, load, load_with_default_file, AdminSettings, Config, Mode, SocketOptions,
 };
 pub(crate) use values::parse_url;
-pub use values::{CacheStorage, ListenAddress, ListenSpec};
+pub use values::{CacheStorage, ListenAddress, ListenSpec, RequestSet};
 
 /// Parses config file text the way [`load`] reads the file, without
 /// touching the file system: the warnings (repeated keys), or the error
