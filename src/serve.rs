@@ -115,6 +115,8 @@ struct Budget {
     finished: Arc<AtomicUsize>,
     /// Roster requests started and not yet answered.
     rosters: usize,
+    /// Over budget when last looked (logged once per crossing).
+    over: bool,
 }
 
 impl Budget {
@@ -185,8 +187,12 @@ where
                 reading = false;
             }
         }
-        // Everything already answered goes out in one write.
-        while let Some(Some(answer)) = pending.next().now_or_never() {
+        // Everything already answered goes out in one write, up to the
+        // budget's worth at a time.
+        while output.len() < STREAM_BYTE_BUDGET {
+            let Some(Some(answer)) = pending.next().now_or_never() else {
+                break;
+            };
             take_answer(answer, &*codec, &mut output, &mut budget);
         }
         if !output.is_empty() {
@@ -199,8 +205,18 @@ where
         if !reading && pending.is_empty() {
             return Ok(());
         }
+        let within_budget = budget.has_room(&input, &output);
+        if within_budget {
+            budget.over = false;
+        } else if !budget.over {
+            budget.over = true;
+            debug!(
+                "stream over its byte budget of {STREAM_BYTE_BUDGET} bytes: \
+                 not reading until the peer takes answers"
+            );
+        }
         let room = pending.len() < MAX_IN_FLIGHT
-            && budget.has_room(&input, &output)
+            && within_budget
             && (waiting.is_none() || budget.rosters < MAX_ROSTERS_IN_FLIGHT);
         if buffered && room {
             continue;
@@ -270,21 +286,38 @@ async fn write_answers<W: AsyncWrite + Unpin>(
     timeout: Option<Duration>,
 ) -> io::Result<()> {
     let mut written = 0;
+    let mut said = false;
     while written < output.len() {
-        let n = match timeout {
-            Some(t) => {
-                match tokio::time::timeout(t, writer.write(&output[written..])).await {
-                    Ok(n) => n?,
-                    Err(_) => {
-                        info!("closing a stream whose peer has read no answer for {t:?} (write-timeout)");
-                        return Err(io::Error::new(
-                            io::ErrorKind::TimedOut,
-                            format!("the peer read no answer for {t:?}"),
-                        ));
+        let n = match writer.write(&output[written..]).now_or_never() {
+            Some(n) => n?,
+            None => {
+                // The peer's buffer is full: said once per batch.
+                if !said {
+                    said = true;
+                    debug!(
+                        "the peer is not taking answers: waiting with {} bytes to write",
+                        output.len() - written
+                    );
+                }
+                match timeout {
+                    Some(t) => {
+                        match tokio::time::timeout(t, writer.write(&output[written..])).await {
+                            Ok(n) => n?,
+                            Err(_) => {
+                                info!(
+                                    "closing a stream whose peer has read no answer for {t:?} \
+                                     (write-timeout)"
+                                );
+                                return Err(io::Error::new(
+                                    io::ErrorKind::TimedOut,
+                                    format!("the peer read no answer for {t:?}"),
+                                ));
+                            }
+                        }
                     }
+                    None => writer.write(&output[written..]).await?,
                 }
             }
-            None => writer.write(&output[written..]).await?,
         };
         if n == 0 {
             return Err(io::ErrorKind::WriteZero.into());
