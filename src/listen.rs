@@ -19,7 +19,7 @@ use nix::sys::socket::{
 };
 use tracing::{info, warn};
 
-use crate::config::{ListenAddress, ListenSpec, SocketOptions};
+use crate::config::{ListenAddress, ListenSpec, RequestSet, SocketOptions};
 use crate::proto::Protocol;
 
 /// A listening socket, bound or adopted, not yet handed to a reactor.
@@ -54,6 +54,8 @@ pub struct Bound {
     pub listener: Listener,
     /// For log lines: address or systemd name.
     pub label: String,
+    /// Which requests are answered here.
+    pub requests: RequestSet,
 }
 
 /// A connected stream handed to us on standard input.
@@ -264,6 +266,7 @@ impl SystemdFds {
                 protocol,
                 listener,
                 label,
+                requests: RequestSet::ALL,
             });
         }
         Ok(bound)
@@ -290,23 +293,71 @@ pub fn bind(spec: &ListenSpec, options: &SocketOptions) -> io::Result<Bound> {
                 protocol: spec.protocol,
                 listener: Listener::Tcp(listener),
                 label: local.to_string(),
+                requests: spec.requests,
             })
         }
         ListenAddress::Unix(path) => {
+            check_directory(path)?;
             remove_stale_socket(path)?;
-            let listener = std::os::unix::net::UnixListener::bind(path).map_err(|e| {
+            let listener = bind_with_mode(path, options.mode).map_err(|e| {
                 io::Error::new(e.kind(), format!("listen on {}: {e}", path.display()))
             })?;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(options.mode))?;
-            set_owner(path, options)?;
+            set_owner(path, options).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("owner of Unix socket {}: {e}", path.display()),
+                )
+            })?;
             info!("Unix socket {} mode {:04o}", path.display(), options.mode);
             Ok(Bound {
                 protocol: spec.protocol,
                 listener: Listener::Unix(listener),
                 label: format!("unix:{}", path.display()),
+                requests: spec.requests,
             })
         }
     }
+}
+
+/// Refuses a socket path whose directory other users may write without the
+/// sticky bit: any of them could replace our socket with their own (and
+/// read the passwords sent to it) or plant a symlink for us to follow.
+fn check_directory(path: &Path) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("/"),
+    };
+    let meta = std::fs::metadata(dir).map_err(|e| {
+        io::Error::new(e.kind(), format!("socket directory {}: {e}", dir.display()))
+    })?;
+    let mode = meta.permissions().mode();
+    if mode & 0o002 != 0 && mode & 0o1000 == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "refusing Unix socket {}: its directory {} is writable by all users \
+                 (mode {:04o}) without the sticky bit",
+                path.display(),
+                dir.display(),
+                mode & 0o7777
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Binds a Unix socket that has `mode` from the moment it exists: the
+/// process umask is set around bind(2), so there is no window in which
+/// the socket is reachable with a wider mode, as there would be with a
+/// chmod after it. (Start-up binds while the only other thread is the log
+/// writer, whose files already exist.)
+fn bind_with_mode(path: &Path, mode: u32) -> io::Result<std::os::unix::net::UnixListener> {
+    use nix::sys::stat::{umask, Mode};
+    let narrow = Mode::from_bits_truncate(!mode & 0o777);
+    let previous = umask(narrow);
+    let bound = std::os::unix::net::UnixListener::bind(path);
+    umask(previous);
+    bound
 }
 
 fn remove_stale_socket(path: &Path) -> io::Result<()> {
@@ -325,7 +376,8 @@ fn remove_stale_socket(path: &Path) -> io::Result<()> {
 }
 
 fn set_owner(path: &Path, options: &SocketOptions) -> io::Result<()> {
-    use nix::unistd::{chown, Gid, Group, Uid, User};
+    use nix::fcntl::AtFlags;
+    use nix::unistd::{fchownat, Gid, Group, Uid, User};
     let uid = options
         .owner
         .as_deref()
@@ -345,7 +397,9 @@ fn set_owner(path: &Path, options: &SocketOptions) -> io::Result<()> {
         })
         .transpose()?;
     if uid.is_some() || gid.is_some() {
-        chown(path, uid, gid)?;
+        // Never through a symlink: whatever is at the path now is changed,
+        // not what it might point to.
+        fchownat(None, path, uid, gid, AtFlags::AT_SYMLINK_NOFOLLOW)?;
     }
     Ok(())
 }
@@ -443,6 +497,129 @@ mod tests {
         assert_eq!(message, "socket-owner: no user \"no-such-user-xc\"");
     }
 
+    fn unix_spec(path: &Path) -> ListenSpec {
+        ListenSpec {
+            protocol: Protocol::Generic,
+            address: ListenAddress::Unix(path.to_path_buf()),
+            requests: RequestSet::ALL,
+        }
+    }
+
+    fn dir_with_mode(mode: u32) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("dir");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(mode)).expect("chmod");
+        dir
+    }
+
+    #[test]
+    fn the_socket_has_its_mode_from_bind_on() {
+        // 0666 is wider than the usual umask (022) allows: it can only come
+        // from the umask set for bind, and the process umask is back after.
+        for mode in [0o600, 0o660, 0o666] {
+            let dir = tempfile::tempdir().expect("dir");
+            let path = dir.path().join("s");
+            let options = SocketOptions {
+                mode,
+                ..SocketOptions::default()
+            };
+            let before = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+            let bound = bind(&unix_spec(&path), &options).expect("bind");
+            let after = nix::sys::stat::umask(before);
+            assert_eq!(after.bits(), 0o022, "umask restored");
+            let meta = std::fs::symlink_metadata(&path).expect("socket");
+            assert!(meta.file_type().is_socket());
+            assert_eq!(meta.permissions().mode() & 0o7777, mode);
+            drop(bound);
+        }
+    }
+
+    #[test]
+    fn a_directory_anyone_may_write_without_sticky_bit_is_refused() {
+        let open = dir_with_mode(0o777);
+        let path = open.path().join("s");
+        let error = bind(&unix_spec(&path), &SocketOptions::default())
+            .expect_err("0777 directory refused")
+            .to_string();
+        assert!(error.contains(&path.display().to_string()), "{error}");
+        assert!(error.contains("sticky"), "{error}");
+        assert!(!path.exists(), "nothing was created");
+        // Like /tmp: writable by all, but sticky.
+        let sticky = dir_with_mode(0o1777);
+        let path = sticky.path().join("s");
+        bind(&unix_spec(&path), &SocketOptions::default()).expect("1777 directory accepted");
+        // Group-writable or private directories are fine.
+        let private = dir_with_mode(0o750);
+        bind(
+            &unix_spec(&private.path().join("s")),
+            &SocketOptions::default(),
+        )
+        .expect("0750 directory accepted");
+    }
+
+    #[test]
+    fn a_symlink_at_the_socket_path_is_not_followed() {
+        let dir = tempfile::tempdir().expect("dir");
+        let target = dir.path().join("target");
+        std::fs::write(&target, b"precious").expect("target");
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let path = dir.path().join("s");
+        std::os::unix::fs::symlink(&target, &path).expect("symlink");
+        let options = SocketOptions {
+            mode: 0o666,
+            owner: Some(nix::unistd::getuid().to_string()),
+            ..SocketOptions::default()
+        };
+        let error = bind(&unix_spec(&path), &options).expect_err("symlink refused");
+        assert!(error.to_string().contains("not a socket"), "{error}");
+        assert!(std::fs::symlink_metadata(&path)
+            .expect("link")
+            .file_type()
+            .is_symlink());
+        assert_eq!(std::fs::read(&target).expect("target"), b"precious");
+        let mode = std::fs::metadata(&target)
+            .expect("meta")
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "the target's mode is untouched");
+    }
+
+    #[test]
+    fn owner_change_does_not_follow_a_symlink() {
+        // A symlink swapped in after bind: the owner change applies to the
+        // link itself (lchown), never to the file it points to.
+        let dir = tempfile::tempdir().expect("dir");
+        let target = dir.path().join("target");
+        std::fs::write(&target, b"x").expect("target");
+        let link = dir.path().join("s");
+        std::os::unix::fs::symlink(&target, &link).expect("symlink");
+        let me = nix::unistd::getuid();
+        let group = nix::unistd::getgid();
+        let options = SocketOptions {
+            owner: Some(me.to_string()),
+            group: Some(group.to_string()),
+            ..SocketOptions::default()
+        };
+        set_owner(&link, &options).expect("lchown of our own link");
+        if me.is_root() {
+            // As root the change can be seen: the link gets the new owner,
+            // the target keeps root's.
+            use std::os::unix::fs::MetadataExt;
+            let nobody = SocketOptions {
+                owner: Some("65534".into()),
+                ..SocketOptions::default()
+            };
+            set_owner(&link, &nobody).expect("lchown");
+            assert_eq!(std::fs::symlink_metadata(&link).expect("link").uid(), 65534);
+            assert_eq!(std::fs::metadata(&target).expect("target").uid(), 0);
+        }
+        // Not root in general: the only owner change we may make is to
+        // ourselves; what matters is that it went to the link. Removing the
+        // target makes a followed change fail.
+        std::fs::remove_file(&target).expect("rm target");
+        set_owner(&link, &options).expect("a dangling link is changed, not followed");
+    }
+
     #[test]
     fn stale_socket_is_replaced_but_files_are_not() {
         let dir = tempfile::tempdir().expect("dir");
@@ -451,6 +628,7 @@ mod tests {
         let spec = ListenSpec {
             protocol: Protocol::Saslauthd,
             address: ListenAddress::Unix(path.clone()),
+            requests: RequestSet::ALL,
         };
         let options = SocketOptions::default();
         let bound = bind(&spec, &options).expect("rebind over stale socket");

@@ -290,6 +290,33 @@ impl Write for ReopeningFile {
     }
 }
 
+/// Client-chosen text made safe for one log line: control characters (a
+/// `\n` would start a forged line), the Unicode line and paragraph
+/// separators and the backslash itself are written as Rust escapes
+/// (`\n`, `\u{2028}`, `\\`); everything else as it is. Every value a
+/// client chose that reaches a log line goes through this.
+pub struct Escaped<'a>(pub &'a str);
+
+impl std::fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::fmt::Write as _;
+        for c in self.0.chars() {
+            if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\\') {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                f.write_char(c)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// [`Escaped`] for bytes that may not be UTF-8 (a garbage line): invalid
+/// sequences become U+FFFD before escaping.
+pub fn escaped_bytes(bytes: &[u8]) -> String {
+    Escaped(&String::from_utf8_lossy(bytes)).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,6 +343,26 @@ mod tests {
         let (dev, ino) = (u64::from(stat.st_dev), u64::from(stat.st_ino));
         assert!(stderr_is_journal(Some(&format!("{dev}:{ino}"))));
         assert!(!stderr_is_journal(Some(&format!("{dev}:{}", ino + 1))));
+    }
+
+    #[test]
+    fn escaped_text_stays_on_one_line() {
+        let forged =
+            "bob\n2026-01-01T00:00:00Z  WARN guard: refused address 10.0.0.1\r\u{2028}\x1b[1m\\";
+        let shown = Escaped(forged).to_string();
+        assert!(
+            !shown.chars().any(|c| c.is_control() || c == '\u{2028}'),
+            "{shown}"
+        );
+        assert_eq!(
+            shown,
+            "bob\\n2026-01-01T00:00:00Z  WARN guard: refused address 10.0.0.1\\r\\u{2028}\\u{1b}[1m\\\\"
+        );
+        assert_eq!(
+            Escaped("alice@example.org é").to_string(),
+            "alice@example.org é"
+        );
+        assert_eq!(escaped_bytes(b"a\xffb\n"), "a\u{fffd}b\\n");
     }
 
     #[test]

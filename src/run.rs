@@ -232,6 +232,7 @@ fn collect_sockets(
                 protocol,
                 listener,
                 label: "inherited socket on standard input".into(),
+                requests: crate::config::RequestSet::ALL,
             }]))
         }
         Err(e) => {
@@ -467,7 +468,7 @@ async fn serve(
                 conn,
                 protocol.codec(&config.codec),
                 Arc::clone(&verifier),
-                StreamLimits::socket(limits.idle_timeout),
+                StreamLimits::socket(limits.idle_timeout, limits.write_timeout),
                 shutdown,
             );
             let result = crate::metrics::connection(protocol, serving).await;
@@ -483,6 +484,7 @@ async fn serve(
             let serving = serve::serve_stdio(
                 protocol.codec(&config.codec),
                 Arc::clone(&verifier),
+                StreamLimits::stdio(limits.write_timeout),
                 shutdown,
             );
             let result = crate::metrics::stream(protocol, serving).await;
@@ -501,7 +503,7 @@ async fn serve(
     let ctx = ListenContext {
         verifier: Arc::clone(&verifier),
         codec: config.codec.clone(),
-        limits: StreamLimits::socket(limits.idle_timeout),
+        limits: StreamLimits::socket(limits.idle_timeout, limits.write_timeout),
         connections: Arc::new(Semaphore::new(limits.max_connections)),
         shutdown: shutdown.clone(),
         tasks: TaskTracker::new(),
@@ -670,6 +672,7 @@ mod tests {
             protocol: Protocol::Generic,
             listener: Listener::Tcp(listener),
             label: "test".into(),
+            requests: crate::config::RequestSet::ALL,
         }]);
         let shutdown = CancellationToken::new();
         let serving = tokio::spawn(run(sockets, config, shutdown.clone()));

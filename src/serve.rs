@@ -7,7 +7,7 @@ use std::future::Future;
 use std::io;
 use std::os::fd::AsFd;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use crate::config::RequestSet;
 use crate::listen::{Bound, Listener};
 use crate::proto::{Codec, CodecOptions, Decoded, Protocol, Reply, Request};
 use crate::verify::Verifier;
@@ -33,10 +34,46 @@ pub const MAX_IN_FLIGHT: usize = 256;
 /// so a peer that sends half a frame and goes silent is dropped.
 pub const PARTIAL_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Bytes one stream may hold before it stops reading and starting
+/// requests until answers have drained to the peer: requests read but not
+/// yet started, answers finished but not yet written. A `roster` answer can
+/// be large; with [`MAX_ROSTERS_IN_FLIGHT`] this bounds a stream's memory
+/// whatever its peer pipelines (above every codec's largest frame, so a
+/// whole request always fits).
+pub const STREAM_BYTE_BUDGET: usize = 1024 * 1024;
+
+/// `roster` requests of one stream worked on at the same time. Their
+/// answers' sizes are known only once they are made, so the byte budget
+/// alone would let [`MAX_IN_FLIGHT`] of them be made at once.
+pub const MAX_ROSTERS_IN_FLIGHT: usize = 4;
+
+/// A peer that has not taken any of our answer for this long is closed
+/// (`write-timeout`).
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Bytes asked of the kernel per read.
 const READ_CHUNK: usize = 16 * 1024;
 
-type Pending = Pin<Box<dyn Future<Output = Reply> + Send>>;
+/// What a finished request hands back: the reply, the bytes it holds
+/// (counted in the stream's budget until written) and whether it was a
+/// roster request.
+struct Answer {
+    reply: Reply,
+    bytes: usize,
+    roster: bool,
+}
+
+type Pending = Pin<Box<dyn Future<Output = Answer> + Send>>;
+
+/// Bytes a reply holds until it is encoded and written.
+fn reply_bytes(reply: &Reply) -> usize {
+    // The enum itself, plus its text.
+    std::mem::size_of::<Reply>()
+        + match reply {
+            Reply::Roster(text) | Reply::Invalid(text) => text.len(),
+            _ => 0,
+        }
+}
 
 /// Limits for one stream.
 #[derive(Debug, Clone, Copy, Default)]
@@ -46,15 +83,46 @@ pub struct StreamLimits {
     pub idle: Option<Duration>,
     /// Close when a partial request is not completed within this time.
     pub partial: Option<Duration>,
+    /// Close when the peer takes none of our answer for this long.
+    pub write: Option<Duration>,
 }
 
 impl StreamLimits {
     /// The limits used for socket connections.
-    pub fn socket(idle: Duration) -> Self {
+    pub fn socket(idle: Duration, write: Duration) -> Self {
         StreamLimits {
             idle: Some(idle),
             partial: Some(PARTIAL_REQUEST_TIMEOUT),
+            write: Some(write),
         }
+    }
+
+    /// The limits of standard input and output: no silence limit (a
+    /// server may be quiet for days), but a write timeout.
+    pub fn stdio(write: Duration) -> Self {
+        StreamLimits {
+            write: Some(write),
+            ..StreamLimits::default()
+        }
+    }
+}
+
+/// What one stream holds, for its byte budget.
+#[derive(Default)]
+struct Budget {
+    /// Bytes of answers finished but not yet encoded (set by the request
+    /// futures as they finish).
+    finished: Arc<AtomicUsize>,
+    /// Roster requests started and not yet answered.
+    rosters: usize,
+    /// Over budget when last looked (logged once per crossing).
+    over: bool,
+}
+
+impl Budget {
+    /// Whether a new request may start, given what is buffered.
+    fn has_room(&self, input: &BytesMut, output: &BytesMut) -> bool {
+        input.len() + output.len() + self.finished.load(Ordering::Relaxed) < STREAM_BYTE_BUDGET
     }
 }
 
@@ -68,6 +136,7 @@ pub async fn serve_stream<R, W>(
     mut codec: Box<dyn Codec>,
     verifier: Arc<Verifier>,
     limits: StreamLimits,
+    served: RequestSet,
     shutdown: CancellationToken,
 ) -> io::Result<()>
 where
@@ -77,36 +146,57 @@ where
     let mut input = BytesMut::with_capacity(READ_CHUNK);
     let mut output = BytesMut::with_capacity(READ_CHUNK);
     let mut pending: FuturesOrdered<Pending> = FuturesOrdered::new();
+    let mut budget = Budget::default();
+    // A request decoded but not started: a roster request while
+    // MAX_ROSTERS_IN_FLIGHT are being made.
+    let mut waiting: Option<Request> = None;
     let mut reading = true;
     let mut last_progress = Instant::now();
+    let starter = Starter {
+        verifier: &verifier,
+        served,
+    };
     loop {
-        // Turn every whole request already read into work. Stopping at the
-        // in-flight limit may leave whole requests in `input`: they must be
-        // decoded before waiting for more bytes, which may never come.
+        // Turn every whole request already read into work. Stopping at a
+        // limit may leave whole requests in `input`: they must be decoded
+        // before waiting for more bytes, which may never come.
         let mut buffered = false;
         while reading {
-            if pending.len() >= MAX_IN_FLIGHT {
+            if pending.len() >= MAX_IN_FLIGHT || !budget.has_room(&input, &output) {
                 buffered = true;
                 break;
             }
-            match codec.decode(&mut input) {
-                Decoded::NeedMore => break,
-                Decoded::Request(request) => {
-                    if !start(&mut pending, request, &verifier) {
+            let request = match waiting.take() {
+                Some(request) => request,
+                None => match codec.decode(&mut input) {
+                    Decoded::NeedMore => break,
+                    Decoded::Request(request) => request,
+                    Decoded::End => {
                         reading = false;
+                        break;
                     }
-                }
-                Decoded::End => reading = false,
+                },
+            };
+            if matches!(request, Request::Roster { .. }) && budget.rosters >= MAX_ROSTERS_IN_FLIGHT
+            {
+                waiting = Some(request);
+                buffered = true;
+                break;
+            }
+            if !starter.start(&mut pending, &mut budget, request) {
+                reading = false;
             }
         }
-        // Everything already answered goes out in one write.
-        while let Some(Some(reply)) = pending.next().now_or_never() {
-            codec.encode(&reply, &mut output);
+        // Everything already answered goes out in one write, up to the
+        // budget's worth at a time.
+        while output.len() < STREAM_BYTE_BUDGET {
+            let Some(Some(answer)) = pending.next().now_or_never() else {
+                break;
+            };
+            take_answer(answer, &*codec, &mut output, &mut budget);
         }
         if !output.is_empty() {
-            writer.write_all(&output).await?;
-            writer.flush().await?;
-            output.clear();
+            write_answers(&mut writer, &mut output, limits.write).await?;
             // Silence is counted from our last answer too: a request that
             // took longer than the idle limit must not close the stream
             // the moment it is answered.
@@ -115,10 +205,23 @@ where
         if !reading && pending.is_empty() {
             return Ok(());
         }
-        if buffered && pending.len() < MAX_IN_FLIGHT {
+        let within_budget = budget.has_room(&input, &output);
+        if within_budget {
+            budget.over = false;
+        } else if !budget.over {
+            budget.over = true;
+            debug!(
+                "stream over its byte budget of {STREAM_BYTE_BUDGET} bytes: \
+                 not reading until the peer takes answers"
+            );
+        }
+        let room = pending.len() < MAX_IN_FLIGHT
+            && within_budget
+            && (waiting.is_none() || budget.rosters < MAX_ROSTERS_IN_FLIGHT);
+        if buffered && room {
             continue;
         }
-        let can_read = reading && pending.len() < MAX_IN_FLIGHT;
+        let can_read = reading && room && waiting.is_none();
         // Which silence limit applies now: a half-read request, or an idle
         // stream with nothing in flight.
         let limit = if !input.is_empty() {
@@ -135,7 +238,7 @@ where
                 if read? == 0 {
                     reading = false;
                     while let Decoded::Request(request) = codec.decode_eof(&mut input) {
-                        if !start(&mut pending, request, &verifier) {
+                        if !starter.start(&mut pending, &mut budget, request) {
                             break;
                         }
                     }
@@ -144,8 +247,8 @@ where
                     input.reserve(READ_CHUNK);
                 }
             }
-            Some(reply) = pending.next(), if !pending.is_empty() => {
-                codec.encode(&reply, &mut output);
+            Some(answer) = pending.next(), if !pending.is_empty() => {
+                take_answer(answer, &*codec, &mut output, &mut budget);
             }
             _ = sleep_until(deadline), if reading && deadline.is_some() => {
                 debug!(
@@ -154,13 +257,81 @@ where
                     if input.is_empty() { "idle" } else { "partial request" }
                 );
                 reading = false;
+                waiting = None;
                 input.clear();
             }
             _ = shutdown.cancelled(), if reading => {
                 reading = false;
+                waiting = None;
             }
         }
     }
+}
+
+/// Encodes a finished answer; its bytes now count as `output`.
+fn take_answer(answer: Answer, codec: &dyn Codec, output: &mut BytesMut, budget: &mut Budget) {
+    budget.finished.fetch_sub(answer.bytes, Ordering::Relaxed);
+    if answer.roster {
+        budget.rosters -= 1;
+    }
+    codec.encode(&answer.reply, output);
+}
+
+/// Writes all of `output` (then empties it), failing with `TimedOut` when
+/// the peer takes nothing for `timeout`: a peer that stops reading must not
+/// hold this stream, and what it buffered, for ever.
+async fn write_answers<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    output: &mut BytesMut,
+    timeout: Option<Duration>,
+) -> io::Result<()> {
+    let mut written = 0;
+    let mut said = false;
+    while written < output.len() {
+        let n = match writer.write(&output[written..]).now_or_never() {
+            Some(n) => n?,
+            None => {
+                // The peer's buffer is full: said once per batch.
+                if !said {
+                    said = true;
+                    debug!(
+                        "the peer is not taking answers: waiting with {} bytes to write",
+                        output.len() - written
+                    );
+                }
+                match timeout {
+                    Some(t) => {
+                        match tokio::time::timeout(t, writer.write(&output[written..])).await {
+                            Ok(n) => n?,
+                            Err(_) => {
+                                info!(
+                                    "closing a stream whose peer has read no answer for {t:?} \
+                                     (write-timeout)"
+                                );
+                                return Err(io::Error::new(
+                                    io::ErrorKind::TimedOut,
+                                    format!("the peer read no answer for {t:?}"),
+                                ));
+                            }
+                        }
+                    }
+                    None => writer.write(&output[written..]).await?,
+                }
+            }
+        };
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        written += n;
+    }
+    match timeout {
+        Some(t) => tokio::time::timeout(t, writer.flush())
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "flush timed out"))??,
+        None => writer.flush().await?,
+    }
+    output.clear();
+    Ok(())
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
@@ -170,18 +341,56 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// Queues the answer to `request`; false when the request ends the stream.
-fn start(
-    pending: &mut FuturesOrdered<Pending>,
-    request: Request,
-    verifier: &Arc<Verifier>,
-) -> bool {
-    if request == Request::Quit {
-        debug!("stream closed by quit/exit");
-        return false;
+/// Starts requests of one stream.
+struct Starter<'a> {
+    verifier: &'a Arc<Verifier>,
+    /// Which requests this stream answers; others get the failure answer.
+    served: RequestSet,
+}
+
+impl Starter<'_> {
+    /// Queues the answer to `request`; false when the request ends the
+    /// stream.
+    fn start(
+        &self,
+        pending: &mut FuturesOrdered<Pending>,
+        budget: &mut Budget,
+        request: Request,
+    ) -> bool {
+        if request == Request::Quit {
+            debug!("stream closed by quit/exit");
+            return false;
+        }
+        let roster = matches!(request, Request::Roster { .. });
+        if let Some(kind) = self.served.refuses(&request) {
+            info!("refused request: {kind}: not served on this socket");
+            let reply = Reply::Invalid(format!("{kind}: not served on this socket"));
+            let bytes = reply_bytes(&reply);
+            budget.finished.fetch_add(bytes, Ordering::Relaxed);
+            pending.push_back(Box::pin(std::future::ready(Answer {
+                reply,
+                bytes,
+                roster: false,
+            })));
+            return true;
+        }
+        if roster {
+            budget.rosters += 1;
+        }
+        let finished = Arc::clone(&budget.finished);
+        let work = Arc::clone(self.verifier).handle(request);
+        pending.push_back(Box::pin(async move {
+            let reply = work.await;
+            let bytes = reply_bytes(&reply);
+            finished.fetch_add(bytes, Ordering::Relaxed);
+            Answer {
+                reply,
+                bytes,
+                roster,
+            }
+        }));
+        true
     }
-    pending.push_back(Box::pin(Arc::clone(verifier).handle(request)));
-    true
 }
 
 /// Serves standard input and output. Pipes are driven by the reactor
@@ -190,6 +399,7 @@ fn start(
 pub async fn serve_stdio(
     codec: Box<dyn Codec>,
     verifier: Arc<Verifier>,
+    limits: StreamLimits,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let stdin = std::io::stdin().as_fd().try_clone_to_owned()?;
@@ -223,7 +433,8 @@ pub async fn serve_stdio(
         writer,
         codec,
         verifier,
-        StreamLimits::default(),
+        limits,
+        RequestSet::ALL,
         shutdown,
     )
     .await
@@ -343,7 +554,7 @@ pub struct ListenContext {
 
 /// Listening sockets handed to the reactor of the running runtime, ready
 /// for [`serve_listeners`].
-pub struct Registered(Vec<(Accepting, Protocol, String)>);
+pub struct Registered(Vec<(Accepting, Protocol, String, RequestSet)>);
 
 /// Hands `listeners` to the reactor; call it inside the runtime.
 pub fn register(listeners: Vec<Bound>) -> io::Result<Registered> {
@@ -354,6 +565,7 @@ pub fn register(listeners: Vec<Bound>) -> io::Result<Registered> {
                 Accepting::register(bound.listener)?,
                 bound.protocol,
                 bound.label,
+                bound.requests,
             ))
         })
         .collect::<io::Result<Vec<_>>>()
@@ -364,12 +576,20 @@ pub fn register(listeners: Vec<Bound>) -> io::Result<Registered> {
 /// in its own task; then waits up to `drain` for in-flight requests.
 pub async fn serve_listeners(listeners: Registered, ctx: ListenContext, drain: Duration) {
     let mut loops = Vec::new();
-    for (listener, protocol, label) in listeners.0 {
-        info!("listening on {label} ({})", protocol.name());
+    for (listener, protocol, label, served) in listeners.0 {
+        if served == RequestSet::ALL {
+            info!("listening on {label} ({})", protocol.name());
+        } else {
+            info!(
+                "listening on {label} ({}; serving {served} only)",
+                protocol.name()
+            );
+        }
         loops.push(tokio::spawn(accept_loop(
             listener,
             protocol,
             label,
+            served,
             ctx.clone(),
         )));
     }
@@ -407,7 +627,13 @@ impl Accepting {
     }
 }
 
-async fn accept_loop(listener: Accepting, protocol: Protocol, label: String, ctx: ListenContext) {
+async fn accept_loop(
+    listener: Accepting,
+    protocol: Protocol,
+    label: String,
+    served: RequestSet,
+    ctx: ListenContext,
+) {
     loop {
         // Take a connection slot first: past the limit, clients wait in the
         // kernel's backlog instead of costing us memory.
@@ -430,7 +656,8 @@ async fn accept_loop(listener: Accepting, protocol: Protocol, label: String, ctx
                 let (limits, shutdown) = (ctx.limits, ctx.shutdown.clone());
                 let serving = async move {
                     if let Err(e) =
-                        serve_stream(reader, writer, codec, verifier, limits, shutdown).await
+                        serve_stream(reader, writer, codec, verifier, limits, served, shutdown)
+                            .await
                     {
                         debug!("connection from {peer} ended: {e}");
                     }
@@ -488,13 +715,13 @@ pub async fn serve_connected(
             s.set_nonblocking(true)?;
             let stream = tokio::net::TcpStream::from_std(s)?;
             let (r, w) = stream.into_split();
-            serve_stream(r, w, codec, verifier, limits, shutdown).await
+            serve_stream(r, w, codec, verifier, limits, RequestSet::ALL, shutdown).await
         }
         crate::listen::Connected::Unix(s) => {
             s.set_nonblocking(true)?;
             let stream = tokio::net::UnixStream::from_std(s)?;
             let (r, w) = stream.into_split();
-            serve_stream(r, w, codec, verifier, limits, shutdown).await
+            serve_stream(r, w, codec, verifier, limits, RequestSet::ALL, shutdown).await
         }
     }
 }
@@ -536,6 +763,7 @@ mod tests {
             Protocol::Ejabberd.codec(&CodecOptions::default()),
             verifier,
             StreamLimits::default(),
+            RequestSet::ALL,
             CancellationToken::new(),
         ));
         let mut answers = vec![0u8; 4 * n];
@@ -544,6 +772,90 @@ mod tests {
             .expect("answers within 10 s (none may be left unread in the buffer)")
             .expect("all answers");
         assert!(answers.chunks(4).all(|a| a == [0, 2, 0, 1]));
+        drop(client);
+        serving.await.expect("task").expect("served");
+    }
+
+    fn token_verifier() -> Arc<Verifier> {
+        Arc::new(Verifier::new(
+            Arc::new(FixedClock::new(1000)),
+            Arc::new(Fixed(DomainSettings {
+                backend: Arc::new(Scripted::down()),
+                token_key: Some(Arc::new(TokenKey::new(b"s"))),
+            })),
+        ))
+    }
+
+    /// A peer that writes requests but never reads the answers: once the
+    /// pipe is full, the stream ends with `TimedOut` after the write
+    /// timeout instead of waiting for ever.
+    #[tokio::test]
+    async fn a_peer_that_never_reads_is_closed_after_the_write_timeout() {
+        let (mut client, server) = tokio::io::duplex(64);
+        let (reader, writer) = tokio::io::split(server);
+        let limits = StreamLimits {
+            write: Some(Duration::from_millis(200)),
+            ..StreamLimits::default()
+        };
+        let serving = tokio::spawn(serve_stream(
+            reader,
+            writer,
+            Protocol::Generic.codec(&CodecOptions::default()),
+            token_verifier(),
+            limits,
+            RequestSet::ALL,
+            CancellationToken::new(),
+        ));
+        let requests = "isuser:u:d\n".repeat(200);
+        // The server stops reading too once it cannot write, so this write
+        // may not finish: it runs beside the wait for the result.
+        let writing = tokio::spawn(async move {
+            let _ = client.write_all(requests.as_bytes()).await;
+            client
+        });
+        let result = tokio::time::timeout(Duration::from_secs(10), serving)
+            .await
+            .expect("closed within 10 s")
+            .expect("task");
+        let error = result.expect_err("a write timeout");
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        drop(writing);
+    }
+
+    /// A peer that reads, however little at a time, is not closed: the
+    /// timeout counts from its last read, not from the first answer.
+    #[tokio::test]
+    async fn a_slow_reader_within_the_write_timeout_gets_every_answer() {
+        let (mut client, server) = tokio::io::duplex(64);
+        let (reader, writer) = tokio::io::split(server);
+        let limits = StreamLimits {
+            write: Some(Duration::from_secs(5)),
+            ..StreamLimits::default()
+        };
+        let serving = tokio::spawn(serve_stream(
+            reader,
+            writer,
+            Protocol::Generic.codec(&CodecOptions::default()),
+            token_verifier(),
+            limits,
+            RequestSet::ALL,
+            CancellationToken::new(),
+        ));
+        let n = 300;
+        let (mut read_half, mut write_half) = tokio::io::split(client);
+        let writing = tokio::spawn(async move {
+            write_half
+                .write_all("isuser:u:d\n".repeat(n).as_bytes())
+                .await
+                .expect("write");
+            write_half
+        });
+        let mut answers = vec![0u8; 2 * n];
+        read_half.read_exact(&mut answers).await.expect("answers");
+        // Down back end: isuser is "0" for every request.
+        assert!(answers.chunks(2).all(|a| a == b"0\n"));
+        let write_half = writing.await.expect("writer");
+        client = read_half.unsplit(write_half);
         drop(client);
         serving.await.expect("task").expect("served");
     }

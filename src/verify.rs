@@ -133,7 +133,10 @@ impl Verifier {
                 client,
             } => {
                 if let Some(service) = service {
-                    debug!("auth {user}@{domain} for service {service:?}");
+                    debug!(
+                        "auth {user}@{domain} for service \"{}\"",
+                        crate::logging::Escaped(&service)
+                    );
                 }
                 let client = client.as_deref();
                 if self
@@ -153,7 +156,7 @@ impl Verifier {
             },
             Request::Invalid { reason } => {
                 metrics::invalid();
-                info!("refused request: {reason}");
+                info!("refused request: {}", crate::logging::Escaped(&reason));
                 Reply::Invalid(reason)
             }
             Request::Quit => Reply::No,

@@ -29,7 +29,7 @@ pub use resolved::{
     CheckRequest, Config, Mode, SocketOptions,
 };
 pub(crate) use values::parse_url;
-pub use values::{CacheStorage, ListenAddress, ListenSpec};
+pub use values::{CacheStorage, ListenAddress, ListenSpec, RequestSet};
 
 /// Parses config file text the way [`load`] reads the file, without
 /// touching the file system: the warnings (repeated keys), or the error

@@ -134,8 +134,9 @@ options! {
     /// saslauthd: number of request fields [default: auto]
     saslauthd_fields: SaslauthdFields => "saslauthd-fields", value "N";
     /// Serve PROTO on ADDR (host:port or unix:PATH) without systemd;
-    /// repeatable, e.g. --listen prosody=127.0.0.1:23663
-    listen: Listen => "listen", value "PROTO=ADDR";
+    /// repeatable, e.g. --listen prosody=127.0.0.1:23663; PROTO:auth+isuser=ADDR
+    /// answers only those requests there (auth, isuser, roster)
+    listen: Listen => "listen", value "PROTO[:REQUESTS]=ADDR";
     /// Permission bits of Unix sockets created by --listen [default: 0660]
     socket_mode: Octal => "socket-mode", value "OCTAL";
     /// Owner of Unix sockets created by --listen (user name or uid)
@@ -147,6 +148,10 @@ options! {
     // PositiveSpan: 0 would close every connection at once.
     /// Close socket connections idle this long [default: 1h]
     idle_timeout: PositiveSpan => "idle-timeout", value "SPAN";
+    // PositiveSpan: 0 would close every peer at its first answer.
+    /// Close a connection (or standard output) that takes none of our
+    /// answer for this long [default: 30s]
+    write_timeout: PositiveSpan => "write-timeout", value "SPAN";
     // Span: 0 stops at once, abandoning requests in flight.
     /// On SIGTERM, let in-flight requests finish for this long [default: 10s]
     shutdown_timeout: Span => "shutdown-timeout", value "SPAN";
@@ -315,6 +320,7 @@ mod tests {
             ("cache-unreachable-ttl", true),
             ("shutdown-timeout", true),
             ("idle-timeout", false),
+            ("write-timeout", false),
             ("timeout", false),
         ] {
             let row = setting(long).unwrap();

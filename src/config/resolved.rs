@@ -77,6 +77,9 @@ pub struct SocketOptions {
     pub max_connections: usize,
     /// A connection with no request for this long is closed.
     pub idle_timeout: Duration,
+    /// A peer (socket or standard output) that takes none of our answer
+    /// for this long is closed.
+    pub write_timeout: Duration,
     /// On SIGTERM, in-flight requests get this long to finish.
     pub shutdown_timeout: Duration,
 }
@@ -90,6 +93,7 @@ impl Default for SocketOptions {
             group: None,
             max_connections: 1024,
             idle_timeout: Duration::from_secs(60 * 60),
+            write_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(10),
         }
     }
@@ -421,6 +425,9 @@ pub fn load_from(
             idle_timeout: merged
                 .idle_timeout
                 .map_or(sockets.idle_timeout, |s| s.duration()),
+            write_timeout: merged
+                .write_timeout
+                .map_or(sockets.write_timeout, |s| s.duration()),
             shutdown_timeout: merged
                 .shutdown_timeout
                 .map_or(sockets.shutdown_timeout, |s| s.duration()),

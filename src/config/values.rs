@@ -328,13 +328,113 @@ pub enum ListenAddress {
     Unix(PathBuf),
 }
 
-/// One `--listen PROTO=ADDR`.
+/// One `--listen PROTO[:REQUESTS]=ADDR`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenSpec {
     /// The protocol spoken on this socket.
     pub protocol: Protocol,
     /// Where to listen.
     pub address: ListenAddress,
+    /// Which requests are answered here (`:auth+isuser`); all by default.
+    pub requests: RequestSet,
+}
+
+/// Which kinds of request a socket answers: `auth`, `isuser`, `roster`.
+/// A refused one gets the protocol's failure answer. Quitting and the
+/// failure answers to invalid requests are not requests in this sense.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestSet {
+    auth: bool,
+    isuser: bool,
+    roster: bool,
+}
+
+impl RequestSet {
+    /// Every request (the default, as before per-socket sets existed).
+    pub const ALL: RequestSet = RequestSet {
+        auth: true,
+        isuser: true,
+        roster: true,
+    };
+
+    /// The names, in this order, as written in a listen spec.
+    const NAMES: [&'static str; 3] = ["auth", "isuser", "roster"];
+
+    /// Parses `auth+isuser` (names joined by `+`, at least one).
+    pub fn parse(text: &str) -> Result<RequestSet, String> {
+        let mut set = RequestSet {
+            auth: false,
+            isuser: false,
+            roster: false,
+        };
+        for name in text.split('+') {
+            match name.trim() {
+                "auth" => set.auth = true,
+                "isuser" => set.isuser = true,
+                "roster" => set.roster = true,
+                other => {
+                    return Err(format!(
+                        "`{other}` is not a request; use {} joined by +",
+                        Self::NAMES.join(", ")
+                    ))
+                }
+            }
+        }
+        Ok(set)
+    }
+
+    /// The name of `request`'s kind when this set does not answer it.
+    pub fn refuses(&self, request: &crate::proto::Request) -> Option<&'static str> {
+        use crate::proto::Request;
+        match request {
+            Request::Auth { .. } if !self.auth => Some("auth"),
+            Request::IsUser { .. } if !self.isuser => Some("isuser"),
+            Request::Roster { .. } if !self.roster => Some("roster"),
+            _ => None,
+        }
+    }
+
+    fn flags(&self) -> [bool; 3] {
+        [self.auth, self.isuser, self.roster]
+    }
+}
+
+impl Default for RequestSet {
+    fn default() -> Self {
+        RequestSet::ALL
+    }
+}
+
+impl std::fmt::Display for RequestSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = Self::NAMES
+            .iter()
+            .zip(self.flags())
+            .filter_map(|(name, on)| on.then_some(*name))
+            .collect();
+        f.write_str(&names.join("+"))
+    }
+}
+
+/// The request kinds `protocol` can carry at all.
+fn spoken(protocol: Protocol) -> RequestSet {
+    match protocol {
+        Protocol::Generic => RequestSet::ALL,
+        Protocol::Ejabberd => RequestSet {
+            roster: false,
+            ..RequestSet::ALL
+        },
+        Protocol::Saslauthd => RequestSet {
+            auth: true,
+            isuser: false,
+            roster: false,
+        },
+        Protocol::Postfix => RequestSet {
+            auth: false,
+            isuser: true,
+            roster: false,
+        },
+    }
 }
 
 /// Own listeners: `--listen` is repeated on the command line; the file and
@@ -418,12 +518,32 @@ fn parse_cache_storage(text: &str) -> Result<CacheStorage, String> {
     }
 }
 
-/// `PROTO=ADDR`: ADDR is `unix:PATH` or a TCP `host:port` (`[v6]:port`).
+/// `PROTO[:REQUESTS]=ADDR`: ADDR is `unix:PATH` or a TCP `host:port`
+/// (`[v6]:port`); REQUESTS (e.g. `auth+isuser`) the requests answered.
 fn parse_listen_one(text: &str) -> Result<ListenSpec, String> {
     let (proto, addr) = text
         .split_once('=')
         .ok_or_else(|| format!("{text:?}: expected PROTO=ADDR, e.g. prosody=127.0.0.1:23663"))?;
+    let (proto, requests) = match proto.split_once(':') {
+        Some((proto, requests)) => (proto, Some(requests)),
+        None => (proto, None),
+    };
     let protocol = parse_protocol(proto.trim())?;
+    let requests = match requests {
+        None => RequestSet::ALL,
+        Some(list) => {
+            let set = RequestSet::parse(list).map_err(|e| format!("{text:?}: {e}"))?;
+            let carried = spoken(protocol).flags();
+            if !set.flags().iter().zip(carried).any(|(on, can)| *on && can) {
+                return Err(format!(
+                    "{text:?}: {} carries only {}",
+                    protocol.name(),
+                    spoken(protocol)
+                ));
+            }
+            set
+        }
+    };
     let addr = addr.trim();
     let address = if let Some(path) = addr.strip_prefix("unix:") {
         if !path.starts_with('/') {
@@ -435,7 +555,11 @@ fn parse_listen_one(text: &str) -> Result<ListenSpec, String> {
             format!("{addr:?}: expected IP:PORT ([::1]:PORT for IPv6) or unix:/PATH")
         })?)
     };
-    Ok(ListenSpec { protocol, address })
+    Ok(ListenSpec {
+        protocol,
+        address,
+        requests,
+    })
 }
 
 /// Several `PROTO=ADDR` separated by commas or spaces (file and
@@ -628,5 +752,42 @@ mod tests {
         for bad in ["0", "-1", "x", "1,2,3", "inf", "NaN", "1,", "1e300"] {
             assert!(parse_timeouts(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn listen_specs_may_name_the_requests_served() {
+        let all = parse_listen_one("generic=unix:/run/x.sock").expect("plain");
+        assert_eq!(all.requests, RequestSet::ALL);
+        let some = parse_listen_one("prosody:auth+isuser=127.0.0.1:1").expect("with requests");
+        assert_eq!(some.protocol, Protocol::Generic);
+        assert_eq!(some.requests.to_string(), "auth+isuser");
+        let roster = crate::proto::Request::Roster {
+            user: "a".into(),
+            domain: "d".into(),
+        };
+        assert_eq!(some.requests.refuses(&roster), Some("roster"));
+        assert_eq!(all.requests.refuses(&roster), None);
+        let auth_only = parse_listen_one("generic:auth=unix:/run/x.sock").expect("auth only");
+        assert_eq!(
+            auth_only.requests.refuses(&crate::proto::Request::IsUser {
+                user: "a".into(),
+                domain: "d".into(),
+            }),
+            Some("isuser")
+        );
+        // Comma- or space-separated lists in the file keep working.
+        let list = parse_listen_list("generic:auth=unix:/a, postfix=unix:/b").expect("list");
+        assert_eq!(list.len(), 2);
+        assert_eq!(list[1].requests, RequestSet::ALL);
+        for bad in [
+            "generic:=unix:/a",
+            "generic:auth+setpass=unix:/a",
+            "generic:Auth=unix:/a",
+            "postfix:auth=unix:/a",
+            "saslauthd:isuser+roster=unix:/a",
+        ] {
+            assert!(parse_listen_one(bad).is_err(), "{bad}");
+        }
+        assert!(parse_listen_one("ejabberd:isuser=unix:/a").is_ok());
     }
 }

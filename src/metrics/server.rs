@@ -70,6 +70,7 @@ pub fn bind(address: &ListenAddress, options: &SocketOptions) -> io::Result<Metr
             let spec = ListenSpec {
                 protocol: Protocol::Generic,
                 address: address.clone(),
+                requests: Default::default(),
             };
             let bound = listen::bind(&spec, options)
                 .map_err(|e| io::Error::new(e.kind(), format!("metrics: {e}")))?;

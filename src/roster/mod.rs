@@ -55,7 +55,7 @@
 //! `plan` turns a roster into members and groups; this file applies a
 //! plan with ejabberdctl and records what it did.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -134,6 +134,9 @@ impl CallFailure {
 pub struct SyncReport {
     /// The reply equals the last one stored: nothing was run or written.
     pub unchanged: bool,
+    /// A sync for the JID was running: this roster waits for it to end,
+    /// and is synchronised next unless a later one replaces it.
+    pub queued: bool,
     /// Every ejabberdctl call, in order (arguments after the program name).
     pub calls: Vec<Vec<String>>,
     /// The calls that failed. If any did, the new reply hash was not
@@ -247,6 +250,15 @@ pub struct RosterSync {
     running: tokio::sync::Mutex<Migration>,
     /// The migration is done: a sync no longer needs the lock to look.
     migrated: AtomicBool,
+    /// JIDs whose sync task runs, each with the latest roster that arrived
+    /// meanwhile ([`RosterSync::spawn_after_login`]: latest wins).
+    slots: std::sync::Mutex<HashMap<String, Option<Queued>>>,
+}
+
+/// A roster waiting for the sync of its JID to finish.
+struct Queued {
+    roster: Roster,
+    now: i64,
 }
 
 impl fmt::Debug for RosterSync {
@@ -263,13 +275,27 @@ impl RosterSync {
             store,
             running: tokio::sync::Mutex::new(Migration::default()),
             migrated: AtomicBool::new(false),
+            slots: std::sync::Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Sync tasks running and rosters waiting for one, over all JIDs.
+    pub fn queue_len(&self) -> (usize, usize) {
+        let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        (slots.len(), slots.values().filter(|q| q.is_some()).count())
     }
 
     /// Starts [`sync`](Self::sync) as its own task and returns its handle.
     /// The caller may wait on the handle for [`LOGIN_WAIT`] at most
     /// (`tokio::time::timeout(LOGIN_WAIT, &mut handle)`); dropping the
     /// handle does not stop the task. The outcome is logged either way.
+    ///
+    /// Coalesced per JID, latest wins: while a sync for the JID runs, the
+    /// roster waits in the JID's one slot, replacing any roster already
+    /// waiting there, and the handle is done at once ([`SyncReport::queued`]).
+    /// When the running sync ends, the waiting roster is synchronised next.
+    /// So a hung ejabberdctl holds one task and at most two rosters per JID,
+    /// however often the user logs in.
     pub fn spawn_after_login(
         self: &Arc<Self>,
         user: String,
@@ -277,31 +303,57 @@ impl RosterSync {
         roster: Roster,
         now: i64,
     ) -> JoinHandle<Result<SyncReport, RosterError>> {
+        let jid = format!("{user}@{domain}");
+        {
+            let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(slot) = slots.get_mut(&jid) {
+                let replaced = slot.replace(Queued { roster, now }).is_some();
+                tracing::debug!(
+                    "shared roster of {jid:?}: a sync is running; this roster is next{}",
+                    if replaced {
+                        " (replacing an older one)"
+                    } else {
+                        ""
+                    }
+                );
+                return tokio::spawn(std::future::ready(Ok(SyncReport {
+                    queued: true,
+                    ..SyncReport::default()
+                })));
+            }
+            slots.insert(jid.clone(), None);
+        }
+        self.run_slot(jid, user, domain, roster, now)
+    }
+
+    /// Runs the sync of `jid`, then the roster left in its slot meanwhile,
+    /// if any (in a task of its own), or frees the slot.
+    fn run_slot(
+        self: &Arc<Self>,
+        jid: String,
+        user: String,
+        domain: String,
+        roster: Roster,
+        now: i64,
+    ) -> JoinHandle<Result<SyncReport, RosterError>> {
         let this = Arc::clone(self);
         tokio::spawn(async move {
-            let jid = format!("{user}@{domain}");
             let result = this.sync(&user, &domain, &roster, now).await;
             crate::metrics::roster_sync(&result);
-            match &result {
-                Ok(r) if r.unchanged => {
-                    tracing::debug!("shared roster of {jid:?}: unchanged");
+            drop(roster);
+            log_outcome(&jid, &result);
+            let next = {
+                let mut slots = this.slots.lock().unwrap_or_else(|e| e.into_inner());
+                match slots.get_mut(&jid).and_then(Option::take) {
+                    Some(next) => Some(next),
+                    None => {
+                        slots.remove(&jid);
+                        None
+                    }
                 }
-                Ok(r) if r.failures.is_empty() => {
-                    tracing::info!(
-                        "shared roster of {jid:?}: {} ejabberdctl calls",
-                        r.calls.len()
-                    );
-                }
-                Ok(r) => tracing::warn!(
-                    "shared roster of {jid:?}: {} of {} ejabberdctl calls failed; \
-                     pending until a later login: {}",
-                    r.failures.len(),
-                    r.calls.len(),
-                    r.pending().join("; ")
-                ),
-                Err(e) => tracing::error!(
-                    "shared roster of {jid:?}: {e}; the whole sync is pending until a later login"
-                ),
+            };
+            if let Some(next) = next {
+                drop(this.run_slot(jid, user, domain, next.roster, next.now));
             }
             result
         })
@@ -604,6 +656,31 @@ where
         .await
         .map_err(|_| RosterError::Aborted)?
         .map_err(RosterError::Store)
+}
+
+/// Logs how a sync of `jid` ended.
+fn log_outcome(jid: &str, result: &Result<SyncReport, RosterError>) {
+    match result {
+        Ok(r) if r.unchanged => {
+            tracing::debug!("shared roster of {jid:?}: unchanged");
+        }
+        Ok(r) if r.failures.is_empty() => {
+            tracing::info!(
+                "shared roster of {jid:?}: {} ejabberdctl calls",
+                r.calls.len()
+            );
+        }
+        Ok(r) => tracing::warn!(
+            "shared roster of {jid:?}: {} of {} ejabberdctl calls failed; \
+             pending until a later login: {}",
+            r.failures.len(),
+            r.calls.len(),
+            r.pending().join("; ")
+        ),
+        Err(e) => tracing::error!(
+            "shared roster of {jid:?}: {e}; the whole sync is pending until a later login"
+        ),
+    }
 }
 
 /// Waits for a sync started by [`RosterSync::spawn_after_login`] at most
@@ -1148,5 +1225,78 @@ mod tests {
                 .unchanged
         );
         assert!(ctl.take().is_empty(), "done for this process");
+    }
+
+    /// A hung ejabberdctl (a real script, run through [`CommandCtl`]) and
+    /// many logins of one user: one sync runs, one roster waits (the
+    /// latest), nothing else piles up; once ejabberdctl answers, the first
+    /// roster and then the last one are applied, none in between.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn syncs_of_one_jid_coalesce_while_ejabberdctl_hangs() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let calls = dir.path().join("calls");
+        let go = dir.path().join("go");
+        let script = dir.path().join("ejabberdctl");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\necho \"$*\" >> {calls}\nwhile [ ! -e {go} ]; do sleep 0.02; done\n",
+                calls = calls.display(),
+                go = go.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let ctl = Arc::new(CommandCtl::new(&script));
+        let sync = Arc::new(RosterSync::new(ctl, memory_store()));
+        let named =
+            |i: usize| roster(json!({"alice": {"name": format!("Alice {i}"), "groups": []}}));
+
+        let first = sync.spawn_after_login("alice".into(), "example.org".into(), named(1), 10);
+        // The first ejabberdctl call has started and hangs.
+        let started = async {
+            while std::fs::read_to_string(&calls).map_or(true, |c| !c.ends_with('\n')) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), started)
+            .await
+            .expect("ejabberdctl started");
+        let n = 50;
+        for i in 2..=n {
+            let handle = sync.spawn_after_login("alice".into(), "example.org".into(), named(i), 10);
+            let report = handle.await.unwrap().unwrap();
+            assert!(report.queued, "login {i} waits in the slot");
+            assert_eq!(sync.queue_len(), (1, 1), "one running, one waiting");
+        }
+        // Still the one ejabberdctl run: no sync task ran behind it.
+        assert_eq!(std::fs::read_to_string(&calls).unwrap().lines().count(), 1);
+
+        std::fs::write(&go, b"").unwrap();
+        let report = tokio::time::timeout(Duration::from_secs(20), first)
+            .await
+            .expect("first sync ends")
+            .unwrap()
+            .unwrap();
+        assert!(!report.queued);
+        let drained = async {
+            while sync.queue_len() != (0, 0) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(20), drained)
+            .await
+            .expect("the waiting roster is synchronised");
+        let ran = std::fs::read_to_string(&calls).unwrap();
+        let vcards: Vec<&str> = ran.lines().filter(|l| l.starts_with("set_vcard")).collect();
+        assert_eq!(
+            vcards,
+            [
+                "set_vcard alice example.org FN Alice 1",
+                &format!("set_vcard alice example.org FN Alice {n}")
+            ],
+            "{ran}"
+        );
     }
 }

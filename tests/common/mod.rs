@@ -585,6 +585,21 @@ impl Served {
         logs_in(self.log_dir.path())
     }
 
+    /// The logs once they contain `needle` (log lines are written by a
+    /// background thread, so an answer may arrive before its line); after
+    /// 10 s, whatever is there.
+    pub fn logs_with(&self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let logs = self.logs();
+            if logs.contains(needle) || std::time::Instant::now() > deadline {
+                return logs;
+            }
+            std::thread::yield_now();
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Runs xcauth (made by [`Served::command`] for `url`, plus `extra`)
     /// socket-activated the way systemd does it: `fds` (one to three
     /// listening sockets the caller has bound) become descriptors 3.. named
