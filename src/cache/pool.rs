@@ -50,8 +50,13 @@ pub const MAX_WORKERS: usize = 64;
 /// first check ends is already seen as one.
 const ASSUMED_NANOS_PER_UNIT: u64 = 60_000;
 
-/// How much the measured cost per unit follows the latest job: 1/8.
-const MEASURE_WEIGHT: u64 = 8;
+/// The cost at which a pool that calibrates ([`Limits::calibrate`]) times
+/// one hash when it starts (a few milliseconds), so that the first crowd
+/// is judged by this machine's speed and load rather than the assumption.
+const CALIBRATION_COST: u32 = 6;
+
+/// How much the measured cost per unit follows the latest job: 1/4.
+const MEASURE_WEIGHT: u64 = 4;
 
 /// Which queue a job waits in; [`Priority::Answer`] jobs always start
 /// first.
@@ -117,6 +122,9 @@ pub struct Limits {
     pub background_start_within: Duration,
     /// See [`SATURATED_AFTER`].
     pub saturated_after: Duration,
+    /// Time one small hash when the pool starts, instead of assuming a
+    /// cost until the first job is measured.
+    pub calibrate: bool,
 }
 
 impl Default for Limits {
@@ -126,6 +134,7 @@ impl Default for Limits {
             background_queue: BACKGROUND_QUEUE,
             background_start_within: BACKGROUND_START_WITHIN,
             saturated_after: SATURATED_AFTER,
+            calibrate: true,
         }
     }
 }
@@ -154,6 +163,8 @@ struct Inner {
     queued_background: AtomicUsize,
     /// Units of the queued answer-path jobs (what a new one waits for).
     queued_answer_units: AtomicU64,
+    /// Units of the jobs running now (a new job may wait for them too).
+    running_units: AtomicU64,
     running: AtomicUsize,
     started: AtomicU64,
     total_wait_nanos: AtomicU64,
@@ -216,6 +227,7 @@ impl BcryptPool {
             queued_answer: AtomicUsize::new(0),
             queued_background: AtomicUsize::new(0),
             queued_answer_units: AtomicU64::new(0),
+            running_units: AtomicU64::new(0),
             running: AtomicUsize::new(0),
             started: AtomicU64::new(0),
             total_wait_nanos: AtomicU64::new(0),
@@ -228,9 +240,15 @@ impl BcryptPool {
         });
         for i in 0..workers {
             let inner = Arc::clone(&inner);
+            let calibrate = i == 0 && limits.calibrate;
             let spawned = std::thread::Builder::new()
                 .name(format!("xcauth-bcrypt-{i}"))
-                .spawn(move || inner.work());
+                .spawn(move || {
+                    if calibrate {
+                        inner.calibrate();
+                    }
+                    inner.work()
+                });
             if let Err(e) = spawned {
                 // The threads already started do the work; with none at
                 // all, every job ends as `Lost` (the login fails closed).
@@ -294,11 +312,14 @@ impl BcryptPool {
     }
 
     /// How long an answer-path check queued now would wait for a worker:
-    /// the queued answer-path work times the measured cost of a unit, over
-    /// the workers.
+    /// the queued answer-path work and the work running now, times the
+    /// measured cost of a unit, over the workers.
     pub fn estimated_wait(&self) -> Duration {
         let inner = &self.inner;
-        let units = inner.queued_answer_units.load(Ordering::Relaxed);
+        let units = inner
+            .queued_answer_units
+            .load(Ordering::Relaxed)
+            .saturating_add(inner.running_units.load(Ordering::Relaxed));
         let per_unit = inner.nanos_per_unit.load(Ordering::Relaxed);
         let nanos = units.saturating_mul(per_unit) / inner.workers as u64;
         Duration::from_nanos(nanos)
@@ -433,13 +454,25 @@ impl Inner {
             self.max_wait_nanos.fetch_max(waited, Ordering::Relaxed);
             self.started.fetch_add(1, Ordering::Relaxed);
             self.running.fetch_add(1, Ordering::Relaxed);
+            self.running_units.fetch_add(job.units, Ordering::Relaxed);
             let began = Instant::now();
             // A panicking job loses its answer (the caller sees `Lost`),
             // not the thread.
             let _ = catch_unwind(AssertUnwindSafe(job.work));
             let took = saturating_nanos(began.elapsed());
             self.running.fetch_sub(1, Ordering::Relaxed);
+            self.running_units.fetch_sub(job.units, Ordering::Relaxed);
             self.measure(took, job.units);
+        }
+    }
+
+    /// Times one hash at [`CALIBRATION_COST`] as the first measurement.
+    fn calibrate(&self) {
+        let began = Instant::now();
+        if bcrypt::hash("calibration", CALIBRATION_COST).is_ok() {
+            let per_unit = saturating_nanos(began.elapsed()) / units(CALIBRATION_COST);
+            self.nanos_per_unit
+                .store(per_unit.max(1), Ordering::Relaxed);
         }
     }
 
@@ -489,8 +522,15 @@ mod tests {
         (release, handle)
     }
 
+    /// One worker, judging by the assumed cost (no calibration run).
     fn one_worker(limits: Limits) -> Arc<BcryptPool> {
-        Arc::new(BcryptPool::new(1, limits))
+        Arc::new(BcryptPool::new(
+            1,
+            Limits {
+                calibrate: false,
+                ..limits
+            },
+        ))
     }
 
     /// Waits (without sleeping) until `n` jobs are queued in total.
@@ -609,7 +649,8 @@ mod tests {
         let (release, blocker) = block(&pool);
         assert!(!pool.saturated());
         // Before anything was measured, a cost-12 check counts about a
-        // quarter of a second: four queued are below the bound, five above.
+        // quarter of a second: four queued are below the bound, five above
+        // (the blocker running counts nothing).
         let mut waiting = Vec::new();
         for n in 1..=5 {
             let pool2 = Arc::clone(&pool);
@@ -635,6 +676,39 @@ mod tests {
         let stats = pool.stats();
         assert_eq!(stats.started, 7);
         assert!(stats.max_wait > Duration::ZERO && stats.total_wait >= stats.max_wait);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn running_work_counts_towards_the_wait() {
+        let pool = one_worker(Limits::default());
+        let (release, hold) = mpsc::channel::<()>();
+        let (started, running) = mpsc::channel::<()>();
+        let pool2 = Arc::clone(&pool);
+        let job = tokio::spawn(async move {
+            pool2
+                .run(Priority::Background, units(12) * 5, move || {
+                    let _ = started.send(());
+                    let _ = hold.recv();
+                })
+                .await
+        });
+        running.recv().unwrap();
+        assert_eq!(pool.stats().running, 1);
+        assert!(pool.saturated(), "{:?}", pool.stats());
+        release.send(()).unwrap();
+        assert_eq!(job.await.unwrap(), Ok(()));
+        assert_eq!(pool.stats().running, 0);
+    }
+
+    #[tokio::test]
+    async fn calibration_replaces_the_assumed_cost() {
+        let pool = BcryptPool::new(1, Limits::default());
+        // The calibration runs before the first job.
+        assert_eq!(pool.run(Priority::Answer, 0, || ()).await, Ok(()));
+        assert_ne!(
+            pool.inner.nanos_per_unit.load(Ordering::Relaxed),
+            ASSUMED_NANOS_PER_UNIT
+        );
     }
 
     #[tokio::test]
