@@ -702,10 +702,18 @@ impl Standin {
     }
 
     fn stop(self) {
-        let mut child = self.child.into_inner();
-        if let Err(e) = terminate(&mut child) {
+        if let Err(e) = terminate(&mut self.child.borrow_mut()) {
             eprintln!("warning: stopping the stand-in: {e}");
         }
+    }
+}
+
+/// A stand-in left running by an error is killed.
+impl Drop for Standin {
+    fn drop(&mut self) {
+        let child = self.child.get_mut();
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
 
@@ -1412,6 +1420,14 @@ impl Listening {
     }
 }
 
+/// An xcauth left running by an error is killed.
+impl Drop for Listening {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Where the socket modes connect, and the xcauth they started, if any.
 fn socket_target(ctx: &Ctx) -> Result<(String, Option<Listening>)> {
     match &ctx.args.connect {
@@ -1889,10 +1905,19 @@ fn run_storm(args: &Args) -> Result<()> {
         .log_dir
         .clone()
         .unwrap_or_else(|| dir.path().to_owned());
+    // Every user on a connection of its own, all served at once.
+    let connections = (n + 16).to_string();
     let listening = Listening::spawn_in(
         &ctx,
         dir,
-        &["--cache-storage", "db", "--cache-bcrypt-rounds", "12"],
+        &[
+            "--cache-storage",
+            "db",
+            "--cache-bcrypt-rounds",
+            "12",
+            "--max-connections",
+            &connections,
+        ],
     )?;
     let before = match &standin {
         Some(s) => s.requests(&http)?,
