@@ -13,8 +13,8 @@ use tracing::{debug, error, info, warn};
 
 use tokio_util::task::TaskTracker;
 
-use crate::backend::{BackendError, Cause, Roster, Verdict};
-use crate::cache::Cache;
+use crate::backend::{Backend, BackendError, Cause, Roster, Verdict};
+use crate::cache::{Cache, Found};
 use crate::clock::Clock;
 use crate::guard::{self, Guard, Verdict as GuardVerdict};
 use crate::metrics::{self, CacheLookup};
@@ -72,6 +72,10 @@ pub struct Verifier {
     flights: Mutex<HashMap<[u8; 32], Arc<OnceCell<AuthOutcome>>>>,
     /// Logins the back end accepted while their cache write is pending.
     recent: Mutex<HashMap<[u8; 32], i64>>,
+    /// When each back end (by address) last failed to answer a login; a
+    /// back end that did so within [`OUTAGE_HOLD`] counts as down, and a
+    /// saturated bcrypt pool is then waited for rather than bypassed.
+    unreachable_at: Mutex<HashMap<usize, i64>>,
     /// Key of the digests above (random per process, never stored).
     digest_key: [u8; 32],
     /// Cache writes and roster syncs that outlive the request.
@@ -90,6 +94,7 @@ impl Verifier {
             guard: None,
             flights: Mutex::new(HashMap::new()),
             recent: Mutex::new(HashMap::new()),
+            unreachable_at: Mutex::new(HashMap::new()),
             digest_key: random_key(),
             background: TaskTracker::new(),
         }
@@ -99,6 +104,12 @@ impl Verifier {
     pub fn with_cache(mut self, cache: Arc<Cache>) -> Self {
         self.cache = Some(cache);
         self
+    }
+
+    /// The password cache, if any (its bcrypt pool's statistics are for
+    /// monitoring).
+    pub fn cache(&self) -> Option<&Arc<Cache>> {
+        self.cache.as_ref()
     }
 
     /// Adds the failure guard.
@@ -255,16 +266,38 @@ impl Verifier {
         let cache = self.cache.as_ref().filter(|_| Cache::cacheable(password));
         // The credentials of the JID, with what this login learnt about
         // each: only fresh ones are checked before the back end is asked.
+        // While the bcrypt pool is saturated and the back end answers, a
+        // credential the memo does not know is left unchecked and the back
+        // end asked instead: a login waits for its answer, not for a queue
+        // of other users' bcrypt checks. In an outage the cache is the only
+        // source, so then the login waits.
         let mut cached = None;
         if let Some(cache) = cache {
             let mut creds = cache.credentials(&jid).await;
             if !creds.is_empty() {
                 let fresh = |e: &crate::cache::Entry| cache.fresh(e, now);
-                if let Some(entry) = cache.find(&jid, &mut creds, password, fresh).await {
-                    debug!("auth {jid}: cache hit");
-                    metrics::cache_lookup(CacheLookup::Hit);
-                    cache.touch(&jid, &entry, now).await;
-                    return AuthOutcome::Cache;
+                let found = if self.backend_down(&settings.backend, now) {
+                    match cache.find(&jid, &mut creds, password, fresh).await {
+                        Some(entry) => Found::Hit(entry),
+                        None => Found::Miss,
+                    }
+                } else {
+                    cache
+                        .find_unless_saturated(&jid, &mut creds, password, fresh)
+                        .await
+                };
+                match found {
+                    Found::Hit(entry) => {
+                        debug!("auth {jid}: cache hit");
+                        metrics::cache_lookup(CacheLookup::Hit);
+                        cache.touch(&jid, &entry, now).await;
+                        return AuthOutcome::Cache;
+                    }
+                    Found::Saturated => {
+                        cache.pool().note_bypass();
+                        debug!("auth {jid}: bcrypt pool saturated; asking the back end instead");
+                    }
+                    Found::Miss => {}
                 }
             }
             metrics::cache_lookup(CacheLookup::Miss);
@@ -313,6 +346,7 @@ impl Verifier {
         }
 
         let answer = settings.backend.auth(user, password).await;
+        self.note_reachability(&settings.backend, &answer, now);
         match answer {
             Ok(Verdict::Accepted) => {
                 debug!("auth {jid}: accepted by back end");
@@ -392,6 +426,41 @@ impl Verifier {
         mac.update(&[0]);
         mac.update(password.expose().as_bytes());
         mac.finalize().into_bytes().into()
+    }
+
+    /// True when `backend` failed to answer a login within [`OUTAGE_HOLD`]
+    /// and has not answered one since.
+    fn backend_down(&self, backend: &Arc<dyn Backend>, now: i64) -> bool {
+        lock(&self.unreachable_at)
+            .get(&backend_id(backend))
+            .is_some_and(|at| (0..OUTAGE_HOLD).contains(&(now - at)))
+    }
+
+    /// Records whether `backend` answered a login.
+    fn note_reachability(
+        &self,
+        backend: &Arc<dyn Backend>,
+        answer: &Result<Verdict, BackendError>,
+        now: i64,
+    ) {
+        let id = backend_id(backend);
+        let mut down = lock(&self.unreachable_at);
+        match answer {
+            Err(e) if e.falls_back_to_cache() => {
+                if down.len() >= MAX_BACKENDS_TRACKED && !down.contains_key(&id) {
+                    down.retain(|_, at| now - *at < OUTAGE_HOLD);
+                    if down.len() >= MAX_BACKENDS_TRACKED {
+                        // Not tracked: this back end is treated as up,
+                        // which only costs a bypassed login a timeout.
+                        return;
+                    }
+                }
+                down.insert(id, now);
+            }
+            _ => {
+                down.remove(&id);
+            }
+        }
     }
 
     /// Remembers a back-end success until the cache write is surely done.
@@ -565,6 +634,18 @@ impl Verifier {
 const RECENT_FOR: i64 = 60;
 /// Logins remembered that way at most.
 const MAX_RECENT: usize = 10_000;
+
+/// A back end that failed to answer a login counts as down for this long
+/// (seconds) unless it answers one meanwhile: the bcrypt pool is then
+/// waited for, not bypassed.
+const OUTAGE_HOLD: i64 = 30;
+/// Back ends whose outages are tracked at most (one per domain at worst).
+const MAX_BACKENDS_TRACKED: usize = 1024;
+
+/// Identifies a back end by the address of its shared state.
+fn backend_id(backend: &Arc<dyn Backend>) -> usize {
+    Arc::as_ptr(backend) as *const () as usize
+}
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
@@ -909,6 +990,154 @@ mod tests {
             Reply::Yes
         );
         assert_eq!(backend.calls(), 2, "asked the back end both times");
+    }
+
+    /// The bcrypt pool held busy: one worker blocked, and enough cost-12
+    /// checks queued behind it that a new one would wait over a second.
+    mod saturated {
+        use super::*;
+        use crate::cache::pool::{units, BcryptPool, Limits, Priority};
+        use crate::cache::{CacheStorage, MemoryStorage, Ttls};
+        use std::sync::mpsc;
+
+        pub(super) struct Busy {
+            pub pool: Arc<BcryptPool>,
+            release: mpsc::Sender<()>,
+            queued: Vec<tokio::task::JoinHandle<()>>,
+        }
+
+        pub(super) async fn busy_pool() -> Busy {
+            let pool = Arc::new(BcryptPool::new(1, Limits::default()));
+            let (release, hold) = mpsc::channel::<()>();
+            let (started, running) = mpsc::channel::<()>();
+            let mut queued = Vec::new();
+            let p = Arc::clone(&pool);
+            queued.push(tokio::spawn(async move {
+                let _ = p
+                    .run(Priority::Answer, 0, move || {
+                        let _ = started.send(());
+                        let _ = hold.recv();
+                    })
+                    .await;
+            }));
+            running.recv().expect("the blocker runs");
+            while !pool.saturated() {
+                let p = Arc::clone(&pool);
+                let before = pool.stats().queued_answer;
+                queued.push(tokio::spawn(async move {
+                    let _ = p.run(Priority::Answer, units(12), || ()).await;
+                }));
+                while pool.stats().queued_answer == before {
+                    tokio::task::yield_now().await;
+                }
+            }
+            Busy {
+                pool,
+                release,
+                queued,
+            }
+        }
+
+        impl Busy {
+            pub async fn release(self) {
+                self.release.send(()).unwrap();
+                for job in self.queued {
+                    job.await.unwrap();
+                }
+            }
+        }
+
+        /// A verifier whose cache holds `pw` for user3@domain3 (cost 4),
+        /// verified at 1000, with the memo cold (as after a restart).
+        pub(super) fn cold(backend: Arc<Scripted>, pool: &Arc<BcryptPool>) -> Arc<Verifier> {
+            let storage = Arc::new(MemoryStorage::default());
+            let hash = bcrypt::hash("pw", 4).unwrap();
+            storage.store("user3@domain3", &hash, None, 1000).unwrap();
+            let cache = Cache::new(
+                storage,
+                Ttls {
+                    query: 3600,
+                    verification: 86400,
+                    unreachable: 7 * 86400,
+                },
+                4,
+            )
+            .with_pool(Arc::clone(pool));
+            let domains = Arc::new(Fixed(DomainSettings {
+                backend,
+                token_key: None,
+            }));
+            let clock = Arc::new(FixedClock::new(1010));
+            Arc::new(Verifier::new(clock, domains).with_cache(Arc::new(cache)))
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_saturated_pool_is_bypassed_while_the_back_end_answers() {
+        let busy = saturated::busy_pool().await;
+        let backend = Arc::new(Scripted::new(vec![Ok(Answer::Accepted)]));
+        let v = saturated::cold(backend.clone(), &busy.pool);
+        let queued = busy.pool.stats().queued_answer;
+        // Fresh entry, cold memo, pool saturated: the back end answers at
+        // once instead of a check queued behind the others.
+        assert_eq!(
+            v.auth("user3", "domain3", &Secret::new("pw")).await,
+            AuthOutcome::Backend
+        );
+        assert_eq!(backend.calls(), 1);
+        let stats = busy.pool.stats();
+        assert_eq!(stats.bypasses, 1);
+        assert_eq!(stats.queued_answer, queued, "no check was queued");
+        busy.release().await;
+        v.settle().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_saturated_pool_is_waited_for_while_the_back_end_is_down() {
+        let busy = saturated::busy_pool().await;
+        let backend = Arc::new(Scripted::new(vec![Err(timeout())]));
+        let v = saturated::cold(backend.clone(), &busy.pool);
+        // Another user's login finds the back end down.
+        assert!(matches!(
+            v.auth("other", "domain3", &Secret::new("x")).await,
+            AuthOutcome::Unreachable(_)
+        ));
+        assert_eq!(backend.calls(), 1);
+        let queued = busy.pool.stats().queued_answer;
+        let login = {
+            let v = Arc::clone(&v);
+            tokio::spawn(async move { v.auth("user3", "domain3", &Secret::new("pw")).await })
+        };
+        // The login's check joins the queue; the back end is not asked.
+        while busy.pool.stats().queued_answer == queued {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(backend.calls(), 1);
+        busy.release().await;
+        assert_eq!(login.await.unwrap(), AuthOutcome::Cache);
+        assert_eq!(backend.calls(), 1);
+        assert_eq!(v.cache().unwrap().pool().stats().bypasses, 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_bypassed_login_still_falls_back_to_the_cache_when_the_back_end_fails() {
+        let busy = saturated::busy_pool().await;
+        let backend = Arc::new(Scripted::new(vec![Err(timeout())]));
+        let v = saturated::cold(backend.clone(), &busy.pool);
+        let login = {
+            let v = Arc::clone(&v);
+            tokio::spawn(async move { v.auth("user3", "domain3", &Secret::new("pw")).await })
+        };
+        // Bypassed, asked, unreachable: the login now waits for the pool.
+        while backend.calls() == 0 || busy.pool.stats().bypasses == 0 {
+            tokio::task::yield_now().await;
+        }
+        busy.release().await;
+        assert!(matches!(
+            login.await.unwrap(),
+            AuthOutcome::CacheWhileUnreachable(_)
+        ));
+        assert_eq!(backend.calls(), 1);
     }
 
     #[tokio::test]

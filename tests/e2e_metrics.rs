@@ -359,6 +359,21 @@ fn stats_sums_two_stdin_processes_sharing_one_database() {
     );
     assert!(prom.contains(&format!("{success} 1\n")), "{prom}");
     assert!(prom.contains(&format!("{ejabberd_success} 1\n")), "{prom}");
+    // The bcrypt pool's numbers: the first helper hashed alice's password
+    // for the cache (a write), the second checked it during the outage (a
+    // login check); neither dropped a write.
+    for priority in ["write", "login"] {
+        let count = format!("xcauth_bcrypt_wait_seconds_count{{priority=\"{priority}\"}} ");
+        let seen = prom
+            .lines()
+            .find_map(|l| l.strip_prefix(count.as_str()))
+            .and_then(|v| v.parse::<f64>().ok());
+        assert!(seen.is_some_and(|n| n >= 1.0), "{priority}: {prom}");
+    }
+    assert!(
+        prom.contains("xcauth_bcrypt_dropped_writes_total 0\n"),
+        "{prom}"
+    );
 
     ejabberd.finish();
     // Two gone, none live; one folded row holds them.

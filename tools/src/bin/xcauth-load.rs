@@ -23,6 +23,16 @@
 //!
 //! `--standin PATH` starts the stand-in Nextcloud (`xcauth-standin`) itself,
 //! with `--users` and the `--secret`, and stops it at the end.
+//!
+//! `--style storm` is the login storm after a restart: `--storm-users`
+//! distinct users (2 000 by default), each with a fresh entry in the db
+//! cache at bcrypt cost 12 (one hash shared by all, so seeding is quick; the
+//! memo is per user, so it is cold for every one of them), log in at once,
+//! each on its own connection, to a freshly started xcauth. With
+//! `--storm-backend up` the stand-in answers; with `down` it is stopped
+//! before xcauth starts (connections refused). Reported: the time until
+//! every login is answered, each login's wait, xcauth's peak RSS and the
+//! back-end requests.
 #![forbid(unsafe_code)]
 
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
@@ -61,6 +71,17 @@ enum Style {
     /// total (background work such as roster sync included; needs
     /// --standin).
     Counted,
+    /// The login storm after a restart (see --storm-users; needs --standin).
+    Storm,
+}
+
+/// Whether the back end answers during `--style storm`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum StormBackend {
+    /// The stand-in answers.
+    Up,
+    /// The stand-in is stopped before xcauth starts: connections refused.
+    Down,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -210,6 +231,12 @@ struct Args {
     /// depending on where the scheduler happens to place the processes.
     #[arg(long, value_name = "LIST")]
     child_cpus: Option<String>,
+    /// Storm: how many distinct users log in at once.
+    #[arg(long, default_value_t = 2000)]
+    storm_users: usize,
+    /// Storm: whether the stand-in answers (`up`) or is stopped (`down`).
+    #[arg(long, value_enum, default_value = "up")]
+    storm_backend: StormBackend,
     /// Hidden: act as the trivial responder for PROTO on stdin/stdout.
     #[arg(long, value_enum, hide = true, value_name = "PROTO")]
     echo: Option<Proto>,
@@ -240,11 +267,14 @@ fn main() -> Result<()> {
     if let Some(proto) = args.echo {
         return echo(proto);
     }
+    if args.style == Style::Storm {
+        return run_storm(&args);
+    }
     if args.kind == Kind::Cached && args.standin.is_none() {
         bail!("--kind cached needs --standin PATH (the tool checks that no login reaches the back end)");
     }
     let standin = match &args.standin {
-        Some(path) => Some(Standin::start(&args, path)?),
+        Some(path) => Some(Standin::start(&args, path, &args.users)?),
         None => None,
     };
     let url = standin
@@ -277,6 +307,7 @@ fn main() -> Result<()> {
             Style::Pingpong => run_pingpong(&ctx),
             Style::Startup => run_startup(&ctx),
             Style::Counted => run_counted(&ctx),
+            Style::Storm => unreachable!("handled before"),
         }
     };
     if let Some(standin) = standin {
@@ -615,13 +646,13 @@ struct Standin {
 }
 
 impl Standin {
-    fn start(args: &Args, path: &Path) -> Result<Standin> {
+    fn start(args: &Args, path: &Path, users: &Path) -> Result<Standin> {
         let dir = tempfile::tempdir()?;
         let secret_file = dir.path().join("secret");
         std::fs::write(&secret_file, &args.secret)?;
         let mut child = child_command(args, path)
             .arg("--users")
-            .arg(&args.users)
+            .arg(users)
             .arg("--secret-file")
             .arg(&secret_file)
             .arg("--listen")
@@ -671,10 +702,18 @@ impl Standin {
     }
 
     fn stop(self) {
-        let mut child = self.child.into_inner();
-        if let Err(e) = terminate(&mut child) {
+        if let Err(e) = terminate(&mut self.child.borrow_mut()) {
             eprintln!("warning: stopping the stand-in: {e}");
         }
+    }
+}
+
+/// A stand-in left running by an error is killed.
+impl Drop for Standin {
+    fn drop(&mut self) {
+        let child = self.child.get_mut();
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
 
@@ -1333,12 +1372,18 @@ struct Listening {
 
 impl Listening {
     fn spawn(ctx: &Ctx) -> Result<Listening> {
+        Listening::spawn_in(ctx, tempfile::tempdir()?, &[])
+    }
+
+    /// xcauth in `dir` (its database is `dir/xcauth.sqlite3`), with
+    /// `extra` arguments.
+    fn spawn_in(ctx: &Ctx, dir: tempfile::TempDir, extra: &[&str]) -> Result<Listening> {
         // Ask the kernel for a free port, then hand it to xcauth.
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let addr = format!("127.0.0.1:{port}");
-        let dir = tempfile::tempdir()?;
         let mut cmd = xcauth_command(ctx, dir.path())?;
         let child = cmd
+            .args(extra)
             .arg("--listen")
             .arg(format!("{}={addr}", name(ctx.args.protocol)))
             .args(["--shutdown-timeout", "2s"])
@@ -1372,6 +1417,14 @@ impl Listening {
             bail!("xcauth exited with {status}");
         }
         Ok(())
+    }
+}
+
+/// An xcauth left running by an error is killed.
+impl Drop for Listening {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -1769,4 +1822,207 @@ fn run_counted(ctx: &Ctx) -> Result<()> {
         );
     }
     finish_all(vec![xcauth])
+}
+
+// ---------------------------------------------------------------------------
+// The login storm after a restart
+// ---------------------------------------------------------------------------
+
+/// The password of every storm user.
+const STORM_PASSWORD: &str = "storm-pw";
+
+/// How long one storm login may take before the run counts it as lost.
+const STORM_ANSWER_WITHIN: Duration = Duration::from_secs(1800);
+
+fn storm_user(i: usize) -> String {
+    format!("storm{i:05}")
+}
+
+/// One storm login: its wait (send to answer), when it was answered, and
+/// whether it succeeded.
+struct StormLogin {
+    wait: Duration,
+    answered: Instant,
+    ok: bool,
+}
+
+fn run_storm(args: &Args) -> Result<()> {
+    if args.protocol != Proto::Generic {
+        bail!("--style storm speaks the generic protocol (--protocol generic)");
+    }
+    let path = args
+        .standin
+        .as_ref()
+        .context("--style storm needs --standin PATH")?;
+    let n = args.storm_users.max(1);
+    let tables = tempfile::tempdir()?;
+    let users = tables.path().join("users.txt");
+    let table: String = (0..n)
+        .map(|i| format!("{}\t{STORM_PASSWORD}\n", storm_user(i)))
+        .collect();
+    std::fs::write(&users, table)?;
+    let standin = Standin::start(args, path, &users)?;
+    let url = match args.backend {
+        Api::Jsxc => standin.api_url.clone(),
+        Api::Nextcloud => standin.base.clone(),
+    };
+    let http = Http::new()?;
+    let standin = match args.storm_backend {
+        StormBackend::Up => Some(standin),
+        StormBackend::Down => {
+            // Its port stays closed: every request is refused.
+            standin.stop();
+            None
+        }
+    };
+
+    // The db cache of a server that ran before: every user verified just
+    // now, at cost 12, one hash for all.
+    let dir = tempfile::tempdir()?;
+    let t0 = Instant::now();
+    let hash = bcrypt::hash(STORM_PASSWORD, 12)?;
+    {
+        let store = xcauth::store::Store::open(&dir.path().join("xcauth.sqlite3"))?;
+        let now = i64::try_from(now_unix()).unwrap_or(i64::MAX);
+        for i in 0..n {
+            let jid = format!("{}@{}", storm_user(i), args.domain);
+            store.credential_store(&jid, &hash, None, now, xcauth::cache::MAX_CREDENTIALS)?;
+        }
+    }
+    println!(
+        "storm: {n} users cached (db, bcrypt cost 12, one shared hash) in {:.1} s; back end {}",
+        t0.elapsed().as_secs_f64(),
+        name(args.storm_backend)
+    );
+
+    let ctx = Ctx {
+        args,
+        url,
+        requests: Arc::new(Vec::new()),
+        standin: standin.as_ref(),
+    };
+    let log_dir = args
+        .log_dir
+        .clone()
+        .unwrap_or_else(|| dir.path().to_owned());
+    // Every user on a connection of its own, all served at once.
+    let connections = (n + 16).to_string();
+    let listening = Listening::spawn_in(
+        &ctx,
+        dir,
+        &[
+            "--cache-storage",
+            "db",
+            "--cache-bcrypt-rounds",
+            "12",
+            "--max-connections",
+            &connections,
+        ],
+    )?;
+    let before = match &standin {
+        Some(s) => s.requests(&http)?,
+        None => 0,
+    };
+
+    // Every connection first, then every login at once.
+    let mut streams = Vec::with_capacity(n);
+    for _ in 0..n {
+        let stream = TcpStream::connect(&listening.addr).context("connecting to xcauth")?;
+        stream.set_read_timeout(Some(STORM_ANSWER_WITHIN))?;
+        stream.set_nodelay(true)?;
+        streams.push(stream);
+    }
+    let barrier = Arc::new(Barrier::new(n + 1));
+    let mut threads = Vec::with_capacity(n);
+    for (i, mut stream) in streams.into_iter().enumerate() {
+        let barrier = Arc::clone(&barrier);
+        let request = format!("auth:{}:{}:{STORM_PASSWORD}\n", storm_user(i), args.domain);
+        let thread = std::thread::Builder::new().stack_size(64 * 1024).spawn(
+            move || -> Result<StormLogin> {
+                let mut reader = BufReader::new(stream.try_clone()?);
+                barrier.wait();
+                let sent = Instant::now();
+                stream.write_all(request.as_bytes())?;
+                let ok = answer(Proto::Generic, &mut reader)?;
+                let answered = Instant::now();
+                Ok(StormLogin {
+                    wait: answered - sent,
+                    answered,
+                    ok,
+                })
+            },
+        )?;
+        threads.push(thread);
+    }
+    barrier.wait();
+    let start = Instant::now();
+    let mut logins = Vec::with_capacity(n);
+    let mut lost = 0;
+    for thread in threads {
+        match thread.join() {
+            Ok(Ok(login)) => logins.push(login),
+            Ok(Err(e)) => {
+                lost += 1;
+                if lost == 1 {
+                    eprintln!("storm: a login got no answer: {e:#}");
+                }
+            }
+            Err(_) => lost += 1,
+        }
+    }
+    let all_answered = logins
+        .iter()
+        .map(|l| l.answered.saturating_duration_since(start))
+        .max()
+        .unwrap_or_default();
+    let backend = match &standin {
+        Some(s) => Some(s.requests(&http)? - before),
+        None => None,
+    };
+    let rss = proc_status_kib(listening.child.id(), "VmHWM:");
+    let ok = logins.iter().filter(|l| l.ok).count();
+    let within_1s = logins
+        .iter()
+        .filter(|l| l.wait <= Duration::from_secs(1))
+        .count();
+    let waits = Summary::of(logins.iter().map(|l| l.wait).collect());
+    // Logins that asked the back end during the outage and were then
+    // served from the cache say so in the log.
+    let log = std::fs::read_to_string(log_dir.join("xcauth.log")).unwrap_or_default();
+    let fell_back = log
+        .lines()
+        .filter(|l| l.contains("accepted from cache"))
+        .count();
+    listening.stop()?;
+    if let Some(s) = standin {
+        s.stop();
+    }
+
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "storm ({} back end): {n} logins, {ok} accepted, {} refused, {lost} unanswered",
+        name(args.storm_backend),
+        logins.len() - ok
+    );
+    println!(
+        "  every login answered after {:.2} s; worst single wait {:.0} ms; p50 {:.0} ms, p90 {:.0} ms, p99 {:.0} ms; {within_1s} answered within 1 s",
+        all_answered.as_secs_f64(),
+        ms(waits.max),
+        ms(waits.p50),
+        ms(waits.p90),
+        ms(waits.p99),
+    );
+    match backend {
+        Some(requests) => println!("  back-end requests: {requests}"),
+        None => println!(
+            "  back-end requests: refused (stand-in stopped); {fell_back} logins tried it, then the cache answered"
+        ),
+    }
+    if let Some(kib) = rss {
+        println!("  xcauth peak RSS: {:.1} MiB", mib(kib));
+    }
+    if lost > 0 || ok < n {
+        bail!("{} of {n} storm logins were not accepted", n - ok);
+    }
+    Ok(())
 }
