@@ -42,3 +42,20 @@ pub mod serve;
 pub mod store;
 pub mod token;
 pub mod verify;
+
+/// The whole `xcauth` command line as one clap command, for generated
+/// documentation (the man pages, `xcauth-mangen` in tools/): the server's
+/// options and the administration subcommands with theirs, less the
+/// `help` subcommands. The program parses with the two halves.
+pub fn command() -> clap::Command {
+    fn without_help(command: clap::Command) -> clap::Command {
+        command
+            .disable_help_subcommand(true)
+            .mut_subcommands(without_help)
+    }
+    let mut admin = without_help(admin::command());
+    // Built first so that its global options (-c, --db, --ejabberdctl)
+    // reach every subcommand.
+    admin.build();
+    without_help(config::command().subcommands(admin.get_subcommands().cloned()))
+}

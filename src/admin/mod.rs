@@ -62,6 +62,12 @@ pub const EXIT_ERROR: u8 = 2;
 /// the failed command is printed so that it can be run by hand.
 pub const EXIT_PARTIAL: u8 = 3;
 
+/// The administration subcommands' clap command, for generated
+/// documentation; parsing goes through [`main`].
+pub fn command() -> clap::Command {
+    <AdminCli as clap::CommandFactory>::command()
+}
+
 /// True if `arg` (the first argument after the program name) names an
 /// administration command.
 pub fn is_subcommand(arg: &OsStr) -> bool {

@@ -29,6 +29,12 @@ pub use resolved::{
 pub(crate) use values::parse_url;
 pub use values::{CacheStorage, ListenAddress, ListenSpec};
 
+/// The server's clap command (options, no subcommands), for generated
+/// documentation; parsing goes through [`load`].
+pub fn command() -> clap::Command {
+    cli::command()
+}
+
 /// Parses config file text the way [`load`] reads the file, without
 /// touching the file system: the warnings (repeated keys), or the error
 /// naming the first bad line. For the fuzz targets; not a stable API.
