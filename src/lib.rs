@@ -44,3 +44,21 @@ pub mod serve;
 pub mod store;
 pub mod token;
 pub mod verify;
+
+/// The whole `xcauth` command line as one clap command, for generated
+/// documentation (the man pages, `xcauth-mangen` in tools/): the server's
+/// options and the administration subcommands with theirs, less the
+/// `help` subcommands. The program parses with the same command
+/// ([`admin::parse`]).
+pub fn command() -> clap::Command {
+    fn without_help(command: clap::Command) -> clap::Command {
+        command
+            .disable_help_subcommand(true)
+            .mut_subcommands(without_help)
+    }
+    let mut command = without_help(admin::command());
+    // Built, so that the global options (-c, --db, --ejabberdctl) reach
+    // every subcommand's page.
+    command.build();
+    command
+}
