@@ -324,6 +324,14 @@ mod tests {
                 b"isuser:a\x00:d\n",
                 "isuser: control characters in user or domain",
             ),
+            (
+                "isuser:a\u{2028}b:d\n".as_bytes(),
+                "isuser: control characters in user or domain",
+            ),
+            (
+                "auth:a:d\u{2029}:pw\n".as_bytes(),
+                "auth: control characters in user or domain",
+            ),
             (b"auth:a@b:c:pw\n", "auth: @ in user or domain"),
             (b"auth:a:b@c:pw\n", "auth: @ in user or domain"),
             (b"roster:a@b:c\n", "roster: @ in user or domain"),

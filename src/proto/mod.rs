@@ -32,6 +32,13 @@ impl Request {
     }
 }
 
+/// A control character, or one of the Unicode line and paragraph
+/// separators (U+2028, U+2029; nodeprep prohibits them too), which some log
+/// viewers break lines at.
+fn breaks_lines(c: char) -> bool {
+    c.is_control() || c == '\u{2028}' || c == '\u{2029}'
+}
+
 /// Why `user` at `domain` cannot be asked about, if it cannot: empty
 /// halves; control characters (they would split or forge log lines); `@`
 /// in the domain, or in the user where `at_in_user` is false (the XMPP
@@ -40,7 +47,7 @@ impl Request {
 pub(crate) fn name_problem(user: &str, domain: &str, at_in_user: bool) -> Option<&'static str> {
     if user.is_empty() || domain.is_empty() {
         Some("empty user or domain")
-    } else if user.chars().chain(domain.chars()).any(char::is_control) {
+    } else if user.chars().chain(domain.chars()).any(breaks_lines) {
         Some("control characters in user or domain")
     } else if domain.contains('@') || (!at_in_user && user.contains('@')) {
         Some("@ in user or domain")
