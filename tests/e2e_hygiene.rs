@@ -43,10 +43,10 @@ fn control_characters_in_ejabberd_frames_stay_escaped() {
         x.send(&ejabberd_frame(frame));
         assert_eq!(x.read_exact(4, T), NO, "{frame:?}");
     }
-    // A Unicode line separator is no control character: the request is
-    // asked, and its log lines still do not split.
+    // A Unicode line separator is refused like a control character, and
+    // its log line does not split either.
     x.send(&ejabberd_frame("isuser:alice:example.org\u{2028}FORGED"));
-    x.read_exact(4, T);
+    assert_eq!(x.read_exact(4, T), NO);
     x.send(&ejabberd_frame("auth:alice:example.org:alice-pw"));
     assert_eq!(x.read_exact(4, T), YES);
     let (_, ok) = x.finish();
