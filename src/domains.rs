@@ -91,6 +91,18 @@ pub struct Global {
 }
 
 impl Global {
+    /// The global back-end settings of a resolved configuration.
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        Global {
+            kind: config.backend,
+            url: config.url.clone(),
+            secret: config.secret.clone(),
+            login_form: config.login_form,
+            api: config.api.clone(),
+            roster_ttl: config.roster_ttl,
+        }
+    }
+
     /// JSXC settings from the original's `url` and `secret`.
     pub fn jsxc(url: Option<String>, secret: Secret) -> Self {
         Global {

@@ -338,14 +338,7 @@ fn build_verifier(config: &Config, client: Arc<HttpClient>) -> Result<Verifier, 
         );
         None
     };
-    let global = Global {
-        kind: config.backend,
-        url: config.url.clone(),
-        secret: config.secret.clone(),
-        login_form: config.login_form,
-        api: config.api.clone(),
-        roster_ttl: config.roster_ttl,
-    };
+    let global = Global::from_config(config);
     describe_backend(config, &global);
     let domains: Arc<dyn Domains> = match &store {
         Some(store) => Arc::new(DbDomains::new(Arc::clone(store), global, client)),

@@ -164,14 +164,7 @@ pub(crate) async fn run(config: &Config, request: &CheckRequest) -> ExitCode {
         _ => None,
     };
 
-    let global = Global {
-        kind: config.backend,
-        url: config.url.clone(),
-        secret: config.secret.clone(),
-        login_form: config.login_form,
-        api: config.api.clone(),
-        roster_ttl: config.roster_ttl,
-    };
+    let global = Global::from_config(config);
     let config_name = config.config_file.as_ref().map_or_else(
         || "no config file (command line, environment and defaults)".to_owned(),
         |p| p.display().to_string(),
