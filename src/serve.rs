@@ -607,13 +607,14 @@ pub async fn serve_listeners(listeners: Registered, ctx: ListenContext, drain: D
 }
 
 /// A listener registered with the reactor.
-enum Accepting {
+/// A listener registered with the runtime (also the metrics listener's).
+pub(crate) enum Accepting {
     Tcp(tokio::net::TcpListener),
     Unix(tokio::net::UnixListener),
 }
 
 impl Accepting {
-    fn register(listener: Listener) -> io::Result<Accepting> {
+    pub(crate) fn register(listener: Listener) -> io::Result<Accepting> {
         Ok(match listener {
             Listener::Tcp(l) => {
                 l.set_nonblocking(true)?;

@@ -28,6 +28,7 @@ use tracing::{debug, info, warn};
 use crate::config::{ListenAddress, ListenSpec, SocketOptions};
 use crate::listen::{self, Listener};
 use crate::proto::Protocol;
+use crate::serve::Accepting;
 
 /// Metrics clients served at once.
 pub const MAX_METRICS_CONNECTIONS: usize = 8;
@@ -82,23 +83,9 @@ pub fn bind(address: &ListenAddress, options: &SocketOptions) -> io::Result<Metr
     }
 }
 
-enum Accepting {
-    Tcp(tokio::net::TcpListener),
-    Unix(tokio::net::UnixListener),
-}
-
 /// Serves `listener` until `shutdown` (call inside the runtime).
 pub fn spawn(listener: MetricsListener, shutdown: CancellationToken) -> io::Result<()> {
-    let accepting = match listener.listener {
-        Listener::Tcp(l) => {
-            l.set_nonblocking(true)?;
-            Accepting::Tcp(tokio::net::TcpListener::from_std(l)?)
-        }
-        Listener::Unix(l) => {
-            l.set_nonblocking(true)?;
-            Accepting::Unix(tokio::net::UnixListener::from_std(l)?)
-        }
-    };
+    let accepting = Accepting::register(listener.listener)?;
     let label = listener.label;
     if label.starts_with("unix:") {
         info!("metrics at {label} (GET /metrics, GET /health)");
