@@ -150,14 +150,12 @@ impl Verifier {
                     );
                 }
                 let client = client.as_deref();
-                if self
-                    .auth_from(&user, &domain, &password, client)
-                    .await
-                    .is_success()
-                {
-                    Reply::Yes
-                } else {
-                    Reply::No
+                match self.auth_from(&user, &domain, &password, client).await {
+                    outcome if outcome.is_success() => Reply::Yes,
+                    // Nobody could say: a protocol that can tell a
+                    // temporary failure from a wrong password says so.
+                    AuthOutcome::Unreachable(_) => Reply::TryLater,
+                    _ => Reply::No,
                 }
             }
             Request::IsUser { user, domain } => metrics::isuser(self.isuser(&user, &domain).await),

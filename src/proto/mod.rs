@@ -186,7 +186,8 @@ pub enum Reply {
     /// Wrong password / no such user / refused request.
     No,
     /// The answer cannot be known now (back end unreachable during an
-    /// `isuser`); Postfix says `400`, others fall back to failure.
+    /// `isuser`, or during an `auth` that no cache entry could answer);
+    /// Postfix says `400`, others fall back to failure.
     TryLater,
     /// `isuser` while the back end is unreachable, for a user the cache
     /// verified recently: XMPP protocols say yes (a "no" would make
