@@ -200,10 +200,11 @@ fn bcrypt_checks(x: &Xcauth) -> u64 {
     .expect("metrics address logged");
     let body = http(&addr, "GET", "/metrics", "");
     body.lines()
-        .find(|l| l.starts_with("xcauth_bcrypt_wait_seconds_count{priority=\"answer\"}"))
+        .find(|l| l.starts_with("xcauth_bcrypt_wait_seconds_count{priority=\"login\"}"))
         .and_then(|l| l.split_whitespace().last())
         .and_then(|n| n.parse::<f64>().ok())
-        .map_or(0, |n| n as u64)
+        .map(|n| n as u64)
+        .unwrap_or_else(|| panic!("no bcrypt login count in the metrics:\n{body}"))
 }
 
 #[test]
@@ -269,6 +270,44 @@ fn guesses_during_an_outage_count_and_cost_the_owner_no_wait() {
     // The owner's cached login still works in the outage.
     assert_eq!(
         pipelined(&mut x, "auth:bob:example.org:bob-pw\n"),
+        vec!["1"]
+    );
+    x.finish();
+}
+
+#[test]
+fn guard_clear_lifts_a_block_on_the_running_server() {
+    let nc = StandIn::start();
+    let dir = tempfile::tempdir().expect("dir");
+    let db = dir.path().join("xcauth.sqlite3");
+    let args = db_args(&db);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut x = Xcauth::start("generic", &nc.url, &args);
+    let answers = pipelined(&mut x, &guesses("Alice", "clear", 12));
+    assert!(answers.iter().all(|a| a == "0"));
+    let asked = nc.requests();
+    assert_eq!(
+        pipelined(&mut x, "auth:alice:example.org:alice-pw\n"),
+        vec!["0"]
+    );
+    assert_eq!(nc.requests(), asked, "blocked: not asked");
+    let out = std::process::Command::new(xcauth_bin())
+        .args([
+            "--db",
+            db.to_str().expect("path"),
+            "guard",
+            "clear",
+            "ALICE@Example.org",
+        ])
+        .output()
+        .expect("xcauth guard clear");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        pipelined(&mut x, "auth:alice:example.org:alice-pw\n"),
         vec!["1"]
     );
     x.finish();
