@@ -312,3 +312,65 @@ fn guard_clear_lifts_a_block_on_the_running_server() {
     );
     x.finish();
 }
+
+/// A small tmpfs, unmounted when dropped.
+struct Tmpfs(tempfile::TempDir);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn a_full_disk_leaves_the_memory_counting() {
+    if !is_root() {
+        eprintln!("a_full_disk_leaves_the_memory_counting needs root to mount a tmpfs; scripts/test-all runs it as root");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=512k", "tmpfs"])
+        .arg(dir.path())
+        .status()
+        .expect("mount");
+    assert!(mounted.success(), "mount a tmpfs");
+    let fs = Tmpfs(dir);
+    let db = fs.0.path().join("xcauth.sqlite3");
+    let nc = StandIn::start();
+    let args = db_args(&db);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut x = Xcauth::start("generic", &nc.url, &args);
+    assert_eq!(
+        pipelined(&mut x, "auth:alice:example.org:alice-pw\n"),
+        vec!["1"]
+    );
+    // Fill the file system to the last byte.
+    let mut filler = std::fs::File::create(fs.0.path().join("filler")).expect("filler");
+    let block = vec![0u8; 4096];
+    while std::io::Write::write_all(&mut filler, &block).is_ok() {}
+    let _ = std::io::Write::write_all(&mut filler, &[0]);
+    let answers = pipelined(&mut x, &guesses("alice", "full", 60));
+    assert!(answers.iter().all(|a| a == "0"));
+    let asked = nc.requests() - 1;
+    assert!(asked <= LIMIT + 1, "{asked} guesses reached Nextcloud");
+    x.finish();
+    assert!(
+        x.logs().contains("guard: the database cannot be used"),
+        "{}",
+        x.logs()
+    );
+}
