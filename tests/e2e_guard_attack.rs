@@ -103,7 +103,15 @@ fn a_hundred_guesses_from_four_processes_on_one_database() {
         }
     }
     let asked = nc.requests();
-    assert!(asked <= LIMIT + 1, "{asked} guesses reached Nextcloud");
+    let logs: String = pool.iter().map(|x| x.logs()).collect();
+    let troubles: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("cannot be used"))
+        .collect();
+    assert!(
+        asked <= LIMIT + 1,
+        "{asked} guesses reached Nextcloud; {troubles:?}"
+    );
     for x in &mut pool {
         x.finish();
     }
@@ -199,12 +207,19 @@ fn bcrypt_checks(x: &Xcauth) -> u64 {
     })
     .expect("metrics address logged");
     let body = http(&addr, "GET", "/metrics", "");
+    assert!(
+        body.contains("# TYPE xcauth_bcrypt_wait_seconds histogram"),
+        "no bcrypt wait histogram in the metrics:\n{body}"
+    );
+    // A series appears with its first observation: absent means none yet.
     body.lines()
         .find(|l| l.starts_with("xcauth_bcrypt_wait_seconds_count{priority=\"login\"}"))
-        .and_then(|l| l.split_whitespace().last())
-        .and_then(|n| n.parse::<f64>().ok())
-        .map(|n| n as u64)
-        .unwrap_or_else(|| panic!("no bcrypt login count in the metrics:\n{body}"))
+        .map_or(0, |l| {
+            l.split_whitespace()
+                .last()
+                .and_then(|n| n.parse::<f64>().ok())
+                .expect("a count") as u64
+        })
 }
 
 #[test]
@@ -228,11 +243,14 @@ fn guesses_at_a_cached_account_buy_no_bcrypt_and_never_lock_out_its_owner() {
         vec!["1"]
     );
     let before = bcrypt_checks(&x);
-    let answers = pipelined(&mut x, &guesses("bob", "cpu", 200));
-    assert!(answers.iter().all(|a| a == "0"));
+    // One guess after the other, as a patient attacker sends them (a
+    // crowd at once would find the pool saturated and skip it).
+    for line in guesses("bob", "cpu", 40).lines() {
+        assert_eq!(pipelined(&mut x, &format!("{line}\n")), vec!["0"]);
+    }
     let spent = bcrypt_checks(&x) - before;
     // At most the guesses the guard let through, plus one blocked check.
-    assert!(spent <= LIMIT + 2, "{spent} bcrypt checks for 200 guesses");
+    assert!(spent <= LIMIT + 2, "{spent} bcrypt checks for 40 guesses");
     // The owner is not locked out.
     assert_eq!(
         pipelined(&mut x, "auth:bob:example.org:bob-pw\n"),
@@ -263,10 +281,11 @@ fn guesses_during_an_outage_count_and_cost_the_owner_no_wait() {
     );
     nc.fault("http500");
     let before = bcrypt_checks(&x);
-    let answers = pipelined(&mut x, &guesses("bob", "down", 200));
-    assert!(answers.iter().all(|a| a == "0"));
+    for line in guesses("bob", "down", 40).lines() {
+        assert_eq!(pipelined(&mut x, &format!("{line}\n")), vec!["0"]);
+    }
     let spent = bcrypt_checks(&x) - before;
-    assert!(spent <= LIMIT + 2, "{spent} bcrypt checks for 200 guesses");
+    assert!(spent <= LIMIT + 2, "{spent} bcrypt checks for 40 guesses");
     // The owner's cached login still works in the outage.
     assert_eq!(
         pipelined(&mut x, "auth:bob:example.org:bob-pw\n"),
