@@ -387,7 +387,7 @@ fn a_user_out_of_a_subadmins_reach_defers_only_that_lookup() {
     assert_eq!(ocs(&nc, "cloud/users/{uid}"), 6);
     let logs = x.logs();
     assert_no_back_off(&logs);
-    assert!(logs.contains("own record shows its rights"), "{logs}");
+    assert!(logs.contains("the account is not paused"), "{logs}");
 }
 
 #[test]

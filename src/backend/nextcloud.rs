@@ -207,15 +207,16 @@ impl NextcloudBackend {
         match self.api_request(path, Subject::Other).await {
             Err(BackendError::Misconfigured(Cause::ApiAccount {
                 status: status @ (403 | 404),
-                hint,
+                ..
             })) => {
                 self.confirm_rights().await?;
                 Err(BackendError::Unavailable(Cause::Failed {
                     status,
-                    message: format!(
-                        "Nextcloud would not answer about this user or group, though the API \
-                         account's own record shows its rights (not backing off): {hint}"
-                    ),
+                    message: "Nextcloud would not answer about this user or group (no rights \
+                              over it, or no route for it), but the API account's own record \
+                              still shows admin or subadmin rights: only this question goes \
+                              unanswered, the account is not paused"
+                        .into(),
                 }))
             }
             other => other,
