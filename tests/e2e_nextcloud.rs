@@ -391,6 +391,32 @@ fn a_user_out_of_a_subadmins_reach_defers_only_that_lookup() {
 }
 
 #[test]
+fn refusals_at_once_share_one_look_at_the_account_and_groups_pause_nothing() {
+    let nc = standin();
+    let dir = tempfile::tempdir().unwrap();
+    let mut x = start_as(&nc, "postfix", &dir, "sam", "sam-pw");
+    // Eight lookups of bob, pipelined: eight refusals about bob, one look
+    // at sam's own record.
+    x.send("get bob@example.org\n".repeat(8).as_bytes());
+    for _ in 0..8 {
+        assert!(x.read_line(T).starts_with("400 "));
+    }
+    assert_eq!(ocs(&nc, "cloud/users/{uid}"), 9);
+    x.finish();
+    assert_no_back_off(&x.logs());
+
+    // erin is in xA, a group sam does not manage: its members are refused
+    // (998) while her roster is built. Lookups carry on.
+    let mut x = start_as(&nc, "generic", &dir, "sam", "sam-pw");
+    generic(&mut x, "roster:erin:example.org");
+    assert!(ocs(&nc, "cloud/groups/{gid}/users/details") >= 1);
+    assert_eq!(generic(&mut x, "isuser:erin:example.org"), "1");
+    assert_eq!(generic(&mut x, "isuser:nobody:example.org"), "0");
+    x.finish();
+    assert_no_back_off(&x.logs());
+}
+
+#[test]
 fn an_api_account_without_rights_still_backs_off() {
     let nc = standin();
     let dir = tempfile::tempdir().unwrap();
