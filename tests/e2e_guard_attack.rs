@@ -279,7 +279,7 @@ fn guesses_during_an_outage_count_and_cost_the_owner_no_wait() {
         pipelined(&mut x, "auth:bob:example.org:bob-pw\n"),
         vec!["1"]
     );
-    nc.fault("http500");
+    nc.fault("close");
     let before = bcrypt_checks(&x);
     for line in guesses("bob", "down", 40).lines() {
         assert_eq!(pipelined(&mut x, &format!("{line}\n")), vec!["0"]);
