@@ -195,6 +195,16 @@ fn a_locked_database_neither_opens_the_gate_nor_stalls_logins() {
     assert!(x.logs().contains("guard: the database cannot be used"));
 }
 
+/// Waits until the cache write after `jid`'s login has landed in `db`.
+fn wait_cached(db: &Path, jid: &str) {
+    let found = poll(T, || {
+        let c = rusqlite::Connection::open(db).ok()?;
+        c.query_row("SELECT 1 FROM authcache WHERE jid = ?1", [jid], |_| Ok(()))
+            .ok()
+    });
+    assert!(found.is_some(), "{jid} never reached the cache");
+}
+
 /// The bcrypt checks begun at login priority, from the metrics listener.
 fn bcrypt_checks(x: &Xcauth) -> u64 {
     let addr = poll(T, || {
@@ -242,6 +252,7 @@ fn guesses_at_a_cached_account_buy_no_bcrypt_and_never_lock_out_its_owner() {
         pipelined(&mut x, "auth:bob:example.org:bob-pw\n"),
         vec!["1"]
     );
+    wait_cached(&db, "bob@example.org");
     let before = bcrypt_checks(&x);
     // One guess after the other, as a patient attacker sends them (a
     // crowd at once would find the pool saturated and skip it).
@@ -279,7 +290,9 @@ fn guesses_during_an_outage_count_and_cost_the_owner_no_wait() {
         pipelined(&mut x, "auth:bob:example.org:bob-pw\n"),
         vec!["1"]
     );
-    nc.fault("close");
+    wait_cached(&db, "bob@example.org");
+    // Nextcloud goes away: connections are refused.
+    drop(nc);
     let before = bcrypt_checks(&x);
     for line in guesses("bob", "down", 40).lines() {
         assert_eq!(pipelined(&mut x, &format!("{line}\n")), vec!["0"]);
