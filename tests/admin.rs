@@ -241,6 +241,8 @@ fn domain_list_hides_secrets_unless_asked() {
     assert!(out.lines()[2].contains(" com-secret "), "{out:?}");
 }
 
+/// Odd names that are not host names are refused (exit 2, nothing
+/// changes); the others are stored in the canonical form, however typed.
 #[test]
 fn domain_add_change_remove_with_odd_names_and_secrets_from_stdin() {
     let s = Setup::new();
@@ -248,11 +250,34 @@ fn domain_add_change_remove_with_odd_names_and_secrets_from_stdin() {
     for odd in ODD {
         let domain = format!("{odd}.example");
         let secret = format!("s3cret-{odd}'; DROP TABLE domains; --");
+        if xcauth::proto::domain::canonical_domain(&domain).is_err() {
+            let before = s.all_tables();
+            for args in [
+                &[
+                    "domain",
+                    "add",
+                    &domain,
+                    "--url",
+                    "https://a/",
+                    "--secret-stdin",
+                ][..],
+                &["domain", "change", &domain, "--url", "https://a/"],
+                &["domain", "remove", &domain],
+            ] {
+                let out = s.run_with_stdin(args, &format!("{secret}\n"));
+                assert_eq!(out.code, 2, "{args:?}: {out:?}");
+                assert!(out.stderr.contains("not a valid domain"), "{out:?}");
+            }
+            assert_eq!(s.all_tables(), before, "{domain}");
+            continue;
+        }
+        // Typed in upper case with the root's dot, stored canonically.
+        let typed = format!("{}.", domain.to_uppercase());
         let out = s.run_with_stdin(
             &[
                 "domain",
                 "add",
-                &domain,
+                &typed,
                 "--url",
                 "https://cloud.example/index.php/apps/ojsxc/ajax/externalApi.php",
                 "--secret-stdin",
