@@ -234,13 +234,41 @@ fn a_row_stored_in_another_case_serves_the_domain() {
     assert_eq!(changed, 1);
     drop(conn);
     let mut x = t.start("generic");
-    for domain in ["example.org", "EXAMPLE.ORG"] {
+    let mut ask = |x: &mut Xcauth, domain: &str| {
         let auth = format!("auth:alice:{domain}:alice-pw");
         let (_, b) = t.counts();
         x.send(format!("{auth}\n").as_bytes());
         assert_eq!(x.read_line(T).trim_end(), "1", "{auth}");
         assert_eq!(t.counts().1, b, "{auth}: the global back end was asked");
+    };
+    ask(&mut x, "example.org");
+    ask(&mut x, "EXAMPLE.ORG");
+
+    // A second row for the same domain, stored canonically, pointing to
+    // B: the service uses one of them (the canonical one: so now B
+    // answers) and warns once, however often it re-reads the table.
+    let conn = rusqlite::Connection::open(&t.db).expect("db");
+    conn.execute(
+        "INSERT INTO domains (xmppdomain, authsecret, authurl, authdomain) \
+         VALUES ('example.org', ?1, ?2, '')",
+        [SECRET, t.b.url.as_str()],
+    )
+    .expect("insert");
+    drop(conn);
+    for _ in 0..2 {
+        let hup = Command::new("kill")
+            .args(["-HUP", &x.child.0.id().to_string()])
+            .status()
+            .expect("kill -HUP");
+        assert!(hup.success());
+        let b = t.b.requests();
+        x.send(b"auth:alice:Example.ORG:alice-pw\n");
+        assert_eq!(x.read_line(T).trim_end(), "1");
+        assert_eq!(t.b.requests(), b + 1, "the canonical row is used");
     }
     x.finish();
-    assert!(t.a.requests() >= 2);
+    // xcauth.log (xcauth.err holds the warnings again).
+    let logs = std::fs::read_to_string(x.log_dir.path().join("xcauth.log")).expect("log");
+    let warning = r#"domain rows "Example.org" and "example.org" are all the domain example.org; "example.org" is used"#;
+    assert_eq!(logs.matches(warning).count(), 1, "{logs}");
 }
