@@ -474,8 +474,10 @@ fn listed_line(out: &Out, domain: &str) -> String {
 #[test]
 fn domain_add_and_change_set_the_kind_api_account_and_login_form() {
     let s = Setup::new();
-    for odd in ODD {
-        let domain = format!("{odd}.example");
+    for (i, odd) in ODD.iter().enumerate() {
+        // Odd names that are no host names are refused as domains (see
+        // above); the API account and password may be anything.
+        let domain = format!("d{i}.example");
         let api_user = format!("{odd} admin");
         let password = format!("api-pw-{odd}'; --");
         let out = s.run_with_stdin(
@@ -1098,18 +1100,13 @@ fn odd_names_in_every_command() {
         let group = format!("{odd} group");
         let key = format!("{group}@{domain}");
 
-        let out = s.run_with_stdin(
-            &[
-                "domain",
-                "add",
-                &domain,
-                "--url",
-                "https://a.example/",
-                "--secret-stdin",
-            ],
-            "sec\n",
+        // A row as the original or a hand-written INSERT may have stored it
+        // (`domain add` refuses names that are no host names).
+        s.exec(
+            "INSERT INTO domains (xmppdomain, authsecret, authurl, authdomain) \
+             VALUES (?1, 'sec', 'https://a.example/', ?1)",
+            &[&domain],
         );
-        assert_eq!(out.code, 0, "{odd}: {out:?}");
         s.exec(
             "INSERT INTO authcache (jid, pwhash, firstauth, remoteauth, anyauth) \
              VALUES (?1, 'h', '2030-01-02 03:04:05', '2030-01-02 03:04:06', '2030-01-02 03:04:07')",
