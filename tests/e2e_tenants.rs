@@ -234,7 +234,7 @@ fn a_row_stored_in_another_case_serves_the_domain() {
     assert_eq!(changed, 1);
     drop(conn);
     let mut x = t.start("generic");
-    let mut ask = |x: &mut Xcauth, domain: &str| {
+    let ask = |x: &mut Xcauth, domain: &str| {
         let auth = format!("auth:alice:{domain}:alice-pw");
         let (_, b) = t.counts();
         x.send(format!("{auth}\n").as_bytes());
