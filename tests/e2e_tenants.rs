@@ -4,7 +4,8 @@
 //! spelling that is not a host name (`example.org` + U+200B) is refused
 //! without asking anybody; the global back end B, which also knows the
 //! users, never hears of example.org. The real binary, a real SQLite file
-//! and two stand-ins, over every protocol that names a domain.
+//! and two stand-ins, over every protocol that names a domain and the
+//! one-shot `-I`.
 
 mod common;
 
@@ -186,6 +187,25 @@ fn saslauthd_logins_with_and_without_realm_use_the_row() {
                 sasl_answer(&mut x) == "OK success"
             });
         }
+    }
+    x.finish();
+    assert_refusals_logged(&x);
+}
+
+/// Postfix mailbox lookups: `200` from A for a valid spelling, `500` and
+/// nobody asked for an invalid one.
+#[test]
+fn postfix_lookups_use_the_row_for_every_spelling() {
+    let t = Tenants::new();
+    let mut x = t.start("postfix");
+    for (domain, valid) in variants() {
+        let what = format!("get alice@{domain}");
+        t.check(&what, valid, || {
+            x.send(format!("{what}\n").as_bytes());
+            let answer = x.read_line(T);
+            assert!(valid || answer.starts_with("500 "), "{what}: {answer}");
+            answer.starts_with("200 ")
+        });
     }
     x.finish();
     assert_refusals_logged(&x);
