@@ -157,6 +157,20 @@ fn marks(state: &State, scope: Scope, key: &str, since: i64, now: i64) -> Vec<Ma
         .unwrap_or_default()
 }
 
+impl MemoryGuard {
+    /// What [`GuardStore::reserve`] would say, without reserving.
+    pub fn peek(&self, settings: &GuardSettings, attempt: &Attempt) -> Assessment {
+        let state = self.state();
+        let since = attempt.since(settings);
+        let jid = marks(&state, Scope::Jid, &attempt.account, since, attempt.now);
+        let address = match &attempt.address {
+            Some(a) => marks(&state, Scope::Address, a, since, attempt.now),
+            None => Vec::new(),
+        };
+        assess(settings, attempt, &jid, &address)
+    }
+}
+
 impl GuardStore for MemoryGuard {
     fn reserve(
         &self,

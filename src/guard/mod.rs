@@ -19,8 +19,9 @@
 //!   of helpers ejabberd starts shares it, and always also in this
 //!   process's memory: when the database cannot be read or written (locked,
 //!   full, read-only, damaged) or does not answer within [`SHARED_WAIT`],
-//!   the memory decides alone and keeps counting, and while it can, the
-//!   stricter of the two decides.
+//!   the memory decides alone and keeps counting. What was counted only
+//!   in memory during such a time keeps counting beside the database's
+//!   verdict once it answers again, until its window passes.
 //!
 //! What follows:
 //! - **negative cache**: the same wrong password for the same account
@@ -195,6 +196,7 @@ pub enum Verdict {
 #[derive(Debug, Default)]
 pub struct Ticket {
     local: Vec<i64>,
+    offline: Vec<i64>,
     shared: Vec<i64>,
 }
 
@@ -211,7 +213,13 @@ struct Shared {
 pub struct Guard {
     settings: GuardSettings,
     key: Secret,
+    /// Everything this process counted: decides alone without a database,
+    /// or while it cannot be used.
     local: MemoryGuard,
+    /// What this process counted while the database could not be used,
+    /// which the database never saw: it keeps counting beside the
+    /// database's verdict until its window passes.
+    offline: MemoryGuard,
     shared: Option<Shared>,
     blocked_checks: Mutex<HashMap<String, i64>>,
 }
@@ -223,6 +231,7 @@ impl Guard {
     pub fn new(settings: GuardSettings, key: Secret, shared: Option<Arc<dyn GuardStore>>) -> Guard {
         Guard {
             local: MemoryGuard::new(settings.clone()),
+            offline: MemoryGuard::new(settings.clone()),
             settings,
             key,
             shared: shared.map(|store| Shared {
@@ -279,13 +288,27 @@ impl Guard {
             let (settings, attempt) = (self.settings.clone(), attempt.clone());
             self.shared(move |s| s.reserve(&settings, &attempt)).await
         };
-        let (verdict, shared_tickets) = match shared {
-            Some((verdict, tickets)) => (local.stricter(verdict), tickets),
-            None => (local, Vec::new()),
-        };
-        let ticket = Ticket {
+        let mut ticket = Ticket {
             local: local_tickets,
-            shared: shared_tickets,
+            ..Ticket::default()
+        };
+        let verdict = match shared {
+            // The database decides, with what was counted while it could
+            // not be used; what this process counted besides stays out, so
+            // `xcauth guard clear` lifts a block at once.
+            Some((verdict, tickets)) => {
+                ticket.shared = tickets;
+                verdict.stricter(self.offline.peek(&self.settings, &attempt))
+            }
+            None if self.shared.is_some() => {
+                let (_, tickets) = self
+                    .offline
+                    .reserve(&self.settings, &attempt)
+                    .unwrap_or((Assessment::Ask, Vec::new()));
+                ticket.offline = tickets;
+                local
+            }
+            None => local,
         };
         if verdict == Assessment::Ask {
             return Verdict::Ask(ticket);
@@ -342,6 +365,7 @@ impl Guard {
     /// it against the account's entry).
     pub async fn settle(&self, ticket: Ticket, failed: bool, now: i64) {
         let _ = self.local.settle(&ticket.local, failed, now);
+        let _ = self.offline.settle(&ticket.offline, failed, now);
         if !ticket.shared.is_empty() {
             let tickets = ticket.shared;
             self.shared(move |s| s.settle(&tickets, failed, now)).await;
@@ -353,6 +377,7 @@ impl Guard {
                 .max(self.settings.jid_window)
                 .max(self.settings.address_window);
             let _ = self.local.expire(now - keep, now);
+            let _ = self.offline.expire(now - keep, now);
             self.shared(move |s| s.expire(now - keep, now)).await;
         }
     }
