@@ -228,9 +228,13 @@ fn collect_sockets(
         }
         Ok(listen::Stdin::Connected(connection)) => {
             let local = connection.local_address();
-            let trusted = local.is_some_and(|l| config.sockets.trusted.contains(&l));
-            for entry in config.sockets.trusted.iter().filter(|_| !trusted) {
-                warn_untrusted(entry);
+            let mut trusted = false;
+            for entry in &config.sockets.trusted {
+                if local.as_ref() == Some(entry) {
+                    trusted = true;
+                } else {
+                    warn_untrusted(entry);
+                }
             }
             Ok(Sockets::Connected {
                 connection,

@@ -284,3 +284,38 @@ fn systemd_sockets_are_trusted_by_their_address() {
     assert_eq!(marks, [false, true], "{logs}");
     assert!(!logs.contains("matches no socket"), "{logs}");
 }
+
+/// An inetd "nowait" connection on standard input is matched by its local
+/// address (that of the socket it was accepted on): untrusted unless that
+/// address is listed.
+#[test]
+fn an_inherited_connection_is_trusted_by_its_local_address() {
+    let nc = StandIn::start();
+    for trust in [false, true] {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let at = listener.local_addr().expect("addr").to_string();
+        let client = std::net::TcpStream::connect(&at).expect("connect");
+        let (server_side, _) = listener.accept().expect("accept");
+        drop(listener);
+        let out = server_side.try_clone().expect("clone");
+        let log_dir = tempfile::tempdir().expect("log dir");
+        let mut cmd = Served::command(&nc.url, log_dir.path());
+        cmd.args(["-t", "generic"]);
+        if trust {
+            cmd.args(["--trusted-socket", &at]);
+        }
+        cmd.stdin(Stdio::from(OwnedFd::from(server_side)))
+            .stdout(Stdio::from(OwnedFd::from(out)))
+            .stderr(Stdio::null());
+        let mut served = Served::spawn(cmd, log_dir);
+        let mut c = Conn::from_tcp(client);
+        generic_failures(&mut c, "ghost");
+        let want = if trust { "0\n" } else { "1\n" };
+        assert_eq!(generic_login(&mut c, "alice"), want, "trusted: {trust}");
+        c.shutdown_write();
+        assert!(served.wait_exit(T).is_some(), "exits after the peer closed");
+        let logs = served.logs();
+        assert_eq!(logs.contains(REFUSED), trust, "{logs}");
+        assert!(!logs.contains("matches no socket"), "{logs}");
+    }
+}
