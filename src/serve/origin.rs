@@ -57,9 +57,9 @@ impl Origin {
             Some(sent) if self.trusted => Some(sent),
             sent => {
                 if let Some(sent) = sent {
+                    // Quoted and escaped: the client chose it.
                     debug!(
-                        "client address {:?} ignored: not a trusted socket (counted: {})",
-                        sent.escape_debug().to_string(),
+                        "client address {sent:?} ignored: not a trusted socket (counted: {})",
                         self.peer
                             .map_or_else(|| "none".to_owned(), |p| p.to_string())
                     );
