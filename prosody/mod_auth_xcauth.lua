@@ -22,7 +22,7 @@
 -- (trusted-socket; xcauth.service trusts /run/xcauth/prosody.sock): every
 -- local user can reach a TCP port and could name any address there. On
 -- the TCP socket (xcprosody.socket, port 23663, this module's default)
--- logins work the same, but the guard counts per JID only.
+-- logins work the same, but the guard counts per account only.
 --
 -- Why a socket and not Prosody's mod_auth_external: that module spawns the
 -- helper on a pseudo-terminal through the lpty library, which Debian does
