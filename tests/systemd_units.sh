@@ -68,7 +68,7 @@ unit_value() {
 # The port SPEC §3 gives each protocol name.
 declare -A SPEC_PORT=([ejabberd]=23662 [prosody]=23663 [generic]=23663 [postfix]=23665 [saslauthd]=23666)
 # The group of the server that alone may reach a Unix socket of that name.
-declare -A SOCKET_GROUP=([prosody]=prosody [generic]=prosody [saslauthd]=sasl)
+declare -A SOCKET_GROUP=([prosody]=prosody [generic]=prosody [saslauthd]=sasl [dovecot]=dovecot)
 
 # --- the units, read -------------------------------------------------------
 
