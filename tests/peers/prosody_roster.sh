@@ -323,4 +323,64 @@ h=garbage.roster.example.org
 rs_login garbage "alice@$h" alice-pw
 rs_check prosody-roster-garbage-answer-ignored garbage "r['login'] == 'success' and r['roster'] == {}"
 
+# --- benchmark (XCAUTH_PEERS_ROSTER_BENCH=ROUNDS) ---------------------------------
+
+# Times from the client's report, in ms: roster_ms, from connecting to the
+# roster answer (Prosody binds the session once the roster is loaded).
+# Token logins, so that only the roster asks Nextcloud. Prints "bench ..."
+# lines; BENCHMARKS.md has them.
+rs_bench() {
+    local rounds=$1 kind h i n
+    # rs_ms NAME JID TOKEN-DOMAIN: one token login, its roster_ms printed.
+    rs_ms() {
+        XMPP_PASSWORD=$(token "${2%@*}" "$3" +3600) timeout 60 "$HERE/xmpp-roster" --port "$RS_PR_PORT" \
+            --timeout 40 "$2" >"$RS/$1.json" 2>>"$RS/xmpp-roster.err"
+        /usr/bin/python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); print(r["roster_ms"] if r["login"] == "success" and r["roster_ms"] else "failed")' "$RS/$1.json"
+    }
+    # stats LABEL VALUES...: median and range.
+    stats() {
+        local label=$1
+        shift
+        /usr/bin/python3 -c 'import statistics, sys
+v = [int(x) for x in sys.argv[2:] if x.isdigit()]
+print("bench %s: median %d ms, min %d, max %d (n=%d, failed %d)" % (sys.argv[1], statistics.median(v), min(v), max(v), len(v), len(sys.argv) - 2 - len(v)) if v else "bench %s: no data" % sys.argv[1])' "$label" "$@"
+    }
+    for kind in jsxc nextcloud; do
+        h=$kind.roster.example.org
+        local base=() cold=() warm=() idle=() busy=()
+        for ((i = 1; i <= rounds; i++)); do
+            base+=("$(rs_ms bench "carla@$kind.auth.example.org" "$kind.auth.example.org")")
+            n=$(printf 'm%03d' "$((i + 100))")
+            # A member not asked for before: xcauth builds the roster.
+            cold+=("$(rs_ms bench "$n@$h" "$h")")
+            # The same again within roster-ttl: the nextcloud kind's cache.
+            warm+=("$(rs_ms bench "$n@$h" "$h")")
+        done
+        stats "$kind login, no roster module" "${base[@]}"
+        stats "$kind login with 499 shared members, first load" "${cold[@]}"
+        stats "$kind login with 499 shared members, again at once" "${warm[@]}"
+        # Other users' logins, idle and while 500-member rosters load back
+        # to back (a loop of first loads, members not asked for before).
+        for ((i = 1; i <= rounds; i++)); do
+            idle+=("$(rs_ms bench "carla@$kind.auth.example.org" "$kind.auth.example.org")")
+        done
+        (
+            for ((i = 200; i < 200 + 10 * rounds; i++)); do
+                rs_ms bench-load "$(printf 'm%03d' "$i")@$h" "$h" >/dev/null
+            done
+        ) &
+        local loader=$!
+        for ((i = 1; i <= rounds; i++)); do
+            busy+=("$(rs_ms bench "carla@$kind.auth.example.org" "$kind.auth.example.org")")
+        done
+        kill "$loader" 2>/dev/null
+        wait "$loader" 2>/dev/null
+        stats "$kind other login, idle" "${idle[@]}"
+        stats "$kind other login, during 500-member roster loads" "${busy[@]}"
+    done
+}
+if [ -n "${XCAUTH_PEERS_ROSTER_BENCH:-}" ]; then
+    rs_bench "$XCAUTH_PEERS_ROSTER_BENCH"
+fi
+
 stop_bg roster-prosody
