@@ -39,18 +39,25 @@ rs_users() {
 
 RS_PORT=$(free_port)
 declare -A RS_PUSH_PID=() RS_BOB_PID=()
-# rs_standin: (re)starts the stand-in on its port with the current users.
+# rs_standin: starts the stand-in on its port with the users of $RS_USERS
+# (which POST /_standin/users/reload reads again).
 rs_standin() {
     start_bg roster-standin "$STANDIN" --users "$RS_USERS" --secret-file "$SECRET_FILE" \
         --listen "127.0.0.1:$RS_PORT" --bruteforce-allowlist 127.0.0.0/8
     wait_until 30 "the roster stand-in" file_has '^listening on http' "$WORK/roster-standin.out"
 }
 
-# rs_latency MS: the stand-in answers every API request after MS ms.
-rs_latency() {
+# rs_control PATH BODY: POST to the stand-in's /_standin/PATH; false unless
+# it answers 200.
+rs_control() {
     /usr/bin/python3 -c 'import sys, urllib.request
 urllib.request.urlopen(urllib.request.Request(sys.argv[1], data=sys.argv[2].encode()), timeout=5).read()' \
-        "http://127.0.0.1:$RS_PORT/_standin/latency" "$1"
+        "http://127.0.0.1:$RS_PORT/_standin/$1" "$2"
+}
+
+# rs_latency MS: the stand-in answers every API request after MS ms.
+rs_latency() {
+    rs_control latency "$1"
 }
 
 # rs_login NAME USER@HOST PASSWORD [xmpp-roster OPTIONS...]: one session of
@@ -237,9 +244,8 @@ for kind in jsxc nextcloud; do
     RS_BOB_PID[$kind]=$!
     wait_until 30 "bob online" test -e "$RS/$kind-bob-push-ready" || true
 done
-stop_bg roster-standin
 rs_users 1 >"$RS_USERS"
-rs_standin || fail "prosody-roster-standin-restart" "$(tail -c 300 "$WORK/roster-standin.err")"
+rs_control users/reload "" >/dev/null || fail "prosody-roster-standin-reload" "the stand-in did not take the new users"
 for kind in jsxc nextcloud; do
     h=$kind.roster.example.org
     pre="prosody-roster-$kind"
