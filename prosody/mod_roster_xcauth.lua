@@ -34,6 +34,7 @@
 -- xcauth_roster_ttl), and one warning is logged per outage.
 
 local async = require "util.async";
+local new_cache = require "util.cache".new;
 local datamanager = require "util.datamanager";
 local jid_util = require "util.jid";
 local json = require "util.json";
@@ -55,6 +56,9 @@ local MAX_ANSWER = 8 * 1024 * 1024;
 local MAX_SENDS = 2;
 -- Members taken from one answer; the rest are ignored (and logged).
 local MAX_MEMBERS = 20000;
+-- Rosters kept to stand in while xcauth cannot answer (least recently
+-- fetched ones are forgotten first).
+local MAX_FALLBACK_ROSTERS = 1000;
 -- Group names ending in U+200B are left out, as xcauth's ejabberd sync does:
 -- an administrator's way to keep a big group out of rosters.
 local ZERO_WIDTH_SPACE = "\226\128\139";
@@ -62,8 +66,9 @@ local ZERO_WIDTH_SPACE = "\226\128\139";
 local connection = module:require("xcauth_connection");
 local link = connection.new(module, address_setting, MAX_ANSWER, MAX_SENDS);
 
--- The last good answer per user: { at = time, members = {jid = item} }.
-local last_good = {};
+-- The last good answer per user: { at = time, members = {jid = item} },
+-- for the MAX_FALLBACK_ROSTERS users asked for most recently.
+local last_good = new_cache(MAX_FALLBACK_ROSTERS);
 -- The items this module put into a roster table: roster -> { jid = true }.
 -- Weak keys: a roster Prosody forgets is forgotten here too.
 local injected = setmetatable({}, { __mode = "k" });
@@ -164,7 +169,7 @@ local function fetch(username)
 		return nil;
 	end
 	recovered();
-	last_good[username] = { at = os.time(), members = members };
+	last_good:set(username, { at = os.time(), members = members });
 	return members;
 end
 
@@ -177,7 +182,7 @@ local function current_members(username)
 			return members;
 		end
 	end
-	local last = last_good[username];
+	local last = last_good:get(username);
 	if last and os.time() - last.at < fallback_ttl then
 		return last.members;
 	end
