@@ -332,25 +332,35 @@ rs_check prosody-roster-garbage-answer-ignored garbage "r['login'] == 'success' 
 
 # --- benchmark (XCAUTH_PEERS_ROSTER_BENCH=ROUNDS) ---------------------------------
 
-# Times from the client's report, in ms: roster_ms, from connecting to the
-# roster answer (Prosody binds the session once the roster is loaded).
-# Token logins, so that only the roster asks Nextcloud. Prints "bench ..."
-# lines; BENCHMARKS.md has them.
+# Times from the client's report, in ms from connecting: login_ms, the
+# session bound (Prosody binds it once the roster is loaded, so this holds
+# the server's roster load), and roster_ms, the roster answer parsed by the
+# client. Token logins, so that only the roster asks Nextcloud. Prints
+# "bench ..." lines; BENCHMARKS.md has them.
 rs_bench() {
     local rounds=$1 kind h i n
-    # rs_ms NAME JID TOKEN-DOMAIN: one token login, its roster_ms printed.
+    # rs_ms NAME JID TOKEN-DOMAIN: one token login; prints LOGIN_MS/ROSTER_MS.
     rs_ms() {
         XMPP_PASSWORD=$(token "${2%@*}" "$3" +3600) timeout 60 "$HERE/xmpp-roster" --port "$RS_PR_PORT" \
             --timeout 40 "$2" >"$RS/$1.json" 2>>"$RS/xmpp-roster.err"
-        /usr/bin/python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); print(r["roster_ms"] if r["login"] == "success" and r["roster_ms"] else "failed")' "$RS/$1.json"
+        if ! report_ok "$1" "r['login'] == 'success' and r['roster_ms']"; then
+            # Kept for a look; counted as failed.
+            cp "$RS/$1.json" "$RS/$1-failed-$(now_ms).json" 2>/dev/null
+            echo failed
+            return
+        fi
+        /usr/bin/python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); print("%d/%d" % (r["login_ms"], r["roster_ms"]))' "$RS/$1.json"
     }
-    # stats LABEL VALUES...: median and range.
+    # stats LABEL VALUES...: medians and ranges of both times.
     stats() {
         local label=$1
         shift
         /usr/bin/python3 -c 'import statistics, sys
-v = [int(x) for x in sys.argv[2:] if x.isdigit()]
-print("bench %s: median %d ms, min %d, max %d (n=%d, failed %d)" % (sys.argv[1], statistics.median(v), min(v), max(v), len(v), len(sys.argv) - 2 - len(v)) if v else "bench %s: no data" % sys.argv[1])' "$label" "$@"
+v = [tuple(map(int, x.split("/"))) for x in sys.argv[2:] if x != "failed"]
+def m(i):
+    w = [p[i] for p in v]
+    return "median %d ms (%d..%d)" % (statistics.median(w), min(w), max(w))
+print("bench %s: session bound %s, roster in the client %s; n=%d, failed %d" % (sys.argv[1], m(0), m(1), len(v), len(sys.argv) - 2 - len(v)) if v else "bench %s: no data" % sys.argv[1])' "$label" "$@"
     }
     for kind in jsxc nextcloud; do
         h=$kind.roster.example.org
