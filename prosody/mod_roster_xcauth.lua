@@ -39,7 +39,6 @@ local datamanager = require "util.datamanager";
 local jid_util = require "util.jid";
 local json = require "util.json";
 local rostermanager = require "core.rostermanager";
-local server = require "net.server";
 local st = require "util.stanza";
 
 local host = module.host;
@@ -304,6 +303,11 @@ module:hook("roster-load", function (event)
 		local members = current_members(event.username);
 		if members then
 			apply(event.roster, members);
+			local count = 0;
+			for _ in pairs(injected[event.roster]) do
+				count = count + 1;
+			end
+			module:log("debug", "Added %d shared members to the roster of %s@%s", count, event.username, host);
 		elseif asked then
 			stamped[event.roster] = os.time();
 		end

@@ -50,9 +50,11 @@ function M.new(mod, address_setting, max_answer, max_sends)
 	end
 
 	-- `conn`: the current net.server connection or nil; `sent`: requests
-	-- written on it, oldest first; `inbuf`: the start of an unfinished line.
+	-- written on it, oldest first; `partial`: the pieces of an unfinished
+	-- line (joined only once its end arrives: joining a big answer piece by
+	-- piece would copy it over and over), `partial_len` their length.
 	local self = {};
-	local conn, sent, inbuf = nil, {}, "";
+	local conn, sent, partial, partial_len = nil, {}, {}, 0;
 	local listener = {};
 
 	local function finish(req, answer, err)
@@ -69,7 +71,7 @@ function M.new(mod, address_setting, max_answer, max_sends)
 
 	local function detach()
 		local old, waiting = conn, sent;
-		conn, sent, inbuf = nil, {}, "";
+		conn, sent, partial, partial_len = nil, {}, {}, 0;
 		return old, waiting;
 	end
 
@@ -127,30 +129,41 @@ function M.new(mod, address_setting, max_answer, max_sends)
 		if c ~= conn then
 			return;
 		end
-		inbuf = inbuf .. data;
-		-- Pair every complete line first, then wake the waiting sessions:
-		-- a woken session may send the next request.
+		partial[#partial + 1] = data;
+		partial_len = partial_len + #data;
 		local answered, confused = {}, nil;
-		while true do
-			local nl = inbuf:find("\n", 1, true);
-			if not nl then
-				break;
+		if not data:find("\n", 1, true) then
+			if partial_len > max_answer then
+				confused = "an over-long answer";
 			end
-			local line = inbuf:sub(1, nl - 1):gsub("\r$", "");
-			inbuf = inbuf:sub(nl + 1);
-			local req = table.remove(sent, 1);
-			if not req then
-				confused = "an answer nobody asked for";
-				break;
+		else
+			-- Pair every complete line first, then wake the waiting
+			-- sessions: a woken session may send the next request.
+			local text, from = table.concat(partial), 1;
+			while true do
+				local nl = text:find("\n", from, true);
+				if not nl then
+					break;
+				end
+				local line = text:sub(from, nl - 1):gsub("\r$", "");
+				from = nl + 1;
+				local req = table.remove(sent, 1);
+				if not req then
+					confused = "an answer nobody asked for";
+					break;
+				end
+				answered[#answered + 1] = { req, line };
 			end
-			answered[#answered + 1] = { req, line };
-		end
-		if not confused and #inbuf > max_answer then
-			confused = "an over-long answer";
+			local rest = text:sub(from);
+			partial, partial_len = { rest }, #rest;
+			if not confused and partial_len > max_answer then
+				confused = "an over-long answer";
+			end
 		end
 		if confused then
-			mod:log("warn", "xcauth at %s sent %s; reconnecting", address_setting, confused);
-			self:drop("xcauth answered out of protocol");
+			-- The module says so once per outage; here only for debugging.
+			mod:log("debug", "xcauth at %s sent %s; reconnecting", address_setting, confused);
+			self:drop("xcauth sent " .. confused);
 		end
 		for _, a in ipairs(answered) do
 			finish(a[1], a[2]);

@@ -116,6 +116,18 @@ for kind in jsxc nextcloud; do
     done
 done
 
+# Misbehaving roster sockets: one that answers with an endless line (over
+# the module's MAX_ANSWER, 8 MiB), one with a roster of 20 001 members (over
+# its MAX_MEMBERS, 20 000).
+RS_FLOOD_PORT=$(free_port)
+start_bg roster-flood systemd-socket-activate --accept --inetd -l "127.0.0.1:$RS_FLOOD_PORT" \
+    sh -c 'read -r _; exec tr "\0" x </dev/zero'
+RS_HUGE_PORT=$(free_port)
+start_bg roster-huge systemd-socket-activate --accept --inetd -l "127.0.0.1:$RS_HUGE_PORT" \
+    /usr/bin/python3 -c 'import json, sys
+for _ in sys.stdin:
+    print(json.dumps({"u%05d" % i: {"name": "U", "groups": ["G"]} for i in range(20001)}), flush=True)'
+
 RS_PR=$RS/prosody
 RS_PR_PORT=$(free_port)
 {
@@ -164,13 +176,21 @@ VirtualHost "slow.roster.example.org"
 VirtualHost "garbage.roster.example.org"
     xcauth_socket = "127.0.0.1:${RS_XC_PORT[jsxc]}"
     xcauth_roster_socket = "127.0.0.1:$GARBAGE_PORT"
+
+VirtualHost "flood.roster.example.org"
+    xcauth_socket = "127.0.0.1:${RS_XC_PORT[jsxc]}"
+    xcauth_roster_socket = "127.0.0.1:$RS_FLOOD_PORT"
+
+VirtualHost "huge.roster.example.org"
+    xcauth_socket = "127.0.0.1:${RS_XC_PORT[jsxc]}"
+    xcauth_roster_socket = "127.0.0.1:$RS_HUGE_PORT"
 EOF
 } >"$RS_PR/prosody.cfg.lua"
 start_bg roster-prosody prosody -F --config "$RS_PR/prosody.cfg.lua"
 
 rs_ready() {
     tcp_open "$RS_PR_PORT" &&
-        [ "$(grep -c "now set to use user provider 'xcauth'" "$RS_PR/prosody.log" 2>/dev/null)" -ge 8 ] &&
+        [ "$(grep -c "now set to use user provider 'xcauth'" "$RS_PR/prosody.log" 2>/dev/null)" -ge 10 ] &&
         tcp_open "${RS_XC_PORT[jsxc]}" && tcp_open "${RS_XC_PORT[nextcloud]}"
 }
 if ! wait_until 60 "the roster checks' Prosody" rs_ready; then
@@ -329,6 +349,27 @@ rs_check prosody-roster-slow-xcauth-times-out slow "r['login'] == 'success' and 
 h=garbage.roster.example.org
 rs_login garbage "alice@$h" alice-pw
 rs_check prosody-roster-garbage-answer-ignored garbage "r['login'] == 'success' and r['roster'] == {}"
+# An endless answer: the connection is dropped at the bound, long before
+# the timeout (20 s here), and the roster loads without members.
+h=flood.roster.example.org
+rs_login flood "alice@$h" alice-pw
+if report_ok flood "r['login'] == 'success' and r['roster'] == {} and r['login_ms'] < 15000" &&
+    file_has "$h:roster_xcauth.*over-long answer" "$RS_PR/prosody.log"; then
+    pass prosody-roster-over-long-answer-dropped
+else
+    fail prosody-roster-over-long-answer-dropped "$(head -c 300 "$RS/flood.json")"
+fi
+# 20 001 members: 20 000 are added, the rest left out with a warning. (The
+# plain login client: the server's count is in its log.)
+h=huge.roster.example.org
+got=$(XMPP_PASSWORD=alice-pw timeout 60 "$HERE/xmpp-login" --port "$RS_PR_PORT" --timeout 40 "alice@$h" \
+    2>>"$RS/xmpp-roster.err")
+if [ "$got" = success ] && file_has "$h:roster_xcauth.*over 20000 members" "$RS_PR/prosody.log" &&
+    file_has "$h:roster_xcauth.*Added 20000 shared members to the roster of alice@$h" "$RS_PR/prosody.log"; then
+    pass prosody-roster-member-bound
+else
+    fail prosody-roster-member-bound "login: '$got'; $(grep "$h:roster_xcauth" "$RS_PR/prosody.log" | tail -n 2)"
+fi
 
 # --- benchmark (XCAUTH_PEERS_ROSTER_BENCH=ROUNDS) ---------------------------------
 
