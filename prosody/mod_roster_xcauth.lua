@@ -285,8 +285,13 @@ local function refresh(username)
 	end
 end
 
+-- Online users' rosters are refreshed one at a time (gentle on Nextcloud),
+-- in a runner of their own so that each may wait for xcauth. A user is
+-- queued at most once: a slow cycle never piles up work.
+local queued = {};
 local refresher = async.runner(function (username)
 	local ok, err = pcall(refresh, username);
+	queued[username] = nil;
 	if not ok then
 		module:log("error", "Refreshing the shared roster of %s failed: %s", username, tostring(err));
 	end
@@ -351,7 +356,8 @@ function module.load()
 	if refresh_every > 0 then
 		module:add_timer(refresh_every, function ()
 			for username, user in pairs(prosody.hosts[host].sessions) do
-				if user.roster and injected[user.roster] then
+				if user.roster and injected[user.roster] and not queued[username] then
+					queued[username] = true;
 					refresher:run(username);
 				end
 			end
