@@ -367,11 +367,11 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-#[test]
-fn a_full_disk_leaves_the_memory_counting() {
+/// A 512k tmpfs, or `None` (with a note) when not root.
+fn tmpfs(test: &str) -> Option<Tmpfs> {
     if !is_root() {
-        eprintln!("a_full_disk_leaves_the_memory_counting needs root to mount a tmpfs; scripts/test-all runs it as root");
-        return;
+        eprintln!("{test} needs root to mount a tmpfs; scripts/test-all runs it as root");
+        return None;
     }
     let dir = tempfile::tempdir().expect("dir");
     let mounted = std::process::Command::new("mount")
@@ -380,7 +380,74 @@ fn a_full_disk_leaves_the_memory_counting() {
         .status()
         .expect("mount");
     assert!(mounted.success(), "mount a tmpfs");
-    let fs = Tmpfs(dir);
+    Some(Tmpfs(dir))
+}
+
+/// Guesses at alice after `trouble` was done to the database of a running
+/// xcauth: at most the limit reach Nextcloud, and the trouble is logged.
+fn guesses_survive(db: &Path, trouble: impl FnOnce()) {
+    let nc = StandIn::start();
+    let args = db_args(db);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut x = Xcauth::start("generic", &nc.url, &args);
+    assert_eq!(
+        pipelined(&mut x, "auth:alice:example.org:alice-pw\n"),
+        vec!["1"]
+    );
+    trouble();
+    let answers = pipelined(&mut x, &guesses("alice", "trouble", 60));
+    assert!(answers.iter().all(|a| a == "0"));
+    let asked = nc.requests() - 1;
+    assert!(asked <= LIMIT + 1, "{asked} guesses reached Nextcloud");
+    x.finish();
+    assert!(
+        x.logs().contains("guard: the database cannot be used"),
+        "{}",
+        x.logs()
+    );
+}
+
+#[test]
+fn a_read_only_database_leaves_the_memory_counting() {
+    let Some(fs) = tmpfs("a_read_only_database_leaves_the_memory_counting") else {
+        return;
+    };
+    let path = fs.0.path().to_owned();
+    guesses_survive(&path.join("xcauth.sqlite3"), || {
+        // The path turns read-only under the running process: a read-only
+        // bind mount over the tmpfs (new files, such as SQLite's journal,
+        // cannot be made there any more).
+        for args in [&["--bind"][..], &["-o", "remount,bind,ro"][..]] {
+            let done = std::process::Command::new("mount")
+                .args(args)
+                .arg(&path)
+                .arg(&path)
+                .status()
+                .expect("mount");
+            assert!(done.success(), "mount {args:?}");
+        }
+    });
+    let _ = std::process::Command::new("umount").arg(&path).status();
+}
+
+#[test]
+fn a_database_garbled_while_running_leaves_the_memory_counting() {
+    let dir = tempfile::tempdir().expect("dir");
+    let db = dir.path().join("xcauth.sqlite3");
+    guesses_survive(&db.clone(), move || {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&db)
+            .expect("open the database file");
+        std::io::Write::write_all(&mut file, &[0xa5; 8192]).expect("garble it");
+    });
+}
+
+#[test]
+fn a_full_disk_leaves_the_memory_counting() {
+    let Some(fs) = tmpfs("a_full_disk_leaves_the_memory_counting") else {
+        return;
+    };
     let db = fs.0.path().join("xcauth.sqlite3");
     let nc = StandIn::start();
     let args = db_args(&db);
