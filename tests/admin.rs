@@ -241,6 +241,43 @@ fn domain_list_hides_secrets_unless_asked() {
     assert!(out.lines()[2].contains(" com-secret "), "{out:?}");
 }
 
+/// `domain list` and `domain add` never show the password of a
+/// `https://user:password@host` URL, and show a domain named with U+202E
+/// (which turns the rest of the line around) or with 5 000 characters
+/// escaped and cut.
+#[test]
+fn domain_list_masks_url_passwords_and_escapes_odd_names() {
+    let s = Setup::new();
+    let long = "d".repeat(5000);
+    for domain in ["\u{202E}gro.elpmaxe", long.as_str()] {
+        let out = s.run_with_stdin(
+            &[
+                "domain",
+                "add",
+                domain,
+                "--url",
+                "https://nc-user:url-pw-9@cloud.example/",
+                "--secret-stdin",
+            ],
+            "row-secret\n",
+        );
+        assert_eq!(out.code, 0, "{out:?}");
+        assert!(!out.stdout.contains("url-pw-9"), "{out:?}");
+        assert!(out.stdout.contains("https://***@cloud.example/"), "{out:?}");
+    }
+    let out = s.run(&["domain", "list"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(!out.stdout.contains("url-pw-9") && !out.stdout.contains("nc-user"));
+    assert!(out.stdout.contains("https://***@cloud.example/"), "{out:?}");
+    assert!(!out.stdout.contains('\u{202E}'), "{out:?}");
+    assert!(out.stdout.contains("\\u{202e}gro.elpmaxe"), "{out:?}");
+    assert!(!out.stdout.contains(&"d".repeat(300)), "cut");
+    assert!(out.stdout.contains("(5000 characters)"), "{out:?}");
+    // Asked for secrets, the administrator sees the URL as stored.
+    let out = s.run(&["domain", "list", "--show-secrets"]);
+    assert!(out.stdout.contains("nc-user:url-pw-9@"), "{out:?}");
+}
+
 #[test]
 fn domain_add_change_remove_with_odd_names_and_secrets_from_stdin() {
     let s = Setup::new();

@@ -657,3 +657,42 @@ async fn tls_with_an_own_ca_fails_without_ca_file_and_passes_with_it() {
     with.has("PASS", "global", "secret");
     with.has("PASS", "config", "ca-file");
 }
+
+/// A URL with `user:password@` is shown with `***@` instead, and domain
+/// rows named with U+202E (which shows text backwards) or with 5 000
+/// characters are shown escaped and cut, in the settings and the findings.
+#[test]
+fn check_masks_url_passwords_and_escapes_odd_domain_names() {
+    let nc = standin();
+    let setup = Setup::new();
+    let config = setup.config(&nc, "");
+    let text = std::fs::read_to_string(&config)
+        .expect("config")
+        .replace("url=http://", "url=http://nc-user:url-pw-9@");
+    write_private(&config, text.trim_end());
+    let long = "d".repeat(5000);
+    let file = setup.path("row-secret");
+    write_private(&file, SECRET);
+    for domain in ["\u{202E}gro.elpmaxe", long.as_str()] {
+        let status = Command::new(xcauth_bin())
+            .args(["domain", "add", domain, "--url", &nc.url])
+            .arg("--secret-file")
+            .arg(&file)
+            .arg("--db")
+            .arg(setup.db())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("xcauth domain add");
+        assert!(status.success());
+    }
+    set_mode(&setup.db(), 0o600);
+    let out = check(&config, &["--quick"], &[], "");
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert!(!all.contains("url-pw-9") && !all.contains("nc-user"), "{all}");
+    assert!(all.contains("http://***@"), "{all}");
+    assert!(!all.contains('\u{202E}'), "{all}");
+    assert!(all.contains("\\u{202e}gro.elpmaxe"), "{all}");
+    assert!(!all.contains(&"d".repeat(300)), "a 5 000-character name is cut");
+    assert!(all.contains("(5000 characters)"), "{all}");
+}

@@ -23,7 +23,7 @@ mod testutil;
 mod values;
 
 pub use cli::{command, CommandLine};
-pub(crate) use resolved::plain_http_warning;
+pub(crate) use resolved::{masked_url, plain_http_warning};
 pub use resolved::{
     admin_settings, admin_settings_from, load, load_from, load_with_default_file, AdminSettings,
     CheckRequest, Config, Mode, SocketOptions,

@@ -104,7 +104,7 @@ fn inherited<'a>(own: Option<&str>, global: Option<&'a Path>) -> Option<&'a Path
 /// The lines of one back end; `files`: where the secret and the API
 /// password were read from, if from files.
 fn backend(spec: &BackendSpec, global: bool, files: (Option<&Path>, Option<&Path>)) {
-    line("url", &spec.url);
+    line("url", &crate::admin::report::shown_url(&spec.url));
     line("backend", spec.kind.name());
     if !global {
         line("auth-domain", &spec.auth_domain);
@@ -128,7 +128,7 @@ fn backend(spec: &BackendSpec, global: bool, files: (Option<&Path>, Option<&Path
 }
 
 fn line(name: &str, value: &str) {
-    out(&format!("    {name:<14} {value}"));
+    out(&format!("    {name:<14} {}", crate::admin::report::shown(value)));
 }
 
 #[cfg(test)]
