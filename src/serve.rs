@@ -27,6 +27,7 @@ use crate::proto::{Codec, CodecOptions, Decoded, Protocol, Reply, Request};
 use crate::verify::Verifier;
 
 mod budget;
+mod trim;
 use budget::{shrink_if_empty, Budget};
 pub use budget::{process_held, KEPT_BUFFER_BYTES, PROCESS_BYTE_BUDGET};
 

@@ -83,12 +83,14 @@ impl Budget {
             PROCESS_HELD.fetch_sub(self.counted - held, Ordering::Relaxed);
         }
         self.counted = held;
+        super::trim::after_change();
     }
 }
 
 impl Drop for Budget {
     fn drop(&mut self) {
         PROCESS_HELD.fetch_sub(self.counted, Ordering::Relaxed);
+        super::trim::after_change();
     }
 }
 

@@ -1,0 +1,49 @@
+//! Giving memory back to the system once a flood is over. glibc keeps what
+//! its per-thread arenas freed for reuse, so after a thousand connections
+//! held tens of megabytes between them the process would stay that large
+//! until the next flood; `malloc_trim(3)` returns the free pages.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::budget::{process_held, PROCESS_BYTE_BUDGET};
+
+/// Streams held this much at once: a flood, worth trimming after.
+const FLOOD_BYTES: usize = PROCESS_BYTE_BUDGET / 4;
+/// Streams hold no more than this again: the flood is over.
+const CALM_BYTES: usize = PROCESS_BYTE_BUDGET / 64;
+
+/// Set while a flood is on (streams held [`FLOOD_BYTES`] since the last
+/// trim).
+static FLOODED: AtomicBool = AtomicBool::new(false);
+
+/// Called whenever a stream's share changed: notes a flood, and once the
+/// streams hold little again, trims the heap on the blocking pool (once per
+/// flood).
+pub(super) fn after_change() {
+    let held = process_held();
+    if held >= FLOOD_BYTES {
+        FLOODED.store(true, Ordering::Relaxed);
+    } else if held <= CALM_BYTES && FLOODED.swap(false, Ordering::Relaxed) {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn_blocking(release_free_memory);
+        }
+    }
+}
+
+/// Returns the free pages of every malloc arena to the system.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn release_free_memory() {
+    // SAFETY: malloc_trim only walks and releases malloc's own free lists,
+    // under malloc's own locks; it takes no pointer and cannot invalidate
+    // any allocation.
+    #[allow(unsafe_code)]
+    let released = unsafe { libc::malloc_trim(0) };
+    tracing::debug!(
+        "a flood is over: free memory {} to the system",
+        if released == 1 { "returned" } else { "was not there to return" }
+    );
+}
+
+/// Other C libraries return freed memory themselves (or cannot be asked).
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn release_free_memory() {}
