@@ -375,7 +375,10 @@ fn check_directory(path: &Path) -> io::Result<()> {
             continue;
         }
         let meta = std::fs::metadata(ancestor).map_err(|e| {
-            io::Error::new(e.kind(), format!("socket directory {}: {e}", ancestor.display()))
+            io::Error::new(
+                e.kind(),
+                format!("socket directory {}: {e}", ancestor.display()),
+            )
         })?;
         if let Some(why) = unsafe_directory(&meta, me) {
             return Err(io::Error::new(

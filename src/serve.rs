@@ -28,8 +28,8 @@ use crate::verify::Verifier;
 
 mod budget;
 mod trim;
-use budget::{shrink_if_empty, Budget};
 pub use budget::{process_held, KEPT_BUFFER_BYTES, PROCESS_BYTE_BUDGET};
+use budget::{shrink_if_empty, Budget};
 
 /// Requests of one stream worked on at the same time; past this the stream
 /// is not read until answers have gone out (back-pressure on the peer).
@@ -151,7 +151,8 @@ where
         // before waiting for more bytes, which may never come.
         let mut buffered = false;
         while reading {
-            if pending.len() >= MAX_IN_FLIGHT || !budget.has_room(&input, &output, pending.is_empty())
+            if pending.len() >= MAX_IN_FLIGHT
+                || !budget.has_room(&input, &output, pending.is_empty())
             {
                 buffered = true;
                 break;
@@ -867,7 +868,8 @@ mod tests {
         let open = started.elapsed();
         assert!(rest.is_empty());
         assert!(
-            open >= PARTIAL_REQUEST_TIMEOUT && open < PARTIAL_REQUEST_TIMEOUT + Duration::from_secs(1),
+            open >= PARTIAL_REQUEST_TIMEOUT
+                && open < PARTIAL_REQUEST_TIMEOUT + Duration::from_secs(1),
             "closed after {open:?}"
         );
         serving.await.expect("task").expect("served");

@@ -689,10 +689,16 @@ fn check_masks_url_passwords_and_escapes_odd_domain_names() {
     set_mode(&setup.db(), 0o600);
     let out = check(&config, &["--quick"], &[], "");
     let all = format!("{}{}", out.stdout, out.stderr);
-    assert!(!all.contains("url-pw-9") && !all.contains("nc-user"), "{all}");
+    assert!(
+        !all.contains("url-pw-9") && !all.contains("nc-user"),
+        "{all}"
+    );
     assert!(all.contains("http://***@"), "{all}");
     assert!(!all.contains('\u{202E}'), "{all}");
     assert!(all.contains("\\u{202e}gro.elpmaxe"), "{all}");
-    assert!(!all.contains(&"d".repeat(300)), "a 5 000-character name is cut");
+    assert!(
+        !all.contains(&"d".repeat(300)),
+        "a 5 000-character name is cut"
+    );
     assert!(all.contains("(5000 characters)"), "{all}");
 }

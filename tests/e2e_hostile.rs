@@ -116,18 +116,29 @@ fn huge_replies_from_a_hostile_back_end_stay_within_the_body_cap() {
 
 /// Runs `xcauth --listen generic=unix:PATH` and returns its exit status
 /// and standard error, for socket paths that must be refused.
+/// (A path it accepts is served: then the status is `None` after 10 s.)
 fn refused(path: &std::path::Path) -> (Option<i32>, String) {
     let log_dir = tempfile::tempdir().expect("log dir");
-    let out = Served::command("http://127.0.0.1:9/", log_dir.path())
+    let child = Served::command("http://127.0.0.1:9/", log_dir.path())
         .arg("--listen")
         .arg(format!("generic=unix:{}", path.display()))
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run xcauth");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let mut guard = Guard(child);
+    let status = poll(Duration::from_secs(10), || {
+        guard.0.try_wait().ok().flatten()
+    });
+    if status.is_none() {
+        let _ = guard.0.kill();
+    }
+    let mut stderr = String::new();
+    if let Some(mut err) = guard.0.stderr.take() {
+        let _ = err.read_to_string(&mut stderr);
+    }
+    (status.and_then(|s| s.code()), stderr)
 }
 
 /// A socket whose parent is private but whose grandparent any user may

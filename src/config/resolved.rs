@@ -693,9 +693,21 @@ mod tests {
                 && warning.contains("backend=nextcloud"),
             "{warning}"
         );
-        assert!(warning.contains("https://***@cloud.example.org/"), "{warning}");
+        assert!(
+            warning.contains("https://***@cloud.example.org/"),
+            "{warning}"
+        );
         assert!(!warning.contains("url-pw"), "{warning}");
-        let explicit = ["-t", "generic", "-u", base_url, "-s", "x", "--backend", "nextcloud"];
+        let explicit = [
+            "-t",
+            "generic",
+            "-u",
+            base_url,
+            "-s",
+            "x",
+            "--backend",
+            "nextcloud",
+        ];
         let c = load_test(&explicit, &[], None).unwrap();
         assert!(!c.warnings.iter().any(|w| w.contains("a secret is set")));
         let c = load_test(&["-t", "generic", "-u", base_url], &[], None).unwrap();

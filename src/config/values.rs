@@ -754,7 +754,9 @@ mod tests {
         assert_eq!(parse_rounds("12,4"), Ok((12, 4)));
         assert_eq!(parse_rounds("10"), Ok((10, 10)));
         assert_eq!(parse_rounds(" 16 , 4 "), Ok((16, 4)));
-        for bad in ["3", "32", "12,3", "x", "12,4,4", "", "12,", "17", "31", "12,31"] {
+        for bad in [
+            "3", "32", "12,3", "x", "12,4,4", "", "12,", "17", "31", "12,31",
+        ] {
             assert!(parse_rounds(bad).is_err(), "{bad}");
         }
         // Too high a cost says what it would cost, in words.

@@ -40,7 +40,11 @@ fn release_free_memory() {
     let released = unsafe { libc::malloc_trim(0) };
     tracing::debug!(
         "a flood is over: free memory {} to the system",
-        if released == 1 { "returned" } else { "was not there to return" }
+        if released == 1 {
+            "returned"
+        } else {
+            "was not there to return"
+        }
     );
 }
 

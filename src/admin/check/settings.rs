@@ -128,7 +128,10 @@ fn backend(spec: &BackendSpec, global: bool, files: (Option<&Path>, Option<&Path
 }
 
 fn line(name: &str, value: &str) {
-    out(&format!("    {name:<14} {}", crate::admin::report::shown(value)));
+    out(&format!(
+        "    {name:<14} {}",
+        crate::admin::report::shown(value)
+    ));
 }
 
 #[cfg(test)]
