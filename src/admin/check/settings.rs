@@ -70,11 +70,11 @@ pub(crate) fn print(config: &Config, targets: &[Target], rows: &[DomainRow]) {
         match row {
             None => out(&format!(
                 "  {} (config file and command line)",
-                target.scope
+                crate::admin::report::shown(&target.scope)
             )),
             Some(_) => out(&format!(
                 "  {} (database row; empty columns take the global value)",
-                target.scope
+                crate::admin::report::shown(&target.scope)
             )),
         }
         // A row's own secret is in the database; an inherited one is the
