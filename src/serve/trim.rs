@@ -3,7 +3,7 @@
 //! held tens of megabytes between them the process would stay that large
 //! until the next flood; `malloc_trim(3)` returns the free pages.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::budget::{process_held, PROCESS_BYTE_BUDGET};
 
@@ -12,20 +12,29 @@ const FLOOD_BYTES: usize = PROCESS_BYTE_BUDGET / 4;
 /// Streams hold no more than this again: the flood is over.
 const CALM_BYTES: usize = PROCESS_BYTE_BUDGET / 64;
 
-/// Set while a flood is on (streams held [`FLOOD_BYTES`] since the last
-/// trim).
-static FLOODED: AtomicBool = AtomicBool::new(false);
+/// Bytes the streams held at a flood's peak, or at the last trim after
+/// it; 0 when there is nothing to trim. A flood's connections may take a
+/// while to go (each finishes the request it has started), so the heap is
+/// trimmed each time what they hold has fallen to a quarter, and a last
+/// time once it is calm.
+static LEVEL: AtomicUsize = AtomicUsize::new(0);
 
-/// Called whenever a stream's share changed: notes a flood, and once the
-/// streams hold little again, trims the heap on the blocking pool (once per
-/// flood).
+/// Called whenever a stream's share changed: notes a flood, and trims the
+/// heap on the blocking pool as it subsides.
 pub(super) fn after_change() {
     let held = process_held();
-    if held >= FLOOD_BYTES {
-        FLOODED.store(true, Ordering::Relaxed);
-    } else if held <= CALM_BYTES && FLOODED.swap(false, Ordering::Relaxed) {
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn_blocking(release_free_memory);
+    let level = LEVEL.load(Ordering::Relaxed);
+    if held >= FLOOD_BYTES && held > level {
+        LEVEL.fetch_max(held, Ordering::Relaxed);
+    } else if level > 0 && held <= level / 4 {
+        let next = if held <= CALM_BYTES { 0 } else { held };
+        let ours = LEVEL
+            .compare_exchange(level, next, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok();
+        if ours {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn_blocking(release_free_memory);
+            }
         }
     }
 }
@@ -39,7 +48,7 @@ fn release_free_memory() {
     #[allow(unsafe_code)]
     let released = unsafe { libc::malloc_trim(0) };
     tracing::debug!(
-        "a flood is over: free memory {} to the system",
+        "a flood subsides: free memory {} to the system",
         if released == 1 {
             "returned"
         } else {
