@@ -659,8 +659,9 @@ async fn tls_with_an_own_ca_fails_without_ca_file_and_passes_with_it() {
 }
 
 /// A URL with `user:password@` is shown with `***@` instead, and domain
-/// rows named with U+202E (which shows text backwards) or with 5 000
-/// characters are shown escaped and cut, in the settings and the findings.
+/// rows (written by hand: `domain add` refuses such names) named with
+/// U+202E (which shows text backwards) or with 5 000 characters are shown
+/// escaped and cut, in the settings and the findings.
 #[test]
 fn check_masks_url_passwords_and_escapes_odd_domain_names() {
     let nc = standin();
@@ -670,23 +671,19 @@ fn check_masks_url_passwords_and_escapes_odd_domain_names() {
         .expect("config")
         .replace("url=http://", "url=http://nc-user:url-pw-9@");
     write_private(&config, text.trim_end());
+    // Rows written by hand (`domain add` refuses such names).
+    setup.with_row(&nc, SECRET);
     let long = "d".repeat(5000);
-    let file = setup.path("row-secret");
-    write_private(&file, SECRET);
+    let conn = rusqlite::Connection::open(setup.db()).expect("db");
     for domain in ["\u{202E}gro.elpmaxe", long.as_str()] {
-        let status = Command::new(xcauth_bin())
-            .args(["domain", "add", domain, "--url", &nc.url])
-            .arg("--secret-file")
-            .arg(&file)
-            .arg("--db")
-            .arg(setup.db())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("xcauth domain add");
-        assert!(status.success());
+        conn.execute(
+            "INSERT INTO domains (xmppdomain, authsecret, authurl, authdomain) \
+             VALUES (?1, ?2, ?3, '')",
+            [domain, SECRET, nc.url.as_str()],
+        )
+        .expect("insert");
     }
-    set_mode(&setup.db(), 0o600);
+    drop(conn);
     // Not --quick: the settings and every passed test are printed too.
     let out = check(&config, &[], &[], "");
     let all = format!("{}{}", out.stdout, out.stderr);
@@ -697,9 +694,48 @@ fn check_masks_url_passwords_and_escapes_odd_domain_names() {
     assert!(all.contains("http://***@"), "{all}");
     assert!(!all.contains('\u{202E}'), "{all}");
     assert!(all.contains("\\u{202e}gro.elpmaxe"), "{all}");
+    // Names alone are cut after 256 characters, findings that quote one
+    // after 1 024.
+    let uncut: Vec<&str> = all
+        .lines()
+        .filter(|l| l.contains(&"d".repeat(1025)))
+        .map(|l| &l[..l.len().min(80)])
+        .collect();
+    assert!(uncut.is_empty(), "a 5 000-character name is cut: {uncut:?}");
+    assert!(all.contains("… ("), "the finding says it was cut");
+}
+
+/// Rows that are one domain in canonical form (`example.net` and
+/// `EXAMPLE.NET`, written by hand) and a row that is no host name are
+/// failures: the service serves one of the first and never the second.
+#[test]
+fn rows_that_collide_or_are_not_host_names_fail() {
+    let nc = standin();
+    let setup = Setup::new();
+    setup.with_row(&nc, SECRET);
+    let conn = rusqlite::Connection::open(setup.db()).expect("db");
+    for domain in ["EXAMPLE.NET", "bad\u{200B}.example"] {
+        conn.execute(
+            "INSERT INTO domains (xmppdomain, authsecret, authurl, authdomain) \
+             VALUES (?1, 'other', 'http://127.0.0.1:9/x', '')",
+            [domain],
+        )
+        .expect("insert");
+    }
+    drop(conn);
+    let out = check(&setup.config(&nc, ""), &[], &[], "");
+    assert_eq!(out.code, Some(1), "{}", out.stdout);
+    let fails = out.fails().join("\n");
     assert!(
-        !all.contains(&"d".repeat(300)),
-        "a 5 000-character name is cut"
+        fails.contains(r#"domain rows "EXAMPLE.NET" and "example.net" are all the domain example.net; "example.net" is used"#),
+        "{}",
+        out.stdout
     );
-    assert!(all.contains("(5000 characters)"), "{all}");
+    assert!(
+        fails.contains(r#"domain row "bad\u{200b}.example" is never used"#),
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains('\u{200B}'), "{}", out.stdout);
+    out.keeps_secret(&[SECRET, API_PASSWORD]);
 }
