@@ -343,6 +343,41 @@ fn is_listening(fd: &impl AsFd) -> bool {
     getsockopt(fd, sockopt::AcceptConn).unwrap_or(false)
 }
 
+/// Descriptors kept for everything but client connections: the listeners,
+/// back-end connections (at most 64 in flight and 16 idle), SQLite, log
+/// files, `ejabberdctl` pipes and metrics clients.
+pub const RESERVED_DESCRIPTORS: u64 = 256;
+
+/// Makes sure the process may open a descriptor for every connection it
+/// will accept: `max_connections` on each of `listeners` sockets, plus
+/// [`RESERVED_DESCRIPTORS`]. Raises the soft `RLIMIT_NOFILE` as far as
+/// needed (up to the hard limit); when even the hard limit is too low,
+/// says why, so that start-up stops instead of failing logins later with
+/// "Too many open files". Returns the soft limit now in force.
+pub fn fit_descriptor_limit(listeners: usize, max_connections: usize) -> Result<u64, String> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let needed = (listeners as u64)
+        .saturating_mul(max_connections as u64)
+        .saturating_add(RESERVED_DESCRIPTORS);
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)
+        .map_err(|e| format!("cannot read the descriptor limit (RLIMIT_NOFILE): {e}"))?;
+    if needed <= soft {
+        return Ok(soft);
+    }
+    if needed > hard {
+        return Err(format!(
+            "max-connections {max_connections} on {listeners} socket(s) needs {needed} file \
+             descriptors, but the hard limit (RLIMIT_NOFILE) is {hard}: lower max-connections, \
+             or raise the limit (LimitNOFILE= in the systemd unit, ulimit -Hn)"
+        ));
+    }
+    setrlimit(Resource::RLIMIT_NOFILE, needed, hard).map_err(|e| {
+        format!("cannot raise the descriptor limit (RLIMIT_NOFILE) from {soft} to {needed}: {e}")
+    })?;
+    info!("descriptor limit raised from {soft} to {needed} (hard limit {hard})");
+    Ok(needed)
+}
+
 /// Binds one `--listen` socket. A stale Unix socket file is replaced; any
 /// other file at that path is an error.
 pub fn bind(spec: &ListenSpec, options: &SocketOptions) -> io::Result<Bound> {
@@ -386,31 +421,63 @@ pub fn bind(spec: &ListenSpec, options: &SocketOptions) -> io::Result<Bound> {
     }
 }
 
-/// Refuses a socket path whose directory other users may write without the
-/// sticky bit: any of them could replace our socket with their own (and
-/// read the passwords sent to it) or plant a symlink for us to follow.
+/// Refuses a socket path with a directory on the way to it (the parent,
+/// and every ancestor up to `/`, as given and with symlinks resolved) that
+/// another user could change: one writable by all users without the
+/// sticky bit, or one owned by neither root nor the user we run as. Its
+/// owner, or anyone who may write to it, could swap the directory below
+/// for one of their own, put their socket where ours should be (and read
+/// the passwords sent to it) or plant a symlink for us to follow.
 fn check_directory(path: &Path) -> io::Result<()> {
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("/"),
+        _ => Path::new("."),
     };
-    let meta = std::fs::metadata(dir).map_err(|e| {
+    let resolved = std::fs::canonicalize(dir).map_err(|e| {
         io::Error::new(e.kind(), format!("socket directory {}: {e}", dir.display()))
     })?;
-    let mode = meta.permissions().mode();
-    if mode & 0o002 != 0 && mode & 0o1000 == 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::PermissionDenied,
-            format!(
-                "refusing Unix socket {}: its directory {} is writable by all users \
-                 (mode {:04o}) without the sticky bit",
-                path.display(),
-                dir.display(),
-                mode & 0o7777
-            ),
-        ));
+    let me = nix::unistd::geteuid().as_raw();
+    for ancestor in dir.ancestors().chain(resolved.ancestors()) {
+        if ancestor.as_os_str().is_empty() {
+            continue;
+        }
+        let meta = std::fs::metadata(ancestor).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("socket directory {}: {e}", ancestor.display()),
+            )
+        })?;
+        if let Some(why) = unsafe_directory(&meta, me) {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "refusing Unix socket {}: the directory {} {why}",
+                    path.display(),
+                    ancestor.display(),
+                ),
+            ));
+        }
     }
     Ok(())
+}
+
+/// Why a directory on the way to a socket is unsafe, if it is.
+fn unsafe_directory(meta: &std::fs::Metadata, me: u32) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mode = meta.permissions().mode();
+    if mode & 0o002 != 0 && mode & 0o1000 == 0 {
+        return Some(format!(
+            "is writable by all users (mode {:04o}) without the sticky bit",
+            mode & 0o7777
+        ));
+    }
+    if meta.uid() != 0 && meta.uid() != me {
+        return Some(format!(
+            "belongs to uid {}, neither root nor the user xcauth runs as (uid {me})",
+            meta.uid()
+        ));
+    }
+    None
 }
 
 /// Binds a Unix socket that has `mode` from the moment it exists: the

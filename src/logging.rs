@@ -218,9 +218,25 @@ struct OpenLog {
     generation: u64,
 }
 
+/// Permission bits of log files: they name users and addresses, so the
+/// owner writes and the group (`adm`, a log reader) reads; others nothing.
+pub const LOG_FILE_MODE: u32 = 0o640;
+
+/// Opens `path` for appending, creating it with [`LOG_FILE_MODE`] from the
+/// start (never wider for a moment); an existing file with wider bits is
+/// narrowed to them.
 fn open_append(path: &Path) -> io::Result<(File, (u64, u64))> {
-    let file = OpenOptions::new().create(true).append(true).open(path)?;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(LOG_FILE_MODE)
+        .open(path)?;
     let meta = file.metadata()?;
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & !LOG_FILE_MODE != 0 {
+        file.set_permissions(std::fs::Permissions::from_mode(mode & LOG_FILE_MODE))?;
+    }
     Ok((file, (meta.dev(), meta.ino())))
 }
 

@@ -19,7 +19,6 @@ use crate::listen::{self, Sockets};
 use crate::logging;
 use crate::proto::{Reply, Request};
 use crate::serve::{self, ListenContext, StreamLimits};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -157,6 +156,15 @@ pub fn main_with_args<I: IntoIterator<Item = OsString>>(args: I) -> ExitCode {
     let serving = matches!(config.mode, Mode::Serve(_));
     let sockets = match config.mode {
         Mode::Serve(protocol) => match collect_sockets(&config, protocol, systemd) {
+            Ok(Sockets::Listening(listeners)) => {
+                let max = config.sockets.max_connections;
+                if let Err(e) = listen::fit_descriptor_limit(listeners.len(), max) {
+                    error!("{e}");
+                    eprintln!("xcauth: {e}");
+                    return ExitCode::from(EXIT_USAGE);
+                }
+                Sockets::Listening(listeners)
+            }
             Ok(sockets) => sockets,
             Err(code) => return code,
         },
@@ -591,7 +599,7 @@ async fn serve(
         verifier: Arc::clone(&verifier),
         codec: config.codec.clone(),
         limits: StreamLimits::socket(limits.idle_timeout, limits.write_timeout),
-        connections: Arc::new(Semaphore::new(limits.max_connections)),
+        max_connections: limits.max_connections,
         shutdown: shutdown.clone(),
         tasks: TaskTracker::new(),
     };

@@ -11,7 +11,7 @@ use std::io;
 use std::net::IpAddr;
 use std::os::fd::AsFd;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,6 +29,11 @@ use crate::config::RequestSet;
 use crate::listen::{Bound, Listener};
 use crate::proto::{Codec, CodecOptions, Decoded, Protocol, Reply, Request};
 use crate::verify::Verifier;
+
+mod budget;
+mod trim;
+pub use budget::{process_held, KEPT_BUFFER_BYTES, PROCESS_BYTE_BUDGET};
+use budget::{shrink_if_empty, Budget};
 
 /// Requests of one stream worked on at the same time; past this the stream
 /// is not read until answers have gone out (back-pressure on the peer).
@@ -111,25 +116,6 @@ impl StreamLimits {
     }
 }
 
-/// What one stream holds, for its byte budget.
-#[derive(Default)]
-struct Budget {
-    /// Bytes of answers finished but not yet encoded (set by the request
-    /// futures as they finish).
-    finished: Arc<AtomicUsize>,
-    /// Roster requests started and not yet answered.
-    rosters: usize,
-    /// Over budget when last looked (logged once per crossing).
-    over: bool,
-}
-
-impl Budget {
-    /// Whether a new request may start, given what is buffered.
-    fn has_room(&self, input: &BytesMut, output: &BytesMut) -> bool {
-        input.len() + output.len() + self.finished.load(Ordering::Relaxed) < STREAM_BYTE_BUDGET
-    }
-}
-
 /// Serves one stream until end of input, `quit`/`exit`, ejabberd's
 /// length-0 frame, a limit, `shutdown` or an I/O error. Answers go out in
 /// request order; after `shutdown` no new request is read, but those
@@ -156,6 +142,9 @@ where
     let mut waiting: Option<Request> = None;
     let mut reading = true;
     let mut last_progress = Instant::now();
+    // When the unfinished request at the end of `input` began: dripping
+    // its bytes one at a time does not move its deadline.
+    let mut partial_since: Option<Instant> = None;
     let starter = Starter {
         verifier: &verifier,
         served,
@@ -166,7 +155,9 @@ where
         // before waiting for more bytes, which may never come.
         let mut buffered = false;
         while reading {
-            if pending.len() >= MAX_IN_FLIGHT || !budget.has_room(&input, &output) {
+            if pending.len() >= MAX_IN_FLIGHT
+                || !budget.has_room(&input, &output, pending.is_empty())
+            {
                 buffered = true;
                 break;
             }
@@ -174,7 +165,10 @@ where
                 Some(request) => request,
                 None => match codec.decode(&mut input) {
                     Decoded::NeedMore => break,
-                    Decoded::Request(request) => request,
+                    Decoded::Request(request) => {
+                        partial_since = None;
+                        request
+                    }
                     Decoded::End => {
                         reading = false;
                         break;
@@ -209,14 +203,17 @@ where
         if !reading && pending.is_empty() {
             return Ok(());
         }
-        let within_budget = budget.has_room(&input, &output);
+        shrink_if_empty(&mut output, READ_CHUNK);
+        shrink_if_empty(&mut input, READ_CHUNK);
+        let within_budget = budget.has_room(&input, &output, pending.is_empty());
         if within_budget {
             budget.over = false;
         } else if !budget.over {
             budget.over = true;
             debug!(
-                "stream over its byte budget of {STREAM_BYTE_BUDGET} bytes: \
-                 not reading until the peer takes answers"
+                "stream over its byte budget of {STREAM_BYTE_BUDGET} bytes \
+                 (or the process over its {PROCESS_BYTE_BUDGET}): \
+                 not reading until answers drain"
             );
         }
         let room = pending.len() < MAX_IN_FLIGHT
@@ -226,16 +223,20 @@ where
             continue;
         }
         let can_read = reading && room && waiting.is_none();
-        // Which silence limit applies now: a half-read request, or an idle
-        // stream with nothing in flight.
-        let limit = if !input.is_empty() {
-            limits.partial
-        } else if pending.is_empty() {
-            limits.idle
+        // Which silence limit applies now: a half-read request (counted
+        // from its first byte), or an idle stream with nothing in flight.
+        // A stream not reading because of its budget waits for its peer to
+        // take answers, which the write timeout bounds.
+        let (limit, deadline) = if input.is_empty() {
+            partial_since = None;
+            let limit = limits.idle.filter(|_| pending.is_empty());
+            (limit, limit.map(|l| last_progress + l))
+        } else if can_read {
+            let since = *partial_since.get_or_insert_with(Instant::now);
+            (limits.partial, limits.partial.map(|l| since + l))
         } else {
-            None
+            (None, None)
         };
-        let deadline = limit.map(|l| last_progress + l);
         tokio::select! {
             read = reader.read_buf(&mut input), if can_read => {
                 last_progress = Instant::now();
@@ -275,6 +276,7 @@ where
 /// Encodes a finished answer; its bytes now count as `output`.
 fn take_answer(answer: Answer, codec: &dyn Codec, output: &mut BytesMut, budget: &mut Budget) {
     budget.finished.fetch_sub(answer.bytes, Ordering::Relaxed);
+    budget.answered();
     if answer.roster {
         budget.rosters -= 1;
     }
@@ -371,11 +373,13 @@ impl Starter<'_> {
             let reply = Reply::Invalid(format!("{kind}: not served on this socket"));
             let bytes = reply_bytes(&reply);
             budget.finished.fetch_add(bytes, Ordering::Relaxed);
-            pending.push_back(Box::pin(std::future::ready(Answer {
+            let answer: Pending = Box::pin(std::future::ready(Answer {
                 reply,
                 bytes,
                 roster: false,
-            })));
+            }));
+            budget.started(std::mem::size_of_val(&*answer));
+            pending.push_back(answer);
             return true;
         }
         if roster {
@@ -383,7 +387,7 @@ impl Starter<'_> {
         }
         let finished = Arc::clone(&budget.finished);
         let work = Arc::clone(self.verifier).handle(request);
-        pending.push_back(Box::pin(async move {
+        let answering: Pending = Box::pin(async move {
             let reply = work.await;
             let bytes = reply_bytes(&reply);
             finished.fetch_add(bytes, Ordering::Relaxed);
@@ -392,7 +396,11 @@ impl Starter<'_> {
                 bytes,
                 roster,
             }
-        }));
+        });
+        // A request in the making holds its future's state (a back-end
+        // request's is several kilobytes): counted like buffered bytes.
+        budget.started(std::mem::size_of_val(&*answering));
+        pending.push_back(answering);
         true
     }
 }
@@ -548,8 +556,9 @@ pub struct ListenContext {
     pub codec: CodecOptions,
     /// Limits applied to each connection.
     pub limits: StreamLimits,
-    /// Connections served at once, over all listeners.
-    pub connections: Arc<Semaphore>,
+    /// Connections served at once on each listener: one socket's clients
+    /// cannot take another's slots.
+    pub max_connections: usize,
     /// Stops accepting and reading.
     pub shutdown: CancellationToken,
     /// Tracks connection tasks so shutdown can wait for them.
@@ -649,11 +658,12 @@ async fn accept_loop(
     trusted: bool,
     ctx: ListenContext,
 ) {
+    let slots = Arc::new(Semaphore::new(ctx.max_connections));
     loop {
         // Take a connection slot first: past the limit, clients wait in the
         // kernel's backlog instead of costing us memory.
         let permit = tokio::select! {
-            p = Arc::clone(&ctx.connections).acquire_owned() => match p {
+            p = Arc::clone(&slots).acquire_owned() => match p {
                 Ok(p) => p,
                 Err(_) => return,
             },
@@ -843,6 +853,49 @@ mod tests {
         let error = result.expect_err("a write timeout");
         assert_eq!(error.kind(), io::ErrorKind::TimedOut);
         drop(writing);
+    }
+
+    /// A peer that sends half a request and then one more byte every 10 s
+    /// is closed [`PARTIAL_REQUEST_TIMEOUT`] after its first byte: the
+    /// drip does not move the deadline. (Tokio's clock is paused: the
+    /// runtime jumps ahead whenever every task waits for a timer.)
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_drips_a_request_is_closed_after_the_partial_timeout() {
+        let (client, server) = tokio::io::duplex(1024);
+        let (reader, writer) = tokio::io::split(server);
+        let serving = tokio::spawn(serve_stream(
+            reader,
+            writer,
+            Protocol::Generic.codec(&CodecOptions::default()),
+            token_verifier(),
+            StreamLimits::socket(Duration::from_secs(3600), Duration::from_secs(30)),
+            RequestSet::ALL,
+            CancellationToken::new(),
+        ));
+        let started = Instant::now();
+        let (mut from_server, mut to_server) = tokio::io::split(client);
+        let dripping = tokio::spawn(async move {
+            for byte in b"isuser:alice:example.org".iter().cycle() {
+                if to_server.write_all(&[*byte]).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_secs(10)).await;
+            }
+        });
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(120), from_server.read_to_end(&mut rest))
+            .await
+            .expect("closed within 120 s")
+            .expect("closed");
+        let open = started.elapsed();
+        assert!(rest.is_empty());
+        assert!(
+            open >= PARTIAL_REQUEST_TIMEOUT
+                && open < PARTIAL_REQUEST_TIMEOUT + Duration::from_secs(1),
+            "closed after {open:?}"
+        );
+        serving.await.expect("task").expect("served");
+        dripping.abort();
     }
 
     /// A peer that reads, however little at a time, is not closed: the

@@ -241,6 +241,49 @@ fn domain_list_hides_secrets_unless_asked() {
     assert!(out.lines()[2].contains(" com-secret "), "{out:?}");
 }
 
+/// `domain list` and `domain add` never show the password of a
+/// `https://user:password@host` URL, and show a stored domain named with
+/// U+202E (which turns the rest of the line around) or with 5 000
+/// characters (rows written by hand or by older versions: `domain add`
+/// refuses such names) escaped and cut.
+#[test]
+fn domain_list_masks_url_passwords_and_escapes_odd_names() {
+    let s = Setup::new();
+    let out = s.run_with_stdin(
+        &[
+            "domain",
+            "add",
+            "masked.example",
+            "--url",
+            "https://nc-user:url-pw-9@cloud.example/",
+            "--secret-stdin",
+        ],
+        "row-secret\n",
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(!out.stdout.contains("url-pw-9"), "{out:?}");
+    assert!(out.stdout.contains("https://***@cloud.example/"), "{out:?}");
+    let long = "d".repeat(5000);
+    for domain in ["\u{202E}gro.elpmaxe", long.as_str()] {
+        s.exec(
+            "INSERT INTO domains (xmppdomain, authsecret, authurl, authdomain) \
+             VALUES (?1, 'row-secret', 'https://nc-user:url-pw-9@cloud.example/', ?1)",
+            &[domain],
+        );
+    }
+    let out = s.run(&["domain", "list"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(!out.stdout.contains("url-pw-9") && !out.stdout.contains("nc-user"));
+    assert!(out.stdout.contains("https://***@cloud.example/"), "{out:?}");
+    assert!(!out.stdout.contains('\u{202E}'), "{out:?}");
+    assert!(out.stdout.contains("\\u{202e}gro.elpmaxe"), "{out:?}");
+    assert!(!out.stdout.contains(&"d".repeat(300)), "cut");
+    assert!(out.stdout.contains("(5000 characters)"), "{out:?}");
+    // Asked for secrets, the administrator sees the URL as stored.
+    let out = s.run(&["domain", "list", "--show-secrets"]);
+    assert!(out.stdout.contains("nc-user:url-pw-9@"), "{out:?}");
+}
+
 /// Odd names that are not host names are refused (exit 2, nothing
 /// changes); the others are stored in the canonical form, however typed.
 #[test]

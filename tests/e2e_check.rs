@@ -658,6 +658,53 @@ async fn tls_with_an_own_ca_fails_without_ca_file_and_passes_with_it() {
     with.has("PASS", "config", "ca-file");
 }
 
+/// A URL with `user:password@` is shown with `***@` instead, and domain
+/// rows (written by hand: `domain add` refuses such names) named with
+/// U+202E (which shows text backwards) or with 5 000 characters are shown
+/// escaped and cut, in the settings and the findings.
+#[test]
+fn check_masks_url_passwords_and_escapes_odd_domain_names() {
+    let nc = standin();
+    let setup = Setup::new();
+    let config = setup.config(&nc, "");
+    let text = std::fs::read_to_string(&config)
+        .expect("config")
+        .replace("url=http://", "url=http://nc-user:url-pw-9@");
+    write_private(&config, text.trim_end());
+    // Rows written by hand (`domain add` refuses such names).
+    setup.with_row(&nc, SECRET);
+    let long = "d".repeat(5000);
+    let conn = rusqlite::Connection::open(setup.db()).expect("db");
+    for domain in ["\u{202E}gro.elpmaxe", long.as_str()] {
+        conn.execute(
+            "INSERT INTO domains (xmppdomain, authsecret, authurl, authdomain) \
+             VALUES (?1, ?2, ?3, '')",
+            [domain, SECRET, nc.url.as_str()],
+        )
+        .expect("insert");
+    }
+    drop(conn);
+    // Not --quick: the settings and every passed test are printed too.
+    let out = check(&config, &[], &[], "");
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        !all.contains("url-pw-9") && !all.contains("nc-user"),
+        "{all}"
+    );
+    assert!(all.contains("http://***@"), "{all}");
+    assert!(!all.contains('\u{202E}'), "{all}");
+    assert!(all.contains("\\u{202e}gro.elpmaxe"), "{all}");
+    // Names alone are cut after 256 characters, findings that quote one
+    // after 1 024.
+    let uncut: Vec<&str> = all
+        .lines()
+        .filter(|l| l.contains(&"d".repeat(1025)))
+        .map(|l| &l[..l.len().min(80)])
+        .collect();
+    assert!(uncut.is_empty(), "a 5 000-character name is cut: {uncut:?}");
+    assert!(all.contains("… ("), "the finding says it was cut");
+}
+
 /// Rows that are one domain in canonical form (`example.net` and
 /// `EXAMPLE.NET`, written by hand) and a row that is no host name are
 /// failures: the service serves one of the first and never the second.

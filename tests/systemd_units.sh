@@ -153,6 +153,12 @@ for key in ProtectSystem=strict NoNewPrivileges=yes PrivateTmp=yes ProtectHome=y
         [ -z "${key#*=}" ] && grep -qx "$k=" "$SERVICE"
     } || problems+=("no $key")
 done
+# Every socket's max-connections (1024 by default) must fit: xcauth refuses
+# to start otherwise, and may not raise the limit under @resources.
+nofile=$(unit_value "$SERVICE" LimitNOFILE)
+if [ -z "$nofile" ] || [ "${nofile%%:*}" -lt $(( ${#LISTEN_NAME[@]} * 1024 + 256 )) ]; then
+    problems+=("LimitNOFILE=${nofile:-unset} below ${#LISTEN_NAME[@]} sockets x 1024 + 256")
+fi
 if [ "$(unit_value "$SERVICE" DynamicUser)" != yes ] && [ -z "$(unit_value "$SERVICE" User)" ]; then
     problems+=("neither DynamicUser=yes nor User=")
 fi

@@ -1,6 +1,6 @@
 //! `xcauth domain add|change|list|remove`: the per-domain back ends in the `domains` table, and their kind, API account and login form in our `domainbackend` table.
 
-use super::report::{counted, optional, shown, table, Report, ABSENT, HIDDEN};
+use super::report::{counted, optional, shown, shown_url, table, Report, ABSENT, HIDDEN};
 use super::Context;
 use crate::backend::BackendKind;
 use crate::config::plain_http_warning;
@@ -39,7 +39,7 @@ pub(super) fn add(
         "added domain {} (auth domain {}, URL {}, back end {kind}{})",
         shown(domain),
         shown(&auth_domain),
-        shown(url),
+        shown_url(url),
         if inferred { " from the URL" } else { "" }
     ));
     if let Some(warning) = plain_http_warning(url) {
@@ -138,7 +138,7 @@ pub(super) fn change(
     let row = cx.store.domain(domain)?;
     note_password_without_user(r, backend, row.as_ref());
     if let Some(warning) = url.as_deref().and_then(plain_http_warning) {
-        r.note(warning);
+        r.note(shown(&warning));
     }
     Ok(())
 }
@@ -165,7 +165,10 @@ pub(super) fn list(cx: &Context<'_>, r: &mut Report, show_secrets: bool) -> Resu
             vec![
                 shown(&d.xmppdomain),
                 optional(d.authdomain.as_deref()),
-                optional(d.authurl.as_deref()),
+                match d.authurl.as_deref() {
+                    Some(url) if !url.is_empty() && !show_secrets => shown_url(url),
+                    url => optional(url),
+                },
                 secret,
                 optional(d.regcontact.as_deref()),
                 d.reglatest

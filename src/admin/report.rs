@@ -39,21 +39,53 @@ pub(super) fn split_at_sign(key: &str) -> (&str, &str) {
     key.split_once('@').unwrap_or((key, ""))
 }
 
-/// `text` with control characters escaped, so that a stored name cannot
-/// break the table or fake a line of output.
-pub(super) fn shown(text: &str) -> String {
-    if !text.chars().any(char::is_control) {
-        return text.to_owned();
+/// Longest stored name, URL or value shown whole (a DNS name has at most
+/// 253 characters); the rest is cut and its length said.
+pub(crate) const MAX_SHOWN_CHARS: usize = 256;
+
+/// `text` with control characters and the invisible characters that
+/// reorder or hide text (U+202E and friends) escaped, cut after
+/// [`MAX_SHOWN_CHARS`]: a stored name cannot break the table, fake a line
+/// of output, show itself backwards or flood the terminal.
+pub(crate) fn shown(text: &str) -> String {
+    shown_within(text, MAX_SHOWN_CHARS)
+}
+
+/// [`shown`], cut after `max` characters (a longer text of our own, such
+/// as a finding that quotes a name).
+pub(crate) fn shown_within(text: &str, max: usize) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(text.len().min(max + 32));
+    for (i, c) in text.chars().enumerate() {
+        if i == max {
+            let _ = write!(out, "… ({} characters)", text.chars().count());
+            break;
+        }
+        if c.is_control() || reorders_or_hides(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
     }
-    text.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
+    out
+}
+
+/// Bidirectional controls, zero-width characters, line and paragraph
+/// separators and the byte-order mark.
+fn reorders_or_hides(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{2028}'..='\u{202E}'
+            | '\u{2060}'..='\u{2069}'
+            | '\u{FEFF}'
+    )
+}
+
+/// A URL as [`shown`], with any `user:password@` replaced by `***@`.
+pub(crate) fn shown_url(url: &str) -> String {
+    shown(&crate::config::masked_url(url))
 }
 
 /// A nullable column for display.

@@ -71,6 +71,13 @@ pub const USER_AGENT: &str = concat!("xcauth/", env!("CARGO_PKG_VERSION"));
 /// below, a misconfigured URL serving a download does not.
 pub const MAX_REPLY_BYTES: usize = 16 * 1024 * 1024;
 
+/// Reply body bytes held at once over all replies being read, per process
+/// (two whole replies of [`MAX_REPLY_BYTES`]). A reply that would pass it is
+/// dropped as malformed (the cache may answer instead): a hostile or broken
+/// server answering every one of [`MAX_CONCURRENT_REQUESTS`] requests with
+/// a huge body cannot make us hold a gigabyte.
+pub const MAX_BODY_BYTES_IN_FLIGHT: usize = 2 * MAX_REPLY_BYTES;
+
 /// Back-end requests in flight at once per process. Nextcloud answers with
 /// a pool of PHP workers, so more parallel requests only queue there, while
 /// each costs us a connection and its buffers; a pipelining stream could
@@ -114,6 +121,9 @@ pub struct HttpClient {
     /// Requests to Nextcloud at once, over all streams (see
     /// [`MAX_CONCURRENT_REQUESTS`], `backend-concurrency`).
     in_flight: Semaphore,
+    /// Body bytes held by the replies being read, over all requests (see
+    /// [`MAX_BODY_BYTES_IN_FLIGHT`]).
+    body_bytes: Semaphore,
 }
 
 impl HttpClient {
@@ -140,6 +150,7 @@ impl HttpClient {
             options: options.clone(),
             extra_roots,
             in_flight: Semaphore::new(max_requests.max(1)),
+            body_bytes: Semaphore::new(MAX_BODY_BYTES_IN_FLIGHT),
         }))
     }
 
@@ -164,6 +175,44 @@ impl HttpClient {
             .map_err(|e| Cause::Connect(format!("cannot set up the HTTP client: {e}")))
     }
 
+    /// Reads a reply's body, holding its buffer's bytes in [`Self::body_bytes`].
+    async fn read_body(&self, response: &mut reqwest::Response) -> Result<Vec<u8>, Cause> {
+        let mut body = Vec::new();
+        let mut held = None::<tokio::sync::SemaphorePermit<'_>>;
+        let mut counted = 0;
+        while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
+            if body.len() + chunk.len() > MAX_REPLY_BYTES {
+                return Err(Cause::Malformed(format!(
+                    "reply longer than {} MiB",
+                    MAX_REPLY_BYTES / (1024 * 1024)
+                )));
+            }
+            body.reserve(chunk.len());
+            // What the buffer holds now, and the chunk until it is copied.
+            let wanted = (body.capacity() + chunk.len()).saturating_sub(counted);
+            if wanted == 0 {
+                body.extend_from_slice(&chunk);
+                continue;
+            }
+            let more = u32::try_from(wanted)
+                .ok()
+                .and_then(|n| self.body_bytes.try_acquire_many(n).ok())
+                .ok_or_else(|| {
+                    Cause::Malformed(format!(
+                        "replies being read hold over {} MiB: this one is dropped",
+                        MAX_BODY_BYTES_IN_FLIGHT / (1024 * 1024)
+                    ))
+                })?;
+            counted += wanted;
+            match held.as_mut() {
+                Some(permit) => permit.merge(more),
+                None => held = Some(more),
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+
     /// Sends the request `make` builds and reads the whole reply. Waiting
     /// for a slot counts against the request's time.
     pub async fn send(
@@ -181,16 +230,7 @@ impl HttpClient {
             .headers()
             .get(LOCATION)
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
-            if body.len() + chunk.len() > MAX_REPLY_BYTES {
-                return Err(Cause::Malformed(format!(
-                    "reply longer than {} MiB",
-                    MAX_REPLY_BYTES / (1024 * 1024)
-                )));
-            }
-            body.extend_from_slice(&chunk);
-        }
+        let body = self.read_body(&mut response).await?;
         Ok(HttpReply {
             status,
             location,
@@ -262,18 +302,11 @@ pub fn reason(status: u16) -> &'static str {
 }
 
 /// Blots out `hidden` values (password, secret) from a cause's texts, in
-/// case a misconfigured server echoes what it was sent. Values shorter than
-/// 4 bytes are left alone: they would match by chance and say nothing.
+/// case a misconfigured server echoes what it was sent: every occurrence,
+/// raw or form-encoded, however short the value. A text that [`clip`] cut
+/// may end in the first part of a value: that part is blotted out too.
 pub fn scrub(cause: Cause, hidden: &[&str]) -> Cause {
-    let clean = |text: String| {
-        hidden
-            .iter()
-            .filter(|h| h.len() >= 4)
-            .fold(text, |text, h| {
-                let encoded: String = form_urlencoded::byte_serialize(h.as_bytes()).collect();
-                text.replace(*h, "***").replace(encoded.as_str(), "***")
-            })
-    };
+    let clean = |text: String| scrub_text(text, hidden);
     match cause {
         Cause::Failed { status, message } => Cause::Failed {
             status,
@@ -287,6 +320,40 @@ pub fn scrub(cause: Cause, hidden: &[&str]) -> Cause {
         Cause::Tls(m) => Cause::Tls(clean(m)),
         Cause::Connect(m) => Cause::Connect(clean(m)),
         other => other,
+    }
+}
+
+/// [`scrub`] for one text.
+fn scrub_text(text: String, hidden: &[&str]) -> String {
+    let (mut text, cut) = match text.strip_suffix('…') {
+        Some(kept) => (kept.to_owned(), true),
+        None => (text, false),
+    };
+    for value in hidden.iter().filter(|h| !h.is_empty()) {
+        let encoded: String = form_urlencoded::byte_serialize(value.as_bytes()).collect();
+        text = text.replace(*value, "***").replace(encoded.as_str(), "***");
+        if cut {
+            for form in [*value, encoded.as_str()] {
+                blot_cut_start(&mut text, form);
+            }
+        }
+    }
+    if cut {
+        text.push('…');
+    }
+    text
+}
+
+/// Replaces the longest start of `value` that `text` ends with.
+fn blot_cut_start(text: &mut String, value: &str) {
+    let longest = value
+        .char_indices()
+        .map(|(i, c)| i + c.len_utf8())
+        .rev()
+        .find(|&end| text.ends_with(&value[..end]));
+    if let Some(end) = longest {
+        text.truncate(text.len() - end);
+        text.push_str("***");
     }
 }
 
@@ -382,7 +449,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn scrub_hides_echoed_values_but_not_short_ones() {
+    fn scrub_hides_echoed_values_of_any_length() {
         let cause = Cause::Failed {
             status: 500,
             message: "got p%40ss+w0rd%26 raw p@ss w0rd& key the-api-secret".into(),
@@ -392,8 +459,24 @@ mod tests {
         assert!(!shown.contains("p%40ss"), "{shown}");
         assert!(!shown.contains("the-api-secret"), "{shown}");
         assert!(shown.contains("***"), "{shown}");
-        let cause = Cause::Malformed("a b c".to_owned());
-        assert_eq!(scrub(cause, &["a"]).to_string(), "malformed reply: a b c");
+        // A three-character password is still a password.
+        let cause = Cause::Malformed("echo: pw1 end".to_owned());
+        assert_eq!(
+            scrub(cause, &["pw1"]).to_string(),
+            "malformed reply: echo: *** end"
+        );
+    }
+
+    /// A 250-character password echoed by a server: the message is cut at
+    /// MAX_MESSAGE_CHARS before it is scrubbed, and no part of it stays.
+    #[test]
+    fn scrub_hides_the_start_of_a_value_cut_off_by_clip() {
+        let password: String = ('a'..='z').cycle().take(250).collect();
+        let echoed = clip(&format!("invalid password {password} for alice"));
+        assert!(echoed.ends_with('…'));
+        let shown = scrub(Cause::Malformed(echoed), &[&password]).to_string();
+        assert!(!shown.contains("abcdef"), "{shown}");
+        assert!(shown.ends_with("invalid password ***…"), "{shown}");
     }
 
     #[test]

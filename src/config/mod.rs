@@ -23,11 +23,11 @@ mod testutil;
 mod values;
 
 pub use cli::{command, CommandLine};
-pub(crate) use resolved::plain_http_warning;
 pub use resolved::{
     admin_settings, admin_settings_from, load, load_from, load_with_default_file, AdminSettings,
     CheckRequest, Config, Mode, SocketOptions,
 };
+pub(crate) use resolved::{masked_url, plain_http_warning};
 pub(crate) use values::parse_url;
 pub use values::{CacheStorage, ListenAddress, ListenSpec, RequestSet};
 

@@ -149,10 +149,10 @@ options! {
     socket_owner: String => "socket-owner", value "USER";
     /// Group of Unix sockets created by --listen (group name or gid)
     socket_group: String => "socket-group", value "GROUP";
-    /// Most socket connections served at once [default: 1024]
+    /// Most connections served at once on each socket [default: 1024]
     max_connections: Count => "max-connections", value "N";
     // PositiveSpan: 0 would close every connection at once.
-    /// Close socket connections idle this long [default: 1h]
+    /// Close socket connections idle this long [default: 60s]
     idle_timeout: PositiveSpan => "idle-timeout", value "SPAN";
     // PositiveSpan: 0 would close every peer at its first answer.
     /// Close a connection (or standard output) that takes none of our

@@ -73,7 +73,8 @@ pub struct SocketOptions {
     pub owner: Option<String>,
     /// Group (name or gid) of Unix sockets we create.
     pub group: Option<String>,
-    /// Most connections served at once; more wait in the kernel's backlog.
+    /// Most connections served at once on each listening socket; more wait
+    /// in the kernel's backlog.
     pub max_connections: usize,
     /// A connection with no request for this long is closed.
     pub idle_timeout: Duration,
@@ -87,6 +88,12 @@ pub struct SocketOptions {
     pub trusted: Vec<ListenAddress>,
 }
 
+/// A socket connection with no request for this long is closed. Short, so
+/// that idle clients give their slots back soon: ejabberd's and Prosody's
+/// modules, saslauthd clients and Postfix connect again on their next
+/// request.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
 impl Default for SocketOptions {
     fn default() -> Self {
         SocketOptions {
@@ -95,7 +102,7 @@ impl Default for SocketOptions {
             owner: None,
             group: None,
             max_connections: 1024,
-            idle_timeout: Duration::from_secs(60 * 60),
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
             write_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(10),
             trusted: Vec::new(),
@@ -323,6 +330,16 @@ pub fn load_from(
     };
     let secret = secret.filter(|s| !s.is_empty());
     let kind = merged.backend.unwrap_or_else(|| BackendKind::for_url(&url));
+    if secret.is_some() && merged.backend.is_none() && kind == BackendKind::Nextcloud {
+        warnings.push(format!(
+            "a secret is set, but url={} does not end in the JSXC app's path \
+             ({}), so the back end is the stock Nextcloud APIs (backend=nextcloud) and \
+             the secret only checks JSXC tokens. For the JSXC app, use the URL shown on \
+             its admin page or set backend=jsxc",
+            masked_url(&url),
+            crate::backend::jsxc::API_PATH
+        ));
+    }
     // The stock-Nextcloud kind needs a secret only for JSXC tokens.
     let secret = match (secret, kind) {
         (Some(secret), _) => secret,
@@ -504,8 +521,24 @@ pub(crate) fn plain_http_warning(text: &str) -> Option<String> {
         url::Host::Ipv6(ip) => ip.is_loopback(),
     };
     (!local).then(|| {
-        format!("the API URL {text} uses plain http: passwords travel unencrypted; use https")
+        format!(
+            "the API URL {} uses plain http: passwords travel unencrypted; use https",
+            masked_url(text)
+        )
     })
+}
+
+/// `url` with the user and password of a `scheme://user:password@host`
+/// replaced by `***`, for every place that shows a URL.
+pub(crate) fn masked_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => url.to_owned(),
+    }
 }
 
 /// Reads a secret file: the whole content minus trailing line ends.
@@ -645,6 +678,55 @@ mod tests {
         assert!(c.legacy_dbs.is_empty());
         assert_eq!(c.config_file, None);
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
+    /// A secret with a URL that is not the JSXC path: the kind resolves to
+    /// nextcloud, and the warning says why and what to set. Not when the
+    /// kind is given, nor without a secret; a password in the URL is masked.
+    #[test]
+    fn a_secret_with_a_nextcloud_url_warns_naming_the_rule() {
+        let base_url = "https://nc-user:url-pw@cloud.example.org/";
+        let c = load_test(&["-t", "generic", "-u", base_url, "-s", "x"], &[], None).unwrap();
+        let warning = c
+            .warnings
+            .iter()
+            .find(|w| w.contains("a secret is set"))
+            .unwrap_or_else(|| panic!("{:?}", c.warnings));
+        assert!(
+            warning.contains("/apps/ojsxc/ajax/externalApi.php")
+                && warning.contains("backend=jsxc")
+                && warning.contains("backend=nextcloud"),
+            "{warning}"
+        );
+        assert!(
+            warning.contains("https://***@cloud.example.org/"),
+            "{warning}"
+        );
+        assert!(!warning.contains("url-pw"), "{warning}");
+        let explicit = [
+            "-t",
+            "generic",
+            "-u",
+            base_url,
+            "-s",
+            "x",
+            "--backend",
+            "nextcloud",
+        ];
+        let c = load_test(&explicit, &[], None).unwrap();
+        assert!(!c.warnings.iter().any(|w| w.contains("a secret is set")));
+        let c = load_test(&["-t", "generic", "-u", base_url], &[], None).unwrap();
+        assert!(!c.warnings.iter().any(|w| w.contains("a secret is set")));
+        let c = load_test(&BASE, &[], None).unwrap();
+        assert!(!c.warnings.iter().any(|w| w.contains("a secret is set")));
+    }
+
+    /// Idle clients give their connection slots back within a minute.
+    #[test]
+    fn the_idle_timeout_is_short_by_default() {
+        let c = ok(&[]);
+        assert_eq!(c.sockets.idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.sockets.idle_timeout, DEFAULT_IDLE_TIMEOUT);
     }
 
     #[test]

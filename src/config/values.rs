@@ -522,8 +522,10 @@ impl Value for MetricsAddress {
     }
 }
 
-/// bcrypt accepts costs 4..=31.
-pub(super) const BCRYPT_ROUNDS: std::ops::RangeInclusive<u32> = 4..=31;
+/// bcrypt costs we accept. bcrypt itself goes to 31, but every step
+/// doubles the work: cost 12 takes about a quarter of a second, 16 about 4 s
+/// (already longer than most servers wait for a login), 31 about 36 hours.
+pub(super) const BCRYPT_ROUNDS: std::ops::RangeInclusive<u32> = 4..=16;
 
 /// An http(s) URL, returned as written.
 pub(crate) fn parse_url(text: &str) -> Result<String, String> {
@@ -703,6 +705,15 @@ fn parse_rounds(text: &str) -> Result<(u32, u32), String> {
             .map_err(|_| format!("`{part}` is not a number of bcrypt rounds"))?;
         if BCRYPT_ROUNDS.contains(&rounds) {
             Ok(rounds)
+        } else if rounds > *BCRYPT_ROUNDS.end() && rounds <= 31 {
+            // Seconds for one hash at this cost, from about 0.25 s at 12.
+            let seconds = 0.25 * f64::from(1u32 << (rounds - 12));
+            Err(format!(
+                "bcrypt rounds {rounds} would make every cached login take about {} of \
+                 CPU (each step doubles it; 12 takes about 0.25 s): use at most {}",
+                describe_seconds(seconds),
+                BCRYPT_ROUNDS.end()
+            ))
         } else {
             Err(format!(
                 "bcrypt rounds must be from {} to {}, not {rounds}",
@@ -713,6 +724,16 @@ fn parse_rounds(text: &str) -> Result<(u32, u32), String> {
     };
     let (db, memory) = split_pair(text)?;
     Ok((one(db)?, one(memory)?))
+}
+
+/// A number of seconds as an administrator reads it (`8 s`, `3 h`, `12 days`).
+fn describe_seconds(seconds: f64) -> String {
+    match seconds {
+        s if s < 120.0 => format!("{s:.0} s"),
+        s if s < 7200.0 => format!("{:.0} min", s / 60.0),
+        s if s < 172_800.0 => format!("{:.0} h", s / 3600.0),
+        s => format!("{:.0} days", s / 86_400.0),
+    }
 }
 
 /// Timeouts `CONNECT[,TOTAL]` in (possibly fractional) seconds.
@@ -774,10 +795,16 @@ mod tests {
     fn bcrypt_rounds() {
         assert_eq!(parse_rounds("12,4"), Ok((12, 4)));
         assert_eq!(parse_rounds("10"), Ok((10, 10)));
-        assert_eq!(parse_rounds(" 31 , 4 "), Ok((31, 4)));
-        for bad in ["3", "32", "12,3", "x", "12,4,4", "", "12,"] {
+        assert_eq!(parse_rounds(" 16 , 4 "), Ok((16, 4)));
+        for bad in [
+            "3", "32", "12,3", "x", "12,4,4", "", "12,", "17", "31", "12,31",
+        ] {
             assert!(parse_rounds(bad).is_err(), "{bad}");
         }
+        // Too high a cost says what it would cost, in words.
+        let e = parse_rounds("31").unwrap_err();
+        assert!(e.contains("about 36 h") && e.contains("at most 16"), "{e}");
+        assert!(parse_rounds("17").unwrap_err().contains("about 8 s"));
         let c = ok(&["--cache-bcrypt-rounds", "8"]);
         assert_eq!((c.bcrypt_rounds_db, c.bcrypt_rounds_memory), (8, 8));
     }

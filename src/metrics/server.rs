@@ -7,8 +7,11 @@
 //! [`MAX_METRICS_CONNECTIONS`] clients at once (more wait in the kernel's
 //! backlog), a request head of at most [`MAX_METRICS_REQUEST_BYTES`], and
 //! every connection closed after [`METRICS_CONNECTION_TIMEOUT`] whatever
-//! the client does (a slow or silent client cannot hold a slot longer).
-//! One request per connection; request bodies are never read.
+//! the client does. Slow clients cannot keep `/health` out: past
+//! [`METRICS_CALM_CONNECTIONS`] open connections, a new one must send its
+//! whole head within [`METRICS_BUSY_HEADER_TIMEOUT`] (a monitor sends it
+//! in one packet), so the slots turn over faster than slow clients can
+//! take them. One request per connection; request bodies are never read.
 
 use std::convert::Infallible;
 use std::io;
@@ -31,7 +34,13 @@ use crate::proto::Protocol;
 use crate::serve::Accepting;
 
 /// Metrics clients served at once.
-pub const MAX_METRICS_CONNECTIONS: usize = 8;
+pub const MAX_METRICS_CONNECTIONS: usize = 64;
+/// Open connections up to which a new one gets [`METRICS_HEADER_TIMEOUT`]
+/// for its head; past them, [`METRICS_BUSY_HEADER_TIMEOUT`].
+pub const METRICS_CALM_CONNECTIONS: usize = 8;
+/// The head timeout of a connection accepted while more than
+/// [`METRICS_CALM_CONNECTIONS`] are open.
+pub const METRICS_BUSY_HEADER_TIMEOUT: Duration = Duration::from_millis(250);
 /// Longest request head (request line and headers) read; hyper's own
 /// lower bound for its read buffer. A longer one is answered 431 or the
 /// connection closed.
@@ -110,16 +119,22 @@ async fn accept_loop(listener: Accepting, shutdown: CancellationToken) {
             a = accept(&listener) => a,
             _ = shutdown.cancelled() => return,
         };
+        let open = MAX_METRICS_CONNECTIONS - slots.available_permits();
+        let head = if open > METRICS_CALM_CONNECTIONS {
+            METRICS_BUSY_HEADER_TIMEOUT
+        } else {
+            METRICS_HEADER_TIMEOUT
+        };
         match accepted {
             Ok(Stream::Tcp(s)) => {
                 tokio::spawn(async move {
-                    serve(TokioIo::new(s)).await;
+                    serve(TokioIo::new(s), head).await;
                     drop(permit);
                 });
             }
             Ok(Stream::Unix(s)) => {
                 tokio::spawn(async move {
-                    serve(TokioIo::new(s)).await;
+                    serve(TokioIo::new(s), head).await;
                     drop(permit);
                 });
             }
@@ -144,8 +159,9 @@ async fn accept(listener: &Accepting) -> io::Result<Stream> {
     })
 }
 
-/// One connection, one request, within [`METRICS_CONNECTION_TIMEOUT`].
-async fn serve<I>(io: I)
+/// One connection, one request, its head within `head`, all within
+/// [`METRICS_CONNECTION_TIMEOUT`].
+async fn serve<I>(io: I, head: Duration)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
@@ -155,7 +171,7 @@ where
         .max_buf_size(MAX_METRICS_REQUEST_BYTES)
         .max_headers(MAX_METRICS_HEADERS)
         .timer(TokioTimer::new())
-        .header_read_timeout(METRICS_HEADER_TIMEOUT);
+        .header_read_timeout(head);
     let service = hyper::service::service_fn(|request: Request<Incoming>| async move {
         Ok::<_, Infallible>(respond(request.method(), request.uri().path()))
     });

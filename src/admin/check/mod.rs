@@ -97,6 +97,10 @@ impl Findings {
             .chars()
             .map(|c| if c.is_control() { ' ' } else { c })
             .collect();
+        let (scope, detail) = (
+            crate::admin::report::shown(scope),
+            crate::admin::report::shown_within(&detail, 4 * crate::admin::report::MAX_SHOWN_CHARS),
+        );
         let line = format!("{} [{scope}] {name}: {detail}", status.word());
         match &mut self.held {
             Some(held) => held.push(line),

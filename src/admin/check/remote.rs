@@ -62,6 +62,7 @@ async fn reachable(
     let started = Instant::now();
     let reply = client.send(|c| c.get(url)).await;
     let took = started.elapsed().as_millis();
+    let url = crate::config::masked_url(url);
     match reply {
         Ok(reply) => {
             findings.pass(
@@ -76,7 +77,7 @@ async fn reachable(
                 };
                 findings.pass(scope, "tls", &format!("certificate trusted by {roots}"));
             } else {
-                match crate::config::plain_http_warning(url) {
+                match crate::config::plain_http_warning(&url) {
                     Some(warning) => findings.warn(scope, "tls", &warning),
                     None => findings.pass(scope, "tls", "not used: plain http to this host"),
                 }

@@ -70,11 +70,11 @@ pub(crate) fn print(config: &Config, targets: &[Target], rows: &[DomainRow]) {
         match row {
             None => out(&format!(
                 "  {} (config file and command line)",
-                target.scope
+                crate::admin::report::shown(&target.scope)
             )),
             Some(_) => out(&format!(
                 "  {} (database row; empty columns take the global value)",
-                target.scope
+                crate::admin::report::shown(&target.scope)
             )),
         }
         // A row's own secret is in the database; an inherited one is the
@@ -104,7 +104,7 @@ fn inherited<'a>(own: Option<&str>, global: Option<&'a Path>) -> Option<&'a Path
 /// The lines of one back end; `files`: where the secret and the API
 /// password were read from, if from files.
 fn backend(spec: &BackendSpec, global: bool, files: (Option<&Path>, Option<&Path>)) {
-    line("url", &spec.url);
+    line("url", &crate::admin::report::shown_url(&spec.url));
     line("backend", spec.kind.name());
     if !global {
         line("auth-domain", &spec.auth_domain);
@@ -128,7 +128,10 @@ fn backend(spec: &BackendSpec, global: bool, files: (Option<&Path>, Option<&Path
 }
 
 fn line(name: &str, value: &str) {
-    out(&format!("    {name:<14} {value}"));
+    out(&format!(
+        "    {name:<14} {}",
+        crate::admin::report::shown(value)
+    ));
 }
 
 #[cfg(test)]
