@@ -368,7 +368,8 @@ impl Verifier {
     /// bcrypt against the cached credentials. While the pool is saturated
     /// and asking the back end is the faster path (its measured latency is
     /// below the pool's wait) a login may skip the check, at most
-    /// [`MAX_BYPASSES`] at once: it then holds the permit until answered.
+    /// [`MAX_BYPASSES`] at once (see [`Verifier::bypass_permit`]): it then
+    /// holds the permit until answered.
     async fn check_cache(
         &self,
         cache: &Arc<Cache>,
@@ -391,7 +392,7 @@ impl Verifier {
         };
         let mut permit = None;
         if found == Found::Saturated {
-            match self.bypass_permit(&settings.backend, cache) {
+            match self.bypass_permit(&settings.backend, cache).await {
                 Some(p) => {
                     cache.pool().note_bypass();
                     debug!("auth {jid}: bcrypt pool saturated; asking the back end instead");
@@ -420,8 +421,10 @@ impl Verifier {
     }
 
     /// A bypass of the saturated pool, when the back end answers faster
-    /// than the pool would and fewer than [`MAX_BYPASSES`] are out.
-    fn bypass_permit(
+    /// than the pool would. At most [`MAX_BYPASSES`] are out at once; when
+    /// all are, the login waits for one as long as the pool's wait, then
+    /// takes its turn in the pool after all.
+    async fn bypass_permit(
         &self,
         backend: &Arc<dyn Backend>,
         cache: &Cache,
@@ -430,10 +433,15 @@ impl Verifier {
             .get(&backend_id(backend))
             .copied()
             .unwrap_or(0.0);
-        if cache.pool().estimated_wait().as_secs_f64() <= latency {
+        let wait = cache.pool().estimated_wait();
+        if wait.as_secs_f64() <= latency {
             return None;
         }
-        Arc::clone(&self.bypasses).try_acquire_owned().ok()
+        if let Ok(permit) = Arc::clone(&self.bypasses).try_acquire_owned() {
+            return Some(permit);
+        }
+        let queued = Arc::clone(&self.bypasses).acquire_owned();
+        tokio::time::timeout(wait, queued).await.ok()?.ok()
     }
 
     /// Asks the back end, measuring how long it takes to answer.
