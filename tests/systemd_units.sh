@@ -3,7 +3,8 @@
 # against the real xcauth, without systemd as PID 1:
 #   - each socket unit is well formed: Service=xcauth.service, Accept=no, a
 #     FileDescriptorName that is a protocol, the port SPEC §3 gives that
-#     protocol, loopback addresses only; the mux socket is 0660 group sasl;
+#     protocol, loopback addresses only; the mux socket is 0660 group sasl,
+#     Dovecot's 0660 group dovecot;
 #   - the service is Type=notify, hardened, and takes the secret from the
 #     credential xcauth-secret; `systemd-analyze verify` accepts the units;
 #   - one xcauth under systemd-socket-activate gets every ListenStream= of
@@ -91,7 +92,7 @@ for unit in "${SOCKETS[@]}"; do
     *) problems+=("Accept= must be no: xcauth accepts on the listening socket itself") ;;
     esac
     case "$name" in
-    ejabberd | prosody | generic | postfix | saslauthd) ;;
+    ejabberd | prosody | generic | postfix | saslauthd | dovecot) ;;
     *) problems+=("FileDescriptorName=$name is not a protocol") ;;
     esac
     mapfile -t streams < <(unit_values "$unit" ListenStream)
@@ -100,7 +101,9 @@ for unit in "${SOCKETS[@]}"; do
         case "$addr" in
         /*)
             [ "$(unit_value "$unit" SocketMode)" = 0660 ] || problems+=("$addr: SocketMode= is not 0660")
-            [ "$(unit_value "$unit" SocketGroup)" = sasl ] || problems+=("$addr: SocketGroup= is not sasl")
+            group=sasl
+            [ "$name" = dovecot ] && group=dovecot
+            [ "$(unit_value "$unit" SocketGroup)" = "$group" ] || problems+=("$addr: SocketGroup= is not $group")
             ;;
         127.0.0.1:* | "[::1]:"*)
             port=${addr##*:}
@@ -120,7 +123,7 @@ for unit in "${SOCKETS[@]}"; do
 done
 
 # Every protocol of SPEC §3 has a socket, and the mux path is the usual one.
-for proto in ejabberd prosody postfix saslauthd; do
+for proto in ejabberd prosody postfix saslauthd dovecot; do
     if printf '%s\n' "${LISTEN_NAME[@]}" | grep -qx "$proto"; then
         pass "units-have-$proto"
     else
@@ -257,6 +260,9 @@ elif proto == "saslauthd":
         return read(n)[:2]
     checks = [(field(b"alice") + field(b"alice-pw") + field(b"imap") + field(b"example.org"), answer, b"OK"),
               (field(b"alice") + field(b"wrong") + field(b"imap") + field(b"example.org"), answer, b"NO")]
+elif proto == "dovecot":
+    checks = [(b"auth\talice\texample.org\talice-pw\timap\t192.0.2.7\n", line, b"OK\n"),
+              (b"isuser\tnobody\texample.org\n", line, b"NO\n")]
 else:
     sys.exit("unknown protocol " + proto)
 for request, get, want in checks:
