@@ -144,7 +144,8 @@ function auth_password_verify(req, password)
         .. field(service_of(req)) .. "\t" .. field(req.remote_ip) .. "\n"
     local answer, err = ask(line)
     if answer == "OK" then
-        return auth.PASSDB_RESULT_OK, ""
+        -- A table: Dovecot 2.4 takes no string here.
+        return auth.PASSDB_RESULT_OK, {}
     elseif answer == "NO" then
         return auth.PASSDB_RESULT_PASSWORD_MISMATCH, ""
     end

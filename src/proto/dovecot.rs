@@ -219,7 +219,9 @@ mod tests {
 
     #[test]
     fn escapes_carry_any_password() {
-        for password in ["a\tb", "a\nb", "a\rb", "a\\b", "\\t", "p:w", "x\r", "ü\u{1}"] {
+        for password in [
+            "a\tb", "a\nb", "a\rb", "a\\b", "\\t", "p:w", "x\r", "ü\u{1}",
+        ] {
             let line = format!("auth\talice\td\t{}\timap\t\n", escape(password));
             assert_eq!(
                 one(line.as_bytes()),
@@ -350,10 +352,7 @@ mod tests {
         assert_eq!(codec.decode(&mut buf), Decoded::NeedMore);
         assert!(buf.is_empty());
         buf.put_slice(b"\timap\t\nisuser\tbob\td\n");
-        assert_eq!(
-            codec.decode(&mut buf),
-            Decoded::Request(isuser("bob", "d"))
-        );
+        assert_eq!(codec.decode(&mut buf), Decoded::Request(isuser("bob", "d")));
     }
 
     #[test]

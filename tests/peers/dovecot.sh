@@ -245,10 +245,11 @@ urllib.request.urlopen(urllib.request.Request(sys.argv[1], data=sys.argv[2].enco
         "$DV_STANDIN_BASE$1" "$2"
 }
 
-# dovecot_kind KIND DOMAIN PREFIX USER PASSWORD: every check with one
-# back-end kind; USER logs in first (and so is cached by xcauth).
+# dovecot_kind KIND DOMAIN PREFIX USER PASSWORD OTHER: every check with one
+# back-end kind; USER logs in first (and so is cached by xcauth); OTHER is
+# another existing user.
 dovecot_kind() {
-    local kind=$1 domain=$2 p=$3 user=$4 password=$5
+    local kind=$1 domain=$2 p=$3 user=$4 password=$5 other=$6
     local dir=$WORK/dovecot-$kind sock xcname=dv-$kind-xcauth dvname=dovecot-$kind
     local -a trusted=()
     mkdir -p "$dir/run" "$dir/state" "$dir/mail"
@@ -313,7 +314,7 @@ dovecot_kind() {
     dovecot_guard "$p" "$domain" "$xcname"
     dovecot_postfix_checks "$p" "$domain" "$user" "$password" "$dir"
     dovecot_slow_backend "$p" "$domain" "$user" "$password"
-    dovecot_outage "$p" "$domain" "$user" "$password" "$xcname"
+    dovecot_outage "$p" "$domain" "$user" "$password" "$xcname" "$other"
     dovecot_secrets_not_logged "$p" "$dir" "$xcname" "$password" wrong-pw tess-main-pw \
         tess-phone-app tess-laptop-app
     stop_bg "$dvname"
@@ -391,8 +392,9 @@ dovecot_slow_backend() {
 }
 
 # Nextcloud down (the stand-in closes every connection), then xcauth down.
+# OTHER is a user nobody has delivered to yet.
 dovecot_outage() {
-    local p=$1 domain=$2 user=$3 password=$4 xcname=$5
+    local p=$1 domain=$2 user=$3 password=$4 xcname=$5 other=$6
     standin_control /_standin/fault close
     if [ ${#CACHE_ARGS[@]} -gt 0 ]; then
         dv_attempt "${p}dovecot-outage-cached-login" imap-login "$user@$domain" "$password" ok
@@ -403,16 +405,18 @@ dovecot_outage() {
             dv_attempt "${p}dovecot-outage-uncached-imap-unavailable" imap-login "nobody@$domain" some-pw tempfail
             dv_attempt "${p}dovecot-outage-uncached-pop3-temporary" pop3 "nobody@$domain" some-pw tempfail
             dv_attempt "${p}dovecot-outage-lmtp-known-user-delivered" lmtp "$user@$domain" "" ok
-        dv_attempt "${p}dovecot-outage-lmtp-unknown-deferred" lmtp "nobody@$domain" "" tempfail
+        # Users Dovecot has not looked up before: with its auth cache on
+        # (2.4 here), earlier answers would come from there.
+        dv_attempt "${p}dovecot-outage-lmtp-unknown-deferred" lmtp "nobody-else@$domain" "" tempfail
         dv_run
-        dv_doveadm_user "${p}dovecot-outage-doveadm-user-temporary" tempfail "nobody@$domain"
+        dv_doveadm_user "${p}dovecot-outage-doveadm-user-temporary" tempfail "nobody-at-all@$domain"
     else
         skip "${p}dovecot-outage" "xcauth does not take --cache-storage memory"
     fi
     standin_control /_standin/fault none
     stop_bg "$xcname"
     dv_attempt "${p}dovecot-xcauth-down-imap-unavailable" imap-login "$user@$domain" "$password" tempfail
-    dv_attempt "${p}dovecot-xcauth-down-lmtp-deferred" lmtp "$user@$domain" "" tempfail
+    dv_attempt "${p}dovecot-xcauth-down-lmtp-deferred" lmtp "$other@$domain" "" tempfail
     dv_run
     dv_doveadm_auth "${p}dovecot-xcauth-down-doveadm-temporary" tempfail "$user@$domain" "$password"
 }
@@ -459,9 +463,9 @@ dovecot_checks() {
     DV_STANDIN_BASE=${dv_url%%/index.php/*}
     # The back-end options of run's backend_args, pointed at this stand-in.
     URL=$dv_url NC_URL=$DV_STANDIN_BASE XCAUTH_DB=$WORK/dv-jsxc.sqlite3 \
-        dovecot_kind jsxc example.org "" alice alice-pw
+        dovecot_kind jsxc example.org "" alice alice-pw bob
     URL=$dv_url NC_URL=$DV_STANDIN_BASE NC_DB=$WORK/dv-nc.sqlite3 \
-        dovecot_kind nextcloud nc.example.org nextcloud- nina nina-pw
+        dovecot_kind nextcloud nc.example.org nextcloud- nina nina-pw tess
     stop_bg dv-standin
 }
 
