@@ -346,7 +346,17 @@ pub struct Cache {
     memo_capacity: usize,
     pool: Arc<BcryptPool>,
     bcrypt_checks: AtomicUsize,
+    /// Until when lookups skip a storage that failed or stalled.
+    storage_down_until: Mutex<Option<std::time::Instant>>,
 }
+
+/// How long a login waits for the cache's storage to say what it holds;
+/// past it (another process holds the database's lock, say) the login goes
+/// on as if nothing were cached, rather than queueing behind the lock.
+pub const STORAGE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// After a lookup failed or waited [`STORAGE_WAIT`], how long lookups go
+/// on without the storage before it is tried again.
+pub const STORAGE_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Cache {
     /// A cache over `storage`, hashing new entries at bcrypt cost `rounds`
@@ -367,6 +377,7 @@ impl Cache {
             memo_capacity: MEMO_CAPACITY,
             pool: BcryptPool::shared(),
             bcrypt_checks: AtomicUsize::new(0),
+            storage_down_until: Mutex::new(None),
         }
     }
 
@@ -432,11 +443,49 @@ impl Cache {
 
     /// Every credential of `jid`, most recently used first; a storage
     /// failure is logged and treated as "none".
+    /// A storage that stalls costs one login [`STORAGE_WAIT`], and the
+    /// next ones nothing for [`STORAGE_RETRY`] (they see no entry).
     pub async fn credentials(&self, jid: &str) -> Credentials {
-        let mut entries = match self.run(jid, |s, jid| s.credentials(jid)).await {
-            Ok(entries) => entries,
+        let skip = {
+            let down = self
+                .storage_down_until
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            down.is_some_and(|until| std::time::Instant::now() < until)
+        };
+        let found = if skip {
+            Err("skipped: it failed or stalled moments ago".to_owned())
+        } else {
+            let lookup = self.run(jid, |s, jid| s.credentials(jid));
+            match tokio::time::timeout(STORAGE_WAIT, lookup).await {
+                Ok(Ok(entries)) => Ok(entries),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!("no answer within {}s", STORAGE_WAIT.as_secs())),
+            }
+        };
+        let mut entries = match found {
+            Ok(entries) => {
+                let mut down = self
+                    .storage_down_until
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                if down.take().is_some() {
+                    tracing::info!("cache: the storage answers again");
+                }
+                entries
+            }
             Err(e) => {
-                warn!("cache lookup for {jid} failed: {e}");
+                if !skip {
+                    let mut down = self
+                        .storage_down_until
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner());
+                    if down.is_none() {
+                        warn!("cache lookup for {jid} failed ({e}); going on without the cache for {}s at a time", STORAGE_RETRY.as_secs());
+                    }
+                    *down = Some(std::time::Instant::now() + STORAGE_RETRY);
+                }
+                debug!("cache lookup for {jid}: {e}");
                 Vec::new()
             }
         };
@@ -470,6 +519,30 @@ impl Cache {
             }
             Err(Unfinished::Saturated) => None,
         }
+    }
+
+    /// The first of the credentials for which `usable` holds that the memo
+    /// knows `password` matches; never runs bcrypt. What the memo says is
+    /// kept in `creds`.
+    pub fn find_in_memo(
+        &self,
+        jid: &str,
+        creds: &mut Credentials,
+        password: &Secret,
+        usable: impl Fn(&Entry) -> bool,
+    ) -> Option<Entry> {
+        let digest = self.digest(password);
+        for (entry, known) in creds.entries.iter().zip(creds.known.iter_mut()) {
+            if known.is_none() {
+                *known = self.memo_lookup(jid, &digest, &entry.pwhash);
+            }
+        }
+        creds
+            .entries
+            .iter()
+            .zip(&creds.known)
+            .find(|(e, k)| **k == Some(true) && usable(e))
+            .map(|(e, _)| e.clone())
     }
 
     /// Like [`find`](Self::find), but when the memo does not know and the
@@ -1076,7 +1149,7 @@ mod tests {
                 assert_eq!(left[0].remoteauth, 20, "{name}: the other device's stays");
                 // During an outage the kept one works, the revoked one not.
                 assert_eq!(r.login(4100, "kept").await, Reply::Yes, "{name}");
-                assert_eq!(r.login(4200, "revoked").await, Reply::No, "{name}");
+                assert_eq!(r.login(4200, "revoked").await, Reply::TryLater, "{name}");
                 assert_eq!(r.backend.calls(), 5);
             }
         }
@@ -1106,11 +1179,15 @@ mod tests {
                     Reply::Yes,
                     "{name}"
                 );
-                assert_eq!(r.login(10 + WEEK - 1, "wrong").await, Reply::No, "{name}");
+                assert_eq!(
+                    r.login(10 + WEEK - 1, "wrong").await,
+                    Reply::TryLater,
+                    "{name}"
+                );
                 // ...and not after it, while the newer one still does.
                 assert_eq!(
                     r.login(10 + WEEK + 1, "old-device").await,
-                    Reply::No,
+                    Reply::TryLater,
                     "{name}"
                 );
                 assert_eq!(
@@ -1120,7 +1197,7 @@ mod tests {
                 );
                 assert_eq!(
                     r.login(200_000 + WEEK, "new-device").await,
-                    Reply::No,
+                    Reply::TryLater,
                     "{name}"
                 );
                 assert_eq!(r.backend.calls(), 7);

@@ -28,7 +28,7 @@ use crate::backend::BackendKind;
 use crate::cache::{Cache, MemoryStorage, Ttls};
 use crate::config::CacheStorage;
 use crate::domains::{DbDomains, Global};
-use crate::guard::{Guard, GuardStore, MemoryGuard};
+use crate::guard::{Guard, GuardStore};
 use crate::roster::{CommandCtl, RosterSync};
 use crate::secret::Secret;
 use crate::store::SqliteGuard;
@@ -399,11 +399,29 @@ fn build_guard(config: &Config, store: Option<&Arc<Store>>) -> Guard {
         hex::encode(sha2::Sha256::digest(material.as_bytes()))
     };
     let shared_key = !(config.secret.is_empty() && config.api.is_none());
-    let state: Box<dyn GuardStore> = match store {
-        Some(store) if shared_key => Box::new(SqliteGuard::new(Arc::clone(store))),
-        _ => Box::new(MemoryGuard::default()),
+    let shared: Option<Arc<dyn GuardStore>> = match store {
+        Some(store) if shared_key => {
+            Some(Arc::new(SqliteGuard::new(guard_connection(config, store))))
+        }
+        _ => None,
     };
-    Guard::new(config.guard.clone(), Secret::new(key), state)
+    Guard::new(config.guard.clone(), Secret::new(key), shared)
+}
+
+/// The guard's own connection to the database file, so that its counting
+/// never waits behind cache or roster work on the process's connection (a
+/// private `:memory:` database has only that one).
+fn guard_connection(config: &Config, store: &Arc<Store>) -> Arc<Store> {
+    if config.db.as_os_str() == ":memory:" {
+        return Arc::clone(store);
+    }
+    match Store::open(&config.db) {
+        Ok(own) => Arc::new(own),
+        Err(e) => {
+            warn!("guard: no connection of its own to the database ({e}); sharing the process's");
+            Arc::clone(store)
+        }
+    }
 }
 
 /// Says at start-up which back end the global settings mean, and what a

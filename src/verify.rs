@@ -16,7 +16,7 @@ use tokio_util::task::TaskTracker;
 use crate::backend::{Backend, BackendError, Cause, Roster, Verdict};
 use crate::cache::{Cache, Found};
 use crate::clock::Clock;
-use crate::guard::{self, Guard, Verdict as GuardVerdict};
+use crate::guard::{self, Guard, Ticket, Verdict as GuardVerdict};
 use crate::metrics::{self, CacheLookup};
 use crate::proto::{Reply, Request};
 use crate::roster::{self, RosterSync};
@@ -76,6 +76,11 @@ pub struct Verifier {
     /// back end that did so within [`OUTAGE_HOLD`] counts as down, and a
     /// saturated bcrypt pool is then waited for rather than bypassed.
     unreachable_at: Mutex<HashMap<usize, i64>>,
+    /// Each back end's answer time for logins (moving average, seconds):
+    /// a saturated bcrypt pool is bypassed only while it is the slower path.
+    latency: Mutex<HashMap<usize, f64>>,
+    /// Bypasses of the saturated pool in flight, at most [`MAX_BYPASSES`].
+    bypasses: Arc<tokio::sync::Semaphore>,
     /// Key of the digests above (random per process, never stored).
     digest_key: [u8; 32],
     /// Cache writes and roster syncs that outlive the request.
@@ -95,6 +100,8 @@ impl Verifier {
             flights: Mutex::new(HashMap::new()),
             recent: Mutex::new(HashMap::new()),
             unreachable_at: Mutex::new(HashMap::new()),
+            latency: Mutex::new(HashMap::new()),
+            bypasses: Arc::new(tokio::sync::Semaphore::new(MAX_BYPASSES)),
             digest_key: random_key(),
             background: TaskTracker::new(),
         }
@@ -226,15 +233,24 @@ impl Verifier {
         }
 
         let jid = format!("{user}@{domain}");
-        // Identical logins at once (same JID, same password) share one
+        // Identical logins at once (same account, same password) share one
         // decision: one back-end request, at most one bcrypt run.
-        let key = self.flight_key(&jid, password);
+        let account = guard::account(user, domain);
+        let key = self.flight_key(&account, password);
         let flight = {
             let mut flights = lock(&self.flights);
             Arc::clone(flights.entry(key).or_default())
         };
+        let login = Login {
+            user,
+            jid: &jid,
+            account: &account,
+            password,
+            address: client.and_then(guard::client_ip),
+            now,
+        };
         let outcome = flight
-            .get_or_init(|| self.decide_password(user, &jid, password, client, &settings, now))
+            .get_or_init(|| self.decide_password(&login, &settings))
             .await
             .clone();
         let mut flights = lock(&self.flights);
@@ -244,107 +260,215 @@ impl Verifier {
         outcome
     }
 
-    /// The password path of SPEC §6 for a login that is not a token: cache,
-    /// guard, back end.
-    async fn decide_password(
-        &self,
-        user: &str,
-        jid: &str,
-        password: &Secret,
-        client: Option<&str>,
-        settings: &DomainSettings,
-        now: i64,
-    ) -> AuthOutcome {
-        let jid = jid.to_owned();
-        if self.recently_verified(&jid, password, now) {
+    /// The password path of SPEC §6 for a login that is not a token: what
+    /// this process knows for free (the memo), then the guard, and only
+    /// then bcrypt and the back end, so guesses buy neither CPU nor
+    /// back-end requests.
+    async fn decide_password(&self, login: &Login<'_>, settings: &DomainSettings) -> AuthOutcome {
+        let (jid, password, now) = (login.jid, login.password, login.now);
+        if self.recently_verified(jid, password, now) {
             debug!("auth {jid}: verified by the back end moments ago");
             metrics::cache_lookup(CacheLookup::Hit);
             return AuthOutcome::Cache;
         }
         let cache = self.cache.as_ref().filter(|_| Cache::cacheable(password));
-        // The credentials of the JID, with what this login learnt about
-        // each: only fresh ones are checked before the back end is asked.
-        // While the bcrypt pool is saturated and the back end answers, a
-        // credential the memo does not know is left unchecked and the back
-        // end asked instead: a login waits for its answer, not for a queue
-        // of other users' bcrypt checks. In an outage the cache is the only
-        // source, so then the login waits.
-        let mut cached = None;
-        if let Some(cache) = cache {
-            let mut creds = cache.credentials(&jid).await;
-            if !creds.is_empty() {
-                let fresh = |e: &crate::cache::Entry| cache.fresh(e, now);
-                let found = if self.backend_down(&settings.backend, now) {
-                    match cache.find(&jid, &mut creds, password, fresh).await {
-                        Some(entry) => Found::Hit(entry),
-                        None => Found::Miss,
-                    }
-                } else {
-                    cache
-                        .find_unless_saturated(&jid, &mut creds, password, fresh)
+        let mut cached = match cache {
+            Some(cache) => Some(cache.credentials(jid).await),
+            None => None,
+        };
+        if let (Some(cache), Some(creds)) = (cache, cached.as_mut()) {
+            if let Some(entry) = cache.find_in_memo(jid, creds, password, |e| cache.fresh(e, now)) {
+                debug!("auth {jid}: cache hit (memo)");
+                metrics::cache_lookup(CacheLookup::Hit);
+                cache.touch(jid, &entry, now).await;
+                return AuthOutcome::Cache;
+            }
+        }
+        let ticket = match &self.guard {
+            Some(guard) => match guard
+                .reserve(login.account, password, login.address, now)
+                .await
+            {
+                GuardVerdict::Ask(ticket) => Some(ticket),
+                refusal => {
+                    log_refusal(jid, login.address, &refusal);
+                    if !self
+                        .known_despite_block(guard, login, cache, cached.as_mut())
                         .await
-                };
-                match found {
-                    Found::Hit(entry) => {
-                        debug!("auth {jid}: cache hit");
-                        metrics::cache_lookup(CacheLookup::Hit);
-                        cache.touch(&jid, &entry, now).await;
-                        return AuthOutcome::Cache;
+                    {
+                        return AuthOutcome::Guarded;
                     }
-                    Found::Saturated => {
-                        cache.pool().note_bypass();
-                        debug!("auth {jid}: bcrypt pool saturated; asking the back end instead");
-                    }
-                    Found::Miss => {}
+                    None
                 }
+            },
+            None => None,
+        };
+        let mut bypass = None;
+        if let (Some(cache), Some(creds)) = (cache, cached.as_mut()) {
+            match self.check_cache(cache, settings, login, creds).await {
+                CacheStep::Hit => {
+                    self.settle_ticket(ticket, false, now).await;
+                    return AuthOutcome::Cache;
+                }
+                CacheStep::Ask(permit) => bypass = permit,
             }
+        }
+        let answer = self.ask_backend(settings, login).await;
+        drop(bypass);
+        let (outcome, failed) = self
+            .after_answer(answer, settings, login, cache, cached)
+            .await;
+        self.settle_ticket(ticket, failed, now).await;
+        outcome
+    }
+
+    /// Ends the guard's reservation of a login, if it made one.
+    async fn settle_ticket(&self, ticket: Option<Ticket>, failed: bool, now: i64) {
+        if let (Some(guard), Some(ticket)) = (&self.guard, ticket) {
+            guard.settle(ticket, failed, now).await;
+        }
+    }
+
+    /// A login the guard refused may still be one the cache knows as good
+    /// (guessing must not lock out the real user): then the back end
+    /// decides it as usual. Without the memo's word this costs bcrypt, so
+    /// a blocked account's entry is checked only now and then.
+    async fn known_despite_block(
+        &self,
+        guard: &Guard,
+        login: &Login<'_>,
+        cache: Option<&Arc<Cache>>,
+        cached: Option<&mut crate::cache::Credentials>,
+    ) -> bool {
+        let (Some(cache), Some(creds)) = (cache, cached) else {
+            return false;
+        };
+        if creds.is_empty() {
+            return false;
+        }
+        if cache
+            .find_in_memo(login.jid, creds, login.password, |_| true)
+            .is_some()
+        {
+            return true;
+        }
+        if !guard.allow_blocked_check(login.account, login.now) {
+            debug!(
+                "auth {}: blocked; its cache entry was checked moments ago",
+                login.jid
+            );
+            return false;
+        }
+        cache
+            .find(login.jid, creds, login.password, |_| true)
+            .await
+            .is_some()
+    }
+
+    /// bcrypt against the cached credentials. While the pool is saturated
+    /// and asking the back end is the faster path (its measured latency is
+    /// below the pool's wait) a login may skip the check, at most
+    /// [`MAX_BYPASSES`] at once: it then holds the permit until answered.
+    async fn check_cache(
+        &self,
+        cache: &Arc<Cache>,
+        settings: &DomainSettings,
+        login: &Login<'_>,
+        creds: &mut crate::cache::Credentials,
+    ) -> CacheStep {
+        let (jid, password, now) = (login.jid, login.password, login.now);
+        if creds.is_empty() {
             metrics::cache_lookup(CacheLookup::Miss);
-            cached = Some(creds);
+            return CacheStep::Ask(None);
         }
-
-        let address = client.and_then(guard::client_ip);
-        if let Some(guard) = &self.guard {
-            let verdict = self.guard_check(guard, &jid, password, address, now).await;
-            let refusal = match verdict {
-                GuardVerdict::Ask => None,
-                GuardVerdict::KnownWrong => {
-                    info!("auth {jid}: wrong password (the same one was refused within negative-ttl; not asked again)");
-                    Some(AuthOutcome::Guarded)
+        let fresh = |e: &crate::cache::Entry| cache.fresh(e, now);
+        let mut found = if self.backend_down(&settings.backend, now) {
+            Found::Miss
+        } else {
+            cache
+                .find_unless_saturated(jid, creds, password, fresh)
+                .await
+        };
+        let mut permit = None;
+        if found == Found::Saturated {
+            match self.bypass_permit(&settings.backend, cache) {
+                Some(p) => {
+                    cache.pool().note_bypass();
+                    debug!("auth {jid}: bcrypt pool saturated; asking the back end instead");
+                    permit = Some(p);
                 }
-                GuardVerdict::Refused {
-                    reason,
-                    first_in_window,
-                } => {
-                    // The address (parsed by us, so it cannot be forged) comes
-                    // before anything the client chose: fail2ban's filter
-                    // reads it there.
-                    let from = address.map_or_else(|| "unknown".to_owned(), |a| a.to_string());
-                    let who = jid.escape_debug();
-                    if first_in_window {
-                        warn!("guard: refused address {from} for {who}: {reason}");
-                    } else {
-                        debug!("guard: refused address {from} for {who} again");
-                    }
-                    Some(AuthOutcome::Guarded)
-                }
-            };
-            if let Some(refused) = refusal {
-                // A password the cache knows as good is not a guess: the
-                // back end decides it as usual.
-                let known = match (cache, cached.as_mut()) {
-                    (Some(cache), Some(creds)) if !creds.is_empty() => {
-                        cache.find(&jid, creds, password, |_| true).await.is_some()
-                    }
-                    _ => false,
-                };
-                if !known {
-                    return refused;
-                }
+                None => found = Found::Miss,
             }
         }
+        if found == Found::Miss {
+            if let Some(entry) = cache.find(jid, creds, password, fresh).await {
+                found = Found::Hit(entry);
+            }
+        }
+        match found {
+            Found::Hit(entry) => {
+                debug!("auth {jid}: cache hit");
+                metrics::cache_lookup(CacheLookup::Hit);
+                cache.touch(jid, &entry, now).await;
+                CacheStep::Hit
+            }
+            _ => {
+                metrics::cache_lookup(CacheLookup::Miss);
+                CacheStep::Ask(permit)
+            }
+        }
+    }
 
-        let answer = settings.backend.auth(user, password).await;
-        self.note_reachability(&settings.backend, &answer, now);
+    /// A bypass of the saturated pool, when the back end answers faster
+    /// than the pool would and fewer than [`MAX_BYPASSES`] are out.
+    fn bypass_permit(
+        &self,
+        backend: &Arc<dyn Backend>,
+        cache: &Cache,
+    ) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let latency = lock(&self.latency)
+            .get(&backend_id(backend))
+            .copied()
+            .unwrap_or(0.0);
+        if cache.pool().estimated_wait().as_secs_f64() <= latency {
+            return None;
+        }
+        Arc::clone(&self.bypasses).try_acquire_owned().ok()
+    }
+
+    /// Asks the back end, measuring how long it takes to answer.
+    async fn ask_backend(
+        &self,
+        settings: &DomainSettings,
+        login: &Login<'_>,
+    ) -> Result<Verdict, BackendError> {
+        let started = std::time::Instant::now();
+        let answer = settings.backend.auth(login.user, login.password).await;
+        self.note_reachability(&settings.backend, &answer, login.now);
+        if answer.is_ok() {
+            let took = started.elapsed().as_secs_f64();
+            let mut latency = lock(&self.latency);
+            if latency.len() < MAX_BACKENDS_TRACKED {
+                let ewma = latency.entry(backend_id(&settings.backend)).or_insert(took);
+                *ewma = 0.8 * *ewma + 0.2 * took;
+            }
+        }
+        answer
+    }
+
+    /// What the back end's answer means, and whether it counts as a failed
+    /// guess for the guard: a rejection does, and so does a password that
+    /// the cache cannot verify for an account it holds while the back end
+    /// is unreachable (in an outage the cache is the only judge).
+    async fn after_answer(
+        &self,
+        answer: Result<Verdict, BackendError>,
+        settings: &DomainSettings,
+        login: &Login<'_>,
+        cache: Option<&Arc<Cache>>,
+        cached: Option<crate::cache::Credentials>,
+    ) -> (AuthOutcome, bool) {
+        let (jid, password, now) = (login.jid, login.password, login.now);
         match answer {
             Ok(Verdict::Accepted) => {
                 debug!("auth {jid}: accepted by back end");
@@ -352,14 +476,14 @@ impl Verifier {
                     // The cache write (a bcrypt hash) follows the answer;
                     // until it lands, this process knows the login anyway,
                     // so the client's next request does not ask again.
-                    self.note_verified(&jid, password, now);
+                    self.note_verified(jid, password, now);
                     self.in_background({
                         let (cache, jid, password) =
-                            (Arc::clone(cache), jid.clone(), password.clone());
+                            (Arc::clone(cache), jid.to_owned(), password.clone());
                         async move { cache.remember_with(&jid, &password, now, creds).await }
                     });
                 }
-                AuthOutcome::Backend
+                (AuthOutcome::Backend, false)
             }
             Ok(Verdict::Rejected) => {
                 match settings.backend.rejection_hint() {
@@ -368,13 +492,6 @@ impl Verifier {
                     }
                     None => info!("auth {jid}: wrong password (refused by the back end)"),
                 }
-                if let Some(guard) = &self.guard {
-                    // Recorded before the answer, so an immediate retry of
-                    // the same password is already known.
-                    let (guard, jid, password) = (Arc::clone(guard), jid.clone(), password.clone());
-                    let record = move || guard.rejected(&jid, &password, address, now);
-                    let _ = tokio::task::spawn_blocking(record).await;
-                }
                 if let (Some(cache), Some(creds)) = (cache, cached) {
                     if !creds.is_empty() {
                         // A password the back end rejects must not keep
@@ -382,7 +499,7 @@ impl Verifier {
                         // other devices' credentials stay.
                         self.in_background({
                             let (cache, jid, password) =
-                                (Arc::clone(cache), jid.clone(), password.clone());
+                                (Arc::clone(cache), jid.to_owned(), password.clone());
                             async move {
                                 let gone = cache.forget_password(&jid, creds, &password, now).await;
                                 if gone > 0 {
@@ -394,24 +511,26 @@ impl Verifier {
                         });
                     }
                 }
-                AuthOutcome::Rejected
+                (AuthOutcome::Rejected, true)
             }
             Err(error) if !error.falls_back_to_cache() => {
                 info!("auth {jid}: failed, the back end refused the question: {error}");
-                AuthOutcome::Rejected
+                (AuthOutcome::Rejected, false)
             }
             Err(error) => {
+                let mut held = false;
                 if let (Some(cache), Some(mut creds)) = (cache, cached) {
+                    held = !creds.is_empty();
                     let usable = |e: &crate::cache::Entry| cache.usable_while_unreachable(e, now);
-                    if let Some(entry) = cache.find(&jid, &mut creds, password, usable).await {
+                    if let Some(entry) = cache.find(jid, &mut creds, password, usable).await {
                         warn!("auth {jid}: back end unreachable ({error}); accepted from cache");
                         metrics::cache_lookup(CacheLookup::Stale);
-                        cache.touch(&jid, &entry, now).await;
-                        return AuthOutcome::CacheWhileUnreachable(error);
+                        cache.touch(jid, &entry, now).await;
+                        return (AuthOutcome::CacheWhileUnreachable(error), false);
                     }
                 }
                 log_backend_error(&format!("auth {jid}: failed"), &error);
-                AuthOutcome::Unreachable(error)
+                (AuthOutcome::Unreachable(error), held)
             }
         }
     }
@@ -484,22 +603,6 @@ impl Verifier {
         lock(&self.recent)
             .get(&key)
             .is_some_and(|at| (0..RECENT_FOR).contains(&(now - at)))
-    }
-
-    /// The guard's verdict, off the reactor (its store may be SQLite).
-    async fn guard_check(
-        &self,
-        guard: &Arc<Guard>,
-        jid: &str,
-        password: &Secret,
-        address: Option<std::net::IpAddr>,
-        now: i64,
-    ) -> GuardVerdict {
-        let (guard, jid, password) = (Arc::clone(guard), jid.to_owned(), password.clone());
-        tokio::task::spawn_blocking(move || guard.check(&jid, &password, address, now))
-            .await
-            // The check itself never panics; if its task is lost, ask.
-            .unwrap_or(GuardVerdict::Ask)
     }
 
     /// Runs `work` after the answer, tracked so [`Verifier::settle`] and a
@@ -637,10 +740,61 @@ const MAX_RECENT: usize = 10_000;
 /// (seconds) unless it answers one meanwhile: the bcrypt pool is then
 /// waited for, not bypassed.
 const OUTAGE_HOLD: i64 = 30;
+/// Logins that skip a saturated bcrypt pool and ask the back end, at once
+/// per process: a crowd of cached logins after a restart must not become
+/// a crowd of password checks on Nextcloud (each costs it up to a second
+/// of CPU).
+pub const MAX_BYPASSES: usize = 8;
 /// Back ends whose outages are tracked at most (one per domain at worst).
 const MAX_BACKENDS_TRACKED: usize = 1024;
 
 /// Identifies a back end by the address of its shared state.
+/// One login on the password path, as the steps of the decision see it.
+struct Login<'a> {
+    /// The user as sent (the back end is asked with it).
+    user: &'a str,
+    /// `user@domain`, the cache's key.
+    jid: &'a str,
+    /// The canonical account, the guard's and the coalescing's key.
+    account: &'a str,
+    password: &'a Secret,
+    /// The client address that counts for the guard.
+    address: Option<std::net::IpAddr>,
+    now: i64,
+}
+
+/// What the cache made of a login that the memo did not know.
+enum CacheStep {
+    /// A fresh credential matched.
+    Hit,
+    /// Ask the back end; with a bypass permit when the pool was skipped.
+    Ask(Option<tokio::sync::OwnedSemaphorePermit>),
+}
+
+/// Logs a refusal by the guard. The address (parsed by us, so it cannot be
+/// forged) comes before anything the client chose: fail2ban's filter reads
+/// it there.
+fn log_refusal(jid: &str, address: Option<std::net::IpAddr>, refusal: &GuardVerdict) {
+    match refusal {
+        GuardVerdict::KnownWrong => info!(
+            "auth {jid}: wrong password (the same one was refused within negative-ttl; not asked again)"
+        ),
+        GuardVerdict::Refused {
+            reason,
+            first_in_window,
+        } => {
+            let from = address.map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+            let who = jid.escape_debug();
+            if *first_in_window {
+                warn!("guard: refused address {from} for {who}: {reason}");
+            } else {
+                debug!("guard: refused address {from} for {who} again");
+            }
+        }
+        GuardVerdict::Ask(_) => {}
+    }
+}
+
 fn backend_id(backend: &Arc<dyn Backend>) -> usize {
     Arc::as_ptr(backend) as *const () as usize
 }
@@ -738,7 +892,10 @@ mod tests {
             Reply::Yes
         );
         assert_eq!(v.clone().handle(auth("a", "d", "wrong")).await, Reply::No);
-        assert_eq!(v.clone().handle(auth("a", "d", "pw")).await, Reply::No);
+        assert_eq!(
+            v.clone().handle(auth("a", "d", "pw")).await,
+            Reply::TryLater
+        );
         let isuser = || Request::IsUser {
             user: "a".into(),
             domain: "d".into(),
@@ -882,7 +1039,7 @@ mod tests {
             }
         };
 
-        assert_eq!(step(1, "pass3").await, Reply::No);
+        assert_eq!(step(1, "pass3").await, Reply::TryLater);
         assert_eq!((backend.calls(), entry(&storage)), (1, None));
         assert_eq!(step(1, "pass3").await, Reply::Yes);
         let e = entry(&storage).expect("entry created");
@@ -935,7 +1092,7 @@ mod tests {
             "verification TTL passed: asked, unreachable, cache ok"
         );
 
-        assert_eq!(step(t + 6 * 86400, "newpass").await, Reply::No);
+        assert_eq!(step(t + 6 * 86400, "newpass").await, Reply::TryLater);
         assert_eq!(backend.calls(), 8, "older than a week: fail");
     }
 
@@ -965,7 +1122,7 @@ mod tests {
         // So an outage later does not let the old password in.
         assert_eq!(
             v.clone().handle(auth("user3", "domain3", "old")).await,
-            Reply::No
+            Reply::TryLater
         );
     }
 

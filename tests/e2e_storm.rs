@@ -98,3 +98,21 @@ fn a_saturated_pool_is_waited_for_when_the_back_end_is_down() {
     assert_eq!(tried, fell_back, "{logs}");
     assert!(tried < USERS, "{logs}");
 }
+
+/// A Nextcloud that takes half a second per password check (a real one
+/// hashes with argon2id): the storm must not land on it as a crowd.
+#[test]
+fn a_slow_back_end_gets_a_few_bypasses_at_once_not_the_storm() {
+    let standin = StandIn::start_with(&["--latency-ms", "500"]);
+    let (answers, logs) = storm(&standin.url);
+    assert!(answers.iter().all(|a| a == "1\n"), "{answers:?}\n{logs}");
+    let bypassed = logs.matches("bcrypt pool saturated").count();
+    assert_eq!(standin.requests(), bypassed as u64, "{logs}");
+    let stats = common::http(&standin.addr, "GET", "/_standin/stats", "");
+    let stats: serde_json::Value = serde_json::from_str(&stats).expect("stats");
+    let at_once = stats["max_in_flight"].as_u64().expect("max_in_flight");
+    assert!(
+        at_once <= xcauth::verify::MAX_BYPASSES as u64,
+        "{at_once} logins of {USERS} asked a slow back end at once\n{logs}"
+    );
+}

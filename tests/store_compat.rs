@@ -62,11 +62,12 @@ fn read_only(path: &Path) -> Connection {
 /// The original's four tables.
 const ORIGINAL_TABLES: [&str; 4] = ["authcache", "domains", "rostergroups", "rosterinfo"];
 /// The tables xcauth adds beside them (the original ignores them).
-const OUR_TABLES: [&str; 5] = [
+const OUR_TABLES: [&str; 6] = [
     "authcredential",
     "domainbackend",
     "guardfailure",
     "guardnotice",
+    "guardpending",
     "processtotals",
 ];
 

@@ -502,12 +502,15 @@ pub(super) fn action(command: Command) -> Result<Action, AdminError> {
 }
 
 /// The key the guard stores for `text`: an address in its canonical form
-/// (`2001:DB8::1` and `[2001:db8::1]:5222` are `2001:db8::1`), anything
-/// else (a JID) as given.
+/// (`2001:DB8::1` and `[2001:db8::1]:5222` are `2001:db8::1`), a JID as the
+/// account it counts for (`Erin@Example.org` is `erin@example.org`).
 fn guard_key(text: &str) -> String {
     match client_ip(text) {
         Some(ip) if !text.contains('@') => ip.to_string(),
-        _ => text.to_owned(),
+        _ => match text.rsplit_once('@') {
+            Some((user, domain)) => crate::guard::account(user, domain),
+            None => text.to_owned(),
+        },
     }
 }
 

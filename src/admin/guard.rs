@@ -50,7 +50,7 @@ fn state(settings: &GuardSettings, entry: &GuardEntry, now: i64) -> State {
         .filter(|f| f.at >= since)
         .cloned()
         .collect();
-    let times = distinct_times(&recent);
+    let times = distinct_times(recent.iter().map(|f| (f.digest.as_str(), f.at)));
     let rule = rule(settings, entry.scope).filter(|_| !allowlisted(settings, entry));
     let refused_until = rule.and_then(|(limit, window)| blocked_until(&times, limit, window));
     State {

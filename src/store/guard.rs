@@ -32,7 +32,10 @@ use rusqlite::{params, OptionalExtension};
 
 use super::time::format_timestamp;
 use super::{text, timestamp, Store, StoreError};
-use crate::guard::{Failure, GuardStore, Scope, MAX_FAILURES_PER_KEY};
+use crate::guard::{
+    assess, Assessment, Attempt, Failure, GuardSettings, GuardStore, Mark, Scope,
+    MAX_FAILURES_PER_KEY,
+};
 
 /// Failures kept in the whole table at most; past it the oldest written
 /// go first. Far above what a busy server records in a window (each row
@@ -161,13 +164,15 @@ impl Store {
         })
     }
 
-    /// Deletes failures older than `before` and notices whose window ended
-    /// before it; returns the failures deleted.
-    pub fn guard_expire(&self, before: i64) -> Result<usize, StoreError> {
-        let before = format_timestamp(before);
+    /// Deletes failures older than `before`, notices whose window ended
+    /// before it and reservations no longer held at `now`; returns the
+    /// failures deleted.
+    pub fn guard_expire(&self, before: i64, now: i64) -> Result<usize, StoreError> {
+        let (before, now) = (format_timestamp(before), format_timestamp(now));
         self.write(|c| {
             let n = c.execute("DELETE FROM guardfailure WHERE at < ?1", [&before])?;
             c.execute("DELETE FROM guardnotice WHERE until < ?1", [&before])?;
+            c.execute("DELETE FROM guardpending WHERE holduntil < ?1", [&now])?;
             Ok(n)
         })
     }
@@ -230,27 +235,145 @@ impl Store {
             Some(key) => {
                 let n = c.execute("DELETE FROM guardfailure WHERE key = ?1", [key])?;
                 c.execute("DELETE FROM guardnotice WHERE key = ?1", [key])?;
+                c.execute("DELETE FROM guardpending WHERE key = ?1", [key])?;
                 Ok(n)
             }
             None => {
                 let n = c.execute("DELETE FROM guardfailure", [])?;
                 c.execute("DELETE FROM guardnotice", [])?;
+                c.execute("DELETE FROM guardpending", [])?;
                 Ok(n)
             }
         })
     }
 }
 
-/// Seconds between two expiries by one process. The guard asks to expire
-/// after every rejection; old rows are not counted anyway (every query
-/// names its window), so deleting them once a minute is enough and keeps
-/// the write lock short under a flood.
+/// Seconds between two expiries by one process. Old rows are not counted
+/// anyway (every query names its window), so deleting them once a minute
+/// is enough and keeps the write lock short under a flood.
 pub const EXPIRE_EVERY: i64 = 60;
 
-/// The guard's [`GuardStore`] in the database file. The guard's calls
-/// cannot fail, so a database error is logged and the guard errs towards
-/// asking the back end: a failure not recorded, none found, a refusal
-/// logged (twice rather than never).
+/// The marks of one key: failures since `since` and reservations held at
+/// `now`.
+fn marks(
+    c: &rusqlite::Connection,
+    scope: Scope,
+    key: &str,
+    since: i64,
+    now: i64,
+) -> rusqlite::Result<Vec<Mark>> {
+    let mut out = Vec::new();
+    let mut failures = c.prepare_cached(
+        "SELECT digest, at FROM guardfailure WHERE scope = ?1 AND key = ?2 AND at >= ?3",
+    )?;
+    let rows = failures.query_map(params![scope.name(), key, format_timestamp(since)], |r| {
+        Ok(Mark {
+            digest: text(r, 0)?.unwrap_or_default(),
+            at: timestamp(r, 1)?.unwrap_or(0),
+            pending: false,
+        })
+    })?;
+    for row in rows {
+        out.push(row?);
+    }
+    let mut pending = c.prepare_cached(
+        "SELECT digest, at FROM guardpending WHERE scope = ?1 AND key = ?2 AND holduntil >= ?3",
+    )?;
+    let rows = pending.query_map(params![scope.name(), key, format_timestamp(now)], |r| {
+        Ok(Mark {
+            digest: text(r, 0)?.unwrap_or_default(),
+            at: timestamp(r, 1)?.unwrap_or(0),
+            pending: true,
+        })
+    })?;
+    for row in rows {
+        out.push(row?);
+    }
+    Ok(out)
+}
+
+impl Store {
+    /// Weighs `attempt` and reserves it when it may go on, in one
+    /// `BEGIN IMMEDIATE` transaction: every process sharing the file sees
+    /// each attempt before the next is weighed.
+    pub fn guard_reserve(
+        &self,
+        settings: &GuardSettings,
+        attempt: &Attempt,
+    ) -> Result<(Assessment, Vec<i64>), StoreError> {
+        self.write(|c| {
+            let since = attempt.since(settings);
+            let jid = marks(c, Scope::Jid, &attempt.account, since, attempt.now)?;
+            let address = match &attempt.address {
+                Some(a) => marks(c, Scope::Address, a, since, attempt.now)?,
+                None => Vec::new(),
+            };
+            let verdict = assess(settings, attempt, &jid, &address);
+            if verdict != Assessment::Ask {
+                return Ok((verdict, Vec::new()));
+            }
+            let mut tickets = Vec::new();
+            let keys = [
+                (Scope::Jid, Some(&attempt.account)),
+                (Scope::Address, attempt.address.as_ref()),
+            ];
+            for (scope, key) in keys {
+                let Some(key) = key else { continue };
+                c.execute(
+                    "INSERT INTO guardpending (scope, key, digest, at, holduntil) \
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![
+                        scope.name(),
+                        key,
+                        attempt.digest,
+                        format_timestamp(attempt.now),
+                        format_timestamp(attempt.hold_until())
+                    ],
+                )?;
+                tickets.push(c.last_insert_rowid());
+            }
+            Ok((Assessment::Ask, tickets))
+        })
+    }
+
+    /// Ends reservations: each becomes a failure at `now` when `failed`,
+    /// and is deleted either way, in one transaction.
+    pub fn guard_settle(&self, tickets: &[i64], failed: bool, now: i64) -> Result<(), StoreError> {
+        let mut rows = Vec::new();
+        self.write(|c| {
+            for id in tickets {
+                let row = c
+                    .query_row(
+                        "DELETE FROM guardpending WHERE id = ?1 RETURNING scope, key, digest",
+                        [id],
+                        |r| {
+                            Ok((
+                                text(r, 0)?.unwrap_or_default(),
+                                text(r, 1)?.unwrap_or_default(),
+                                text(r, 2)?.unwrap_or_default(),
+                            ))
+                        },
+                    )
+                    .optional()?;
+                rows.extend(row);
+            }
+            Ok(())
+        })?;
+        if failed {
+            for (scope, key, digest) in rows {
+                let Some(scope) = scope_named(&scope) else {
+                    continue;
+                };
+                self.guard_record(scope, &key, &Failure { digest, at: now })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The guard's [`GuardStore`] in the database file, shared by every
+/// process that opens it. It should have a connection of its own, so that
+/// the guard never waits behind cache or roster work.
 #[derive(Debug)]
 pub struct SqliteGuard {
     store: Arc<Store>,
@@ -269,31 +392,23 @@ impl SqliteGuard {
 }
 
 impl GuardStore for SqliteGuard {
-    fn record(&self, scope: Scope, key: &str, failure: &Failure) {
-        if let Err(e) = self.store.guard_record(scope, key, failure) {
-            tracing::warn!("guard: cannot record a failure: {e}");
-        }
+    fn reserve(
+        &self,
+        settings: &GuardSettings,
+        attempt: &Attempt,
+    ) -> Result<(Assessment, Vec<i64>), StoreError> {
+        self.store.guard_reserve(settings, attempt)
     }
 
-    fn failures(&self, scope: Scope, key: &str, since: i64) -> Vec<Failure> {
-        self.store
-            .guard_failures(scope, key, since)
-            .unwrap_or_else(|e| {
-                tracing::warn!("guard: cannot read failures: {e}");
-                Vec::new()
-            })
+    fn settle(&self, tickets: &[i64], failed: bool, now: i64) -> Result<(), StoreError> {
+        self.store.guard_settle(tickets, failed, now)
     }
 
-    fn notice(&self, scope: Scope, key: &str, until: i64) -> bool {
-        self.store
-            .guard_notice(scope, key, until)
-            .unwrap_or_else(|e| {
-                tracing::warn!("guard: cannot mark a refusal as logged: {e}");
-                true
-            })
+    fn notice(&self, scope: Scope, key: &str, until: i64) -> Result<bool, StoreError> {
+        self.store.guard_notice(scope, key, until)
     }
 
-    fn expire(&self, before: i64) {
+    fn expire(&self, before: i64, now: i64) -> Result<(), StoreError> {
         let last = self.expired.load(Ordering::Relaxed);
         if before < last.saturating_add(EXPIRE_EVERY)
             || self
@@ -301,11 +416,9 @@ impl GuardStore for SqliteGuard {
                 .compare_exchange(last, before, Ordering::Relaxed, Ordering::Relaxed)
                 .is_err()
         {
-            return;
+            return Ok(());
         }
-        if let Err(e) = self.store.guard_expire(before) {
-            tracing::warn!("guard: cannot expire old failures: {e}");
-        }
+        self.store.guard_expire(before, now).map(|_| ())
     }
 }
 
@@ -441,7 +554,7 @@ mod tests {
             .unwrap();
         assert!(s.guard_notice(Scope::Jid, "a@d", 150).unwrap());
         assert!(s.guard_notice(Scope::Jid, "b@d", 400).unwrap());
-        assert_eq!(s.guard_expire(200).unwrap(), 1);
+        assert_eq!(s.guard_expire(200, 200).unwrap(), 1);
         assert_eq!(
             s.guard_failures(Scope::Jid, "a@d", 0).unwrap(),
             vec![failure("d", 300)]
@@ -504,54 +617,182 @@ mod tests {
     fn the_guard_expires_at_most_once_a_minute() {
         let store = Arc::new(mem());
         let g = SqliteGuard::new(Arc::clone(&store));
-        g.record(Scope::Jid, "a@d", &failure("x", 100));
-        g.expire(200);
+        store
+            .guard_record(Scope::Jid, "a@d", &failure("x", 100))
+            .unwrap();
+        g.expire(200, 200).unwrap();
         assert_eq!(count(&store), 0);
-        g.record(Scope::Jid, "a@d", &failure("x", 150));
-        g.expire(200 + EXPIRE_EVERY - 1);
+        store
+            .guard_record(Scope::Jid, "a@d", &failure("x", 150))
+            .unwrap();
+        g.expire(200 + EXPIRE_EVERY - 1, 300).unwrap();
         assert_eq!(count(&store), 1, "too soon");
-        g.expire(200 + EXPIRE_EVERY);
+        g.expire(200 + EXPIRE_EVERY, 300).unwrap();
         assert_eq!(count(&store), 0);
+    }
+
+    fn attempt(account: &str, digest: &str, now: i64) -> Attempt {
+        Attempt {
+            digest: digest.to_owned(),
+            account: account.to_owned(),
+            address: Some("192.0.2.9".to_owned()),
+            now,
+        }
+    }
+
+    #[test]
+    fn reservations_count_until_settled() {
+        let s = mem();
+        let settings = GuardSettings::default();
+        let mut tickets = Vec::new();
+        for i in 0..10 {
+            let (verdict, t) = s
+                .guard_reserve(&settings, &attempt("a@d", &format!("g{i}"), 100))
+                .unwrap();
+            assert_eq!(verdict, Assessment::Ask, "{i}");
+            assert_eq!(t.len(), 2, "one per account and address");
+            tickets.push(t);
+        }
+        // Ten in flight: the eleventh is refused before any answer came.
+        let (verdict, t) = s
+            .guard_reserve(&settings, &attempt("a@d", "g10", 100))
+            .unwrap();
+        assert!(matches!(
+            verdict,
+            Assessment::Limited {
+                scope: Scope::Jid,
+                ..
+            }
+        ));
+        assert!(t.is_empty());
+        // Answers: five accepted (gone), five rejected (failures).
+        for (i, t) in tickets.iter().enumerate() {
+            s.guard_settle(t, i % 2 == 0, 101).unwrap();
+        }
+        assert_eq!(s.guard_failures(Scope::Jid, "a@d", 0).unwrap().len(), 5);
+        assert_eq!(
+            s.guard_failures(Scope::Address, "192.0.2.9", 0)
+                .unwrap()
+                .len(),
+            5
+        );
+        let pending: i64 = s
+            .conn()
+            .query_row("SELECT COUNT(*) FROM guardpending", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(pending, 0);
+        assert_eq!(
+            s.guard_reserve(&settings, &attempt("a@d", "g0", 102))
+                .unwrap()
+                .0,
+            Assessment::KnownWrong
+        );
+        assert_eq!(
+            s.guard_reserve(&settings, &attempt("a@d", "new", 102))
+                .unwrap()
+                .0,
+            Assessment::Ask
+        );
+    }
+
+    #[test]
+    fn a_reservation_never_settled_stops_counting() {
+        let s = mem();
+        let settings = GuardSettings {
+            jid_failures: 1,
+            ..GuardSettings::default()
+        };
+        s.guard_reserve(&settings, &attempt("a@d", "x", 100))
+            .unwrap();
+        let later = attempt("a@d", "y", 100 + crate::guard::count::RESERVATION_HOLD);
+        assert!(matches!(
+            s.guard_reserve(&settings, &later).unwrap().0,
+            Assessment::Limited { .. }
+        ));
+        let after = attempt("a@d", "y", 101 + crate::guard::count::RESERVATION_HOLD);
+        assert_eq!(
+            s.guard_reserve(&settings, &after).unwrap().0,
+            Assessment::Ask
+        );
+        s.guard_expire(0, after.now + crate::guard::count::RESERVATION_HOLD + 1)
+            .unwrap();
+        let pending: i64 = s
+            .conn()
+            .query_row("SELECT COUNT(*) FROM guardpending", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(pending, 0);
+    }
+
+    #[test]
+    fn connections_on_one_file_reserve_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("guard.sqlite3");
+        let settings = GuardSettings::default();
+        let asked = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            for p in 0..4 {
+                let (path, settings, asked) = (&path, &settings, &asked);
+                scope.spawn(move || {
+                    let store = Store::open(path).unwrap();
+                    for i in 0..25 {
+                        let a = attempt("a@d", &format!("p{p}-{i}"), 100);
+                        if store.guard_reserve(settings, &a).unwrap().0 == Assessment::Ask {
+                            asked.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(asked.load(Ordering::Relaxed), 10);
     }
 
     #[test]
     fn the_guard_works_on_the_database() {
         let store = Arc::new(mem());
-        let g = Guard::new(
-            GuardSettings::default(),
-            Secret::new("k"),
-            Box::new(SqliteGuard::new(Arc::clone(&store))),
-        );
-        let jid = "alice@example.org";
-        g.rejected(jid, &Secret::new("old"), None, 1000);
-        assert_eq!(
-            g.check(jid, &Secret::new("old"), None, 1030),
-            Verdict::KnownWrong
-        );
-        for i in 0..10 {
-            g.rejected(jid, &Secret::new(format!("guess{i}")), None, 1100 + i);
-        }
-        assert!(matches!(
-            g.check(jid, &Secret::new("new"), None, 1200),
-            Verdict::Refused {
-                first_in_window: true,
-                ..
+        let shared: Arc<dyn GuardStore> = Arc::new(SqliteGuard::new(Arc::clone(&store)));
+        let g = Guard::new(GuardSettings::default(), Secret::new("k"), Some(shared));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let account = "alice@example.org";
+            for i in 0..10 {
+                let Verdict::Ask(t) = g
+                    .reserve(account, &Secret::new(format!("guess{i}")), None, 1100 + i)
+                    .await
+                else {
+                    panic!("refused early");
+                };
+                g.settle(t, true, 1100 + i).await;
             }
-        ));
-        assert!(matches!(
-            g.check(jid, &Secret::new("new"), None, 1201),
-            Verdict::Refused {
-                first_in_window: false,
-                ..
-            }
-        ));
-        // No password is stored, only digests.
-        let stored: Vec<String> = store
-            .guard_failures(Scope::Jid, jid, 0)
-            .unwrap()
-            .into_iter()
-            .map(|f| f.digest)
-            .collect();
-        assert!(stored.iter().all(|d| d.len() == 32 && !d.contains("guess")));
+            assert!(matches!(
+                g.reserve(account, &Secret::new("guess0"), None, 1200).await,
+                Verdict::KnownWrong
+            ));
+            assert!(matches!(
+                g.reserve(account, &Secret::new("new"), None, 1200).await,
+                Verdict::Refused {
+                    first_in_window: true,
+                    ..
+                }
+            ));
+            assert!(matches!(
+                g.reserve(account, &Secret::new("new"), None, 1201).await,
+                Verdict::Refused {
+                    first_in_window: false,
+                    ..
+                }
+            ));
+            // No password is stored, only digests.
+            let stored: Vec<String> = store
+                .guard_failures(Scope::Jid, account, 0)
+                .unwrap()
+                .into_iter()
+                .map(|f| f.digest)
+                .collect();
+            assert_eq!(stored.len(), 10);
+            assert!(stored.iter().all(|d| d.len() == 32 && !d.contains("guess")));
+        });
     }
 }

@@ -6,10 +6,11 @@ use rusqlite::{Connection, ErrorCode, TransactionBehavior};
 /// written by the Python original (or an empty one); 1 is the original's
 /// four tables, unchanged; 2 adds our own tables beside them ([`OURS`]);
 /// 3 adds `authcredential`; 4 the failure guard's `guardfailure` and
-/// `guardnotice`; 5 `processtotals` (every process's metric totals).
+/// `guardnotice`; 5 `processtotals` (every process's metric totals); 6
+/// `guardpending` (the guard's attempts in flight).
 /// The original's tables are never altered, so it keeps reading and
 /// writing them.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// The original's tables (SPEC §8). `IF NOT EXISTS` makes creation safe when
 /// several processes open a new file at the same instant.
@@ -29,7 +30,7 @@ const SCHEMA: [&str; 4] = [
 ];
 
 /// Our own tables, which the original does not know and ignores.
-const OURS: [&str; 7] = [
+const OURS: [&str; 9] = [
     // Back-end settings of a domain beyond the original's `domains`
     // columns (see `DomainBackend`).
     "CREATE TABLE IF NOT EXISTS domainbackend (xmppdomain TEXT PRIMARY KEY, \
@@ -49,6 +50,12 @@ const OURS: [&str; 7] = [
     // Until when a refusal of a key was logged (once per window).
     "CREATE TABLE IF NOT EXISTS guardnotice (scope TEXT NOT NULL, key TEXT NOT NULL, \
      until TIMESTAMP NOT NULL, PRIMARY KEY (scope, key))",
+    // The failure guard's attempts in flight: reserved before the back end
+    // is asked, turned into a `guardfailure` row or deleted by the answer;
+    // one never settled stops counting at `holduntil`.
+    "CREATE TABLE IF NOT EXISTS guardpending (id INTEGER PRIMARY KEY, scope TEXT NOT NULL, \
+     key TEXT NOT NULL, digest TEXT NOT NULL, at TIMESTAMP NOT NULL, holduntil TIMESTAMP NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS guardpending_key ON guardpending (scope, key, holduntil)",
     // Each serving process's metric totals, and the sum of those gone
     // (see `store/totals.rs`).
     "CREATE TABLE IF NOT EXISTS processtotals (process TEXT PRIMARY KEY, \
@@ -57,7 +64,7 @@ const OURS: [&str; 7] = [
 ];
 
 /// Names of the tables in [`SCHEMA`] and [`OURS`].
-const TABLES: [&str; 9] = [
+const TABLES: [&str; 10] = [
     "domains",
     "authcache",
     "rosterinfo",
@@ -66,6 +73,7 @@ const TABLES: [&str; 9] = [
     "authcredential",
     "guardfailure",
     "guardnotice",
+    "guardpending",
     "processtotals",
 ];
 
@@ -97,11 +105,10 @@ pub(super) fn prepare_schema(conn: &mut Connection) -> rusqlite::Result<()> {
         tx.commit()
     };
     match upgrade(conn) {
-        // All tables are there; only the version marker could not be
-        // written. A read-only file is still usable for reading.
-        Err(e) if present == TABLES.len() && e.sqlite_error_code() == Some(ErrorCode::ReadOnly) => {
-            Ok(())
-        }
+        // A read-only file with tables is still usable for reading; what
+        // is missing (a table a newer version added) fails when written,
+        // and the guard then counts in memory.
+        Err(e) if present > 0 && e.sqlite_error_code() == Some(ErrorCode::ReadOnly) => Ok(()),
         other => other,
     }
 }
@@ -109,7 +116,7 @@ pub(super) fn prepare_schema(conn: &mut Connection) -> rusqlite::Result<()> {
 /// How many of [`TABLES`] exist.
 fn count_tables(conn: &Connection) -> rusqlite::Result<usize> {
     let n: i64 = conn.query_row(
-        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name IN (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name IN (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         TABLES,
         |r| r.get(0),
     )?;

@@ -270,7 +270,7 @@ mod tests {
             .conn()
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
-        assert_eq!(version, 5);
+        assert_eq!(version, crate::store::SCHEMA_VERSION);
     }
 
     #[test]

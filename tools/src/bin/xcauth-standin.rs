@@ -17,7 +17,7 @@
 //! ```text
 //! POST /_standin/fault    body: none|http500|http404|hang|close|nonjson|redirect|badshape|wrongsig
 //! POST /_standin/latency  body: milliseconds before each API answer
-//! GET  /_standin/stats    {"requests":N,"by_operation":{"auth":n,…},"last":{…},
+//! GET  /_standin/stats    {"requests":N,"max_in_flight":N,"by_operation":{"auth":n,…},"last":{…},
 //!                          "ocs":{…},"nextcloud_requests":N}
 //! POST /_standin/reset    zero the counters
 //! GET  /_standin/bruteforce            {"scale":…,"allowlist":[…],"buckets":{ip: n}}
@@ -397,6 +397,7 @@ async fn api_request(
     if !is_post {
         return Ok(to_response(Reply::empty(405)));
     }
+    let _answering = state.answering();
     let latency = state.latency();
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;

@@ -72,6 +72,9 @@ pub enum Outcome {
 #[derive(Debug, Default)]
 struct Stats {
     requests: u64,
+    /// API requests being answered now, and the most there ever were.
+    in_flight: u64,
+    max_in_flight: u64,
     by_operation: BTreeMap<String, u64>,
     last: Option<(String, String, String)>,
 }
@@ -88,6 +91,16 @@ pub struct State {
     stats: Mutex<Stats>,
     /// Nextcloud's stock OCS APIs (the same fault and latency apply).
     ocs: Ocs,
+}
+
+/// One API request being answered (see [`State::answering`]).
+pub struct InFlight<'a>(&'a State);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut stats = lock(&self.0.stats);
+        stats.in_flight = stats.in_flight.saturating_sub(1);
+    }
 }
 
 /// The counters stay meaningful after a panic elsewhere, so a poisoned lock
@@ -169,6 +182,15 @@ impl State {
         *lock(&self.stats) = Stats::default();
     }
 
+    /// Counts an API request as being answered until the returned value is
+    /// dropped (`max_in_flight` in the stats: how many at once at most).
+    pub fn answering(&self) -> InFlight<'_> {
+        let mut stats = lock(&self.stats);
+        stats.in_flight += 1;
+        stats.max_in_flight = stats.max_in_flight.max(stats.in_flight);
+        InFlight(self)
+    }
+
     /// `{"requests":N,"by_operation":{...},"last":{...}|null}` (the last
     /// request's operation, username and domain; never its password).
     pub fn stats_json(&self) -> String {
@@ -183,6 +205,7 @@ impl State {
         };
         serde_json::json!({
             "requests": stats.requests,
+            "max_in_flight": stats.max_in_flight,
             "by_operation": stats.by_operation,
             "last": last,
         })
@@ -299,7 +322,7 @@ mod tests {
         let stats: serde_json::Value = serde_json::from_str(&s.stats_json()).unwrap();
         assert_eq!(
             stats,
-            serde_json::json!({"requests": 0, "by_operation": {}, "last": null})
+            serde_json::json!({"requests": 0, "max_in_flight": 0, "by_operation": {}, "last": null})
         );
     }
 }
