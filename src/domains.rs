@@ -9,7 +9,7 @@
 //! built once per row (and per domain for the global settings), so a
 //! request costs a map look-up, not a set-up.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,6 +19,7 @@ use tracing::{debug, warn};
 use crate::backend::{
     self, ApiAccount, Backend, BackendKind, BackendSpec, HttpClient, LoginForm, DEFAULT_ROSTER_TTL,
 };
+use crate::proto::domain::canonical_domain;
 use crate::secret::Secret;
 use crate::store::{DomainRow, Store};
 use crate::token::TokenKey;
@@ -150,6 +151,8 @@ struct Loaded {
     /// built back end (its state, e.g. a cached roster) while the row is
     /// unchanged.
     rows: HashMap<String, (BackendSpec, DomainSettings)>,
+    /// Row problems already warned about.
+    warned: HashSet<String>,
 }
 
 impl DbDomains {
@@ -163,6 +166,7 @@ impl DbDomains {
                 at: None,
                 generation: 0,
                 rows: HashMap::new(),
+                warned: HashSet::new(),
             }),
         }
     }
@@ -237,16 +241,24 @@ impl DbDomains {
     fn reload(&self, loaded: &mut Loaded) {
         match self.store.domains() {
             Ok(rows) => {
+                let (rows, problems) = canonical_rows(rows);
+                for problem in problems {
+                    let text = problem.to_string();
+                    // Once per process: the table is re-read every few seconds.
+                    if loaded.warned.insert(text.clone()) {
+                        warn!("{text}");
+                    }
+                }
                 let mut old = std::mem::take(&mut loaded.rows);
                 loaded.rows = rows
                     .into_iter()
-                    .filter_map(|row| {
+                    .filter_map(|(domain, row)| {
                         let spec = Self::row_spec(&row, &self.global.global)?;
-                        let settings = match old.remove(&row.xmppdomain) {
+                        let settings = match old.remove(&domain) {
                             Some((was, settings)) if was == spec => settings,
                             _ => DomainSettings::build(&spec, &self.global.client),
                         };
-                        Some((row.xmppdomain, (spec, settings)))
+                        Some((domain, (spec, settings)))
                     })
                     .collect();
                 debug!("domain table loaded: {} rows", loaded.rows.len());
@@ -258,8 +270,112 @@ impl DbDomains {
     }
 }
 
+/// What keeps a `domains` row from being served under its domain: found
+/// when the rows are loaded, warned about by the service and reported by
+/// `xcauth check`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RowProblem {
+    /// The stored domain is not a host name: no request can match it.
+    NotADomain {
+        /// The domain as stored.
+        stored: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// Several rows are one domain in canonical form: one is served, the
+    /// others never are.
+    Collision {
+        /// The canonical form.
+        domain: String,
+        /// The stored domain of the row that is served.
+        used: String,
+        /// The stored domains of the rows that are not.
+        ignored: Vec<String>,
+    },
+}
+
+impl std::fmt::Display for RowProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::logging::Escaped;
+        match self {
+            RowProblem::NotADomain { stored, why } => {
+                write!(f, "domain row \"{}\" is never used: {why}", Escaped(stored))
+            }
+            RowProblem::Collision {
+                domain,
+                used,
+                ignored,
+            } => {
+                let ignored: Vec<String> = ignored
+                    .iter()
+                    .map(|d| format!("\"{}\"", Escaped(d)))
+                    .collect();
+                write!(
+                    f,
+                    "domain rows {} and \"{}\" are all the domain {}; \"{}\" is used, \
+                     the others are ignored: remove them (xcauth domain remove)",
+                    ignored.join(", "),
+                    Escaped(used),
+                    Escaped(domain),
+                    Escaped(used),
+                )
+            }
+        }
+    }
+}
+
+/// The rows keyed by the canonical form of their domain
+/// ([`canonical_domain`]): a row written by hand or by the original as
+/// `Example.org` serves `example.org`. Of rows that are one domain, the one
+/// stored in the canonical form is used, else the first in byte order; a
+/// row whose domain is not a host name is left out. Both are reported.
+pub fn canonical_rows(rows: Vec<DomainRow>) -> (Vec<(String, DomainRow)>, Vec<RowProblem>) {
+    let mut problems = Vec::new();
+    let mut groups: BTreeMap<String, Vec<DomainRow>> = BTreeMap::new();
+    for row in rows {
+        match canonical_domain(&row.xmppdomain) {
+            Ok(domain) => groups.entry(domain).or_default().push(row),
+            Err(why) => problems.push(RowProblem::NotADomain {
+                stored: row.xmppdomain,
+                why,
+            }),
+        }
+    }
+    let mut served = Vec::with_capacity(groups.len());
+    for (domain, mut group) in groups {
+        group.sort_by(|a, b| {
+            let canonical_first = |r: &DomainRow| r.xmppdomain != domain;
+            (canonical_first(a), &a.xmppdomain).cmp(&(canonical_first(b), &b.xmppdomain))
+        });
+        let mut group = group.into_iter();
+        let Some(used) = group.next() else { continue };
+        let ignored: Vec<String> = group.map(|r| r.xmppdomain).collect();
+        if !ignored.is_empty() {
+            problems.push(RowProblem::Collision {
+                domain: domain.clone(),
+                used: used.xmppdomain.clone(),
+                ignored,
+            });
+        }
+        served.push((domain, used));
+    }
+    (served, problems)
+}
+
 impl Domains for DbDomains {
+    /// `domain` must be in the canonical form ([`Request::canonical`]
+    /// puts every request's domain in it); another spelling would miss its
+    /// row, so it gets no settings at all.
+    ///
+    /// [`Request::canonical`]: crate::proto::Request::canonical
     fn lookup(&self, domain: &str) -> Option<DomainSettings> {
+        if canonical_domain(domain).ok().as_deref() != Some(domain) {
+            warn!(
+                "domain \"{}\" is not in canonical form; not served",
+                crate::logging::Escaped(domain)
+            );
+            return None;
+        }
         let mut loaded = self.table.lock().unwrap_or_else(|e| e.into_inner());
         let generation = RELOAD_GENERATION.load(Ordering::SeqCst);
         if loaded.generation != generation
@@ -494,6 +610,84 @@ mod tests {
         request_reload();
         assert!(valid_with(b"two"), "re-read after the request");
         assert!(!valid_with(b"one"));
+    }
+
+    /// Rows written in any case are found by the canonical domain; of two
+    /// rows that are one domain, the one stored canonically is used, else
+    /// the first in byte order; rows that are not host names are left out.
+    #[test]
+    fn rows_are_keyed_by_the_canonical_domain() {
+        let rows = |names: &[&str]| -> Vec<DomainRow> {
+            names.iter().map(|n| row(n, "s", "http://a/", "")).collect()
+        };
+        let (served, problems) = canonical_rows(rows(&["Example.org", "other.example"]));
+        let keys: Vec<(&str, &str)> = served
+            .iter()
+            .map(|(k, r)| (k.as_str(), r.xmppdomain.as_str()))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                ("example.org", "Example.org"),
+                ("other.example", "other.example")
+            ]
+        );
+        assert!(problems.is_empty());
+
+        for names in [
+            ["EXAMPLE.ORG", "example.org", "Example.org"],
+            ["example.org", "Example.org", "EXAMPLE.ORG"],
+        ] {
+            let (served, problems) = canonical_rows(rows(&names));
+            assert_eq!(served.len(), 1);
+            assert_eq!(served[0].1.xmppdomain, "example.org");
+            assert_eq!(
+                problems,
+                [RowProblem::Collision {
+                    domain: "example.org".into(),
+                    used: "example.org".into(),
+                    ignored: vec!["EXAMPLE.ORG".into(), "Example.org".into()],
+                }]
+            );
+        }
+        let (served, problems) = canonical_rows(rows(&["Example.org", "EXAMPLE.ORG."]));
+        assert_eq!(served[0].1.xmppdomain, "EXAMPLE.ORG.");
+        assert_eq!(problems.len(), 1);
+        let text = problems[0].to_string();
+        assert!(text.contains("\"EXAMPLE.ORG.\" is used"), "{text}");
+
+        let (served, problems) = canonical_rows(rows(&["bad\u{200B}.example"]));
+        assert!(served.is_empty());
+        let text = problems[0].to_string();
+        assert!(text.contains("bad\\u{200b}.example"), "{text}");
+    }
+
+    /// `domain add example.org` is found for every spelling a request may
+    /// use once it is canonical, and a row written as `Example.org` too.
+    #[test]
+    fn a_row_in_another_case_serves_its_canonical_domain() {
+        let store = Arc::new(Store::open(std::path::Path::new(":memory:")).expect("store"));
+        store
+            .put_domain(
+                "Example.ORG",
+                "row-secret",
+                "http://127.0.0.1:9/a",
+                "",
+                None,
+                0,
+            )
+            .expect("row");
+        let client = HttpClient::new(&BackendOptions::default()).expect("client");
+        let d = DbDomains::new(store, global(), client);
+        let token = crate::token::make(b"row-secret", "u", "example.org", u32::MAX);
+        let key = d.lookup("example.org").expect("settings").token_key;
+        assert_eq!(
+            key.expect("key").check("u", "example.org", &token, 0),
+            crate::token::TokenCheck::Valid
+        );
+        // Not canonical: no settings at all, rather than the global ones.
+        assert!(d.lookup("Example.ORG").is_none());
+        assert!(d.lookup("example.org.").is_none());
     }
 
     #[test]

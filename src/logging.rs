@@ -25,6 +25,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::{LookupSpan, Registry};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
+use unicode_general_category::{get_general_category, GeneralCategory};
 
 /// How often a log file's path is checked for having been rotated away.
 const ROTATION_CHECK: Duration = Duration::from_secs(1);
@@ -292,8 +293,10 @@ impl Write for ReopeningFile {
 
 /// Client-chosen text made safe for one log line: control characters (a
 /// `\n` would start a forged line), the Unicode line and paragraph
-/// separators and the backslash itself are written as Rust escapes
-/// (`\n`, `\u{2028}`, `\\`); everything else as it is. Every value a
+/// separators, format characters (invisible ones such as U+200B and the
+/// bidi controls such as U+202E, which would hide or reorder what a
+/// reader sees) and the backslash itself are written as Rust escapes
+/// (`\n`, `\u{2028}`, `\u{202e}`, `\\`); everything else as it is. Every value a
 /// client chose that reaches a log line goes through this.
 pub struct Escaped<'a>(pub &'a str);
 
@@ -301,7 +304,10 @@ impl std::fmt::Display for Escaped<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         use std::fmt::Write as _;
         for c in self.0.chars() {
-            if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\\') {
+            if c.is_control()
+                || matches!(c, '\u{2028}' | '\u{2029}' | '\\')
+                || get_general_category(c) == GeneralCategory::Format
+            {
                 write!(f, "{}", c.escape_default())?;
             } else {
                 f.write_char(c)?;
@@ -363,6 +369,14 @@ mod tests {
             "alice@example.org é"
         );
         assert_eq!(escaped_bytes(b"a\xffb\n"), "a\u{fffd}b\\n");
+    }
+
+    #[test]
+    fn invisible_and_bidi_characters_are_shown_escaped() {
+        assert_eq!(
+            Escaped("example.org\u{200B} \u{202E}gro\u{00AD}\u{FEFF}").to_string(),
+            "example.org\\u{200b} \\u{202e}gro\\u{ad}\\u{feff}"
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::clock::SystemClock;
 use crate::config::{self, Config, Mode};
 use crate::listen::{self, Sockets};
 use crate::logging;
-use crate::proto::Reply;
+use crate::proto::{Reply, Request};
 use crate::serve::{self, ListenContext, StreamLimits};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -277,37 +277,70 @@ pub async fn run(sockets: Sockets, config: Config, shutdown: CancellationToken) 
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    if !matches!(config.mode, Mode::Serve(_)) {
-        debug!("one-shot query: {}", describe(&config.mode));
-    }
     let _metrics = crate::metrics::start(&config, &shutdown);
-    match config.mode.clone() {
-        Mode::Serve(protocol) => serve(&config, protocol, sockets, verifier, shutdown).await,
-        // Answered at the top.
-        Mode::Check(_) => ExitCode::from(EXIT_USAGE),
+    match one_shot_request(config.mode.clone()) {
+        None => match config.mode {
+            Mode::Serve(protocol) => serve(&config, protocol, sockets, verifier, shutdown).await,
+            // Answered at the top.
+            _ => ExitCode::from(EXIT_USAGE),
+        },
+        Some(request) => one_shot(&verifier, request).await,
+    }
+}
+
+/// A one-shot query (`-A`, `-I`, `-R`) as the request it stands for;
+/// `None` for the other modes.
+fn one_shot_request(mode: Mode) -> Option<Request> {
+    match mode {
         Mode::AuthTest {
             user,
             domain,
             password,
+        } => Some(Request::Auth {
+            user,
+            domain,
+            password,
+            service: None,
+            client: None,
+        }),
+        Mode::IsUserTest { user, domain } => Some(Request::IsUser { user, domain }),
+        Mode::RosterTest { user, domain } => Some(Request::Roster { user, domain }),
+        Mode::Serve(_) | Mode::Check(_) => None,
+    }
+}
+
+/// Answers a one-shot query. Its domain is put in the canonical form
+/// first, as every served request's is; one that is not a host name is
+/// refused (`False`) without asking any back end.
+async fn one_shot(verifier: &Verifier, request: Request) -> ExitCode {
+    let request = request.canonical();
+    debug!("one-shot query: {}", describe(&request));
+    match request {
+        Request::Auth {
+            user,
+            domain,
+            password,
+            ..
         } => {
             let ok = verifier.auth(&user, &domain, &password).await.is_success();
             verifier.settle().await;
             print_bool(ok)
         }
-        Mode::IsUserTest { user, domain } => {
-            let ok = verifier.isuser(&user, &domain).await == Reply::Yes;
-            print_bool(ok)
+        Request::IsUser { user, domain } => {
+            print_bool(verifier.isuser(&user, &domain).await == Reply::Yes)
         }
-        Mode::RosterTest { user, domain } => match verifier.roster_and_sync(&user, &domain).await {
+        Request::Roster { user, domain } => match verifier.roster_and_sync(&user, &domain).await {
             Some(json) => {
                 println!("{json}");
                 ExitCode::from(EXIT_TRUE)
             }
-            None => {
-                println!("False");
-                ExitCode::from(EXIT_FALSE)
-            }
+            None => print_bool(false),
         },
+        Request::Invalid { reason } => {
+            info!("refused request: {}", logging::Escaped(&reason));
+            print_bool(false)
+        }
+        Request::Quit => print_bool(false),
     }
 }
 
@@ -587,15 +620,19 @@ fn spawn_stop_handler(shutdown: CancellationToken) {
     }
 }
 
-/// The one-shot query for the log, without the password.
-fn describe(mode: &Mode) -> String {
-    match mode {
-        Mode::Serve(p) => format!("serve {}", p.name()),
-        Mode::AuthTest { user, domain, .. } => format!("auth {user}@{domain}"),
-        Mode::IsUserTest { user, domain } => format!("isuser {user}@{domain}"),
-        Mode::RosterTest { user, domain } => format!("roster {user}@{domain}"),
-        Mode::Check(_) => "check".to_owned(),
-    }
+/// A one-shot query for the log, without the password.
+fn describe(request: &Request) -> String {
+    let (what, user, domain) = match request {
+        Request::Auth { user, domain, .. } => ("auth", user, domain),
+        Request::IsUser { user, domain } => ("isuser", user, domain),
+        Request::Roster { user, domain } => ("roster", user, domain),
+        Request::Invalid { .. } | Request::Quit => return "refused".to_owned(),
+    };
+    format!(
+        "{what} {}@{}",
+        logging::Escaped(user),
+        logging::Escaped(domain)
+    )
 }
 
 fn print_bool(ok: bool) -> ExitCode {

@@ -142,7 +142,7 @@ impl Verifier {
     /// Answers one decoded request. `Quit` and `Invalid` never reach the
     /// back end.
     pub async fn handle(self: Arc<Self>, request: Request) -> Reply {
-        match request {
+        match request.canonical() {
             Request::Auth {
                 user,
                 domain,

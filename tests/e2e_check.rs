@@ -657,3 +657,38 @@ async fn tls_with_an_own_ca_fails_without_ca_file_and_passes_with_it() {
     with.has("PASS", "global", "secret");
     with.has("PASS", "config", "ca-file");
 }
+
+/// Rows that are one domain in canonical form (`example.net` and
+/// `EXAMPLE.NET`, written by hand) and a row that is no host name are
+/// failures: the service serves one of the first and never the second.
+#[test]
+fn rows_that_collide_or_are_not_host_names_fail() {
+    let nc = standin();
+    let setup = Setup::new();
+    setup.with_row(&nc, SECRET);
+    let conn = rusqlite::Connection::open(setup.db()).expect("db");
+    for domain in ["EXAMPLE.NET", "bad\u{200B}.example"] {
+        conn.execute(
+            "INSERT INTO domains (xmppdomain, authsecret, authurl, authdomain) \
+             VALUES (?1, 'other', 'http://127.0.0.1:9/x', '')",
+            [domain],
+        )
+        .expect("insert");
+    }
+    drop(conn);
+    let out = check(&setup.config(&nc, ""), &[], &[], "");
+    assert_eq!(out.code, Some(1), "{}", out.stdout);
+    let fails = out.fails().join("\n");
+    assert!(
+        fails.contains(r#"domain rows "EXAMPLE.NET" and "example.net" are all the domain example.net; "example.net" is used"#),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        fails.contains(r#"domain row "bad\u{200b}.example" is never used"#),
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains('\u{200B}'), "{}", out.stdout);
+    out.keeps_secret(&[SECRET, API_PASSWORD]);
+}

@@ -313,3 +313,140 @@ fn the_shared_roster_is_built_from_the_group_apis() {
     assert_eq!(stats(&nc)["nextcloud_requests"].as_u64().unwrap(), before);
     x.finish();
 }
+
+/// xcauth -t PROTO with the nextcloud kind and `user` as the API account.
+fn start_as(nc: &StandIn, proto: &str, dir: &tempfile::TempDir, user: &str, pw: &str) -> Xcauth {
+    let file = api_password_file(dir, pw);
+    let args = ["--backend", "nextcloud", "--api-user", user];
+    let mut args = args.to_vec();
+    args.extend(["--api-password-file", file.as_str()]);
+    Xcauth::start(proto, &base(nc), &args)
+}
+
+/// One Postfix lookup: the answer's code.
+fn postfix_get(x: &mut Xcauth, address: &str) -> String {
+    x.send(format!("get {address}\n").as_bytes());
+    let line = x.read_line(T);
+    line.get(..3).unwrap_or(&line).to_owned()
+}
+
+/// The back-off's log lines: the refusal and the pause.
+fn assert_no_back_off(logs: &str) {
+    assert!(!logs.contains("API account refused"), "{logs}");
+    assert!(!logs.contains("not retried"), "{logs}");
+}
+
+#[test]
+fn hostile_names_do_not_switch_off_lookups() {
+    let nc = standin();
+    let dir = tempfile::tempdir().unwrap();
+    let mut x = start(&nc, "postfix", &dir, &[]);
+    // Any SMTP sender can ask for these (RCPT TO:<.@example.org>). No
+    // request can name them (an HTTP client drops `%2E` segments), and
+    // Nextcloud has no such users: unknown, without asking.
+    for address in [
+        ".@example.org",
+        "..@example.org",
+        "%2E@example.org",
+        "%2E%2E@example.org",
+        "a/b@example.org",
+        "../alice@example.org",
+    ] {
+        assert_eq!(postfix_get(&mut x, address), "500", "{address}");
+    }
+    assert_eq!(ocs(&nc, "cloud/users/{uid}"), 0);
+    // Right after, everyone else still gets answers.
+    assert_eq!(postfix_get(&mut x, "alice@example.org"), "200");
+    assert_eq!(postfix_get(&mut x, "nobody@example.org"), "500");
+    assert_eq!(postfix_get(&mut x, "erin@example.org"), "200");
+    // A dot inside a uid goes on the wire encoded.
+    assert_eq!(postfix_get(&mut x, "no.body@example.org"), "500");
+    assert_eq!(
+        stats(&nc)["ocs"]["last_path"],
+        "/ocs/v2.php/cloud/users/no%2Ebody?format=json"
+    );
+    x.finish();
+    assert_no_back_off(&x.logs());
+}
+
+#[test]
+fn a_user_out_of_a_subadmins_reach_defers_only_that_lookup() {
+    let nc = standin();
+    let dir = tempfile::tempdir().unwrap();
+    // sam is a subadmin of ocs-team (and x%41); bob is in none of them, so
+    // Nextcloud answers 998 about bob.
+    let mut x = start_as(&nc, "postfix", &dir, "sam", "sam-pw");
+    assert_eq!(postfix_get(&mut x, "bob@example.org"), "400");
+    assert_eq!(postfix_get(&mut x, "erin@example.org"), "200");
+    assert_eq!(postfix_get(&mut x, "nobody@example.org"), "500");
+    assert_eq!(postfix_get(&mut x, "bob@example.org"), "400");
+    assert_eq!(postfix_get(&mut x, "erin@example.org"), "200");
+    x.finish();
+    // bob twice, erin twice, nobody, and sam's own record once: the second
+    // 998 about bob is weighed without asking again.
+    assert_eq!(ocs(&nc, "cloud/users/{uid}"), 6);
+    let logs = x.logs();
+    assert_no_back_off(&logs);
+    assert!(logs.contains("the account is not paused"), "{logs}");
+}
+
+#[test]
+fn refusals_at_once_share_one_look_at_the_account_and_groups_pause_nothing() {
+    let nc = standin();
+    let dir = tempfile::tempdir().unwrap();
+    let mut x = start_as(&nc, "postfix", &dir, "sam", "sam-pw");
+    // Eight lookups of bob, pipelined: eight refusals about bob, one look
+    // at sam's own record.
+    x.send("get bob@example.org\n".repeat(8).as_bytes());
+    for _ in 0..8 {
+        assert!(x.read_line(T).starts_with("400 "));
+    }
+    assert_eq!(ocs(&nc, "cloud/users/{uid}"), 9);
+    x.finish();
+    assert_no_back_off(&x.logs());
+
+    // erin is in xA, a group sam does not manage: its members are refused
+    // (998) while her roster is built. Lookups carry on.
+    let mut x = start_as(&nc, "generic", &dir, "sam", "sam-pw");
+    generic(&mut x, "roster:erin:example.org");
+    assert!(ocs(&nc, "cloud/groups/{gid}/users/details") >= 1);
+    assert_eq!(generic(&mut x, "isuser:erin:example.org"), "1");
+    assert_eq!(generic(&mut x, "isuser:nobody:example.org"), "0");
+    x.finish();
+    assert_no_back_off(&x.logs());
+}
+
+#[test]
+fn an_api_account_without_rights_still_backs_off() {
+    let nc = standin();
+    let dir = tempfile::tempdir().unwrap();
+    // erin can log in but is neither an admin nor a subadmin.
+    let mut x = start_as(&nc, "postfix", &dir, "erin", "erin-pw");
+    assert_eq!(postfix_get(&mut x, "bob@example.org"), "400");
+    assert_eq!(postfix_get(&mut x, "alice@example.org"), "400");
+    assert_eq!(postfix_get(&mut x, "nobody@example.org"), "400");
+    x.finish();
+    // bob, then erin's own record; then nothing while backing off.
+    assert_eq!(ocs(&nc, "cloud/users/{uid}"), 2);
+    let logs = x.logs();
+    assert!(logs.contains("neither an admin nor a subadmin"), "{logs}");
+    assert!(logs.contains("not retried"), "{logs}");
+}
+
+#[test]
+fn a_wrong_api_password_still_backs_off_postfix_lookups() {
+    let nc = standin();
+    let dir = tempfile::tempdir().unwrap();
+    let mut x = start_as(&nc, "postfix", &dir, "xcauth-api", "wrong-app-password");
+    // One refusal (401), then paused: no request, "try later".
+    for address in ["alice@example.org", "bob@example.org", "nobody@example.org"] {
+        assert_eq!(postfix_get(&mut x, address), "400", "{address}");
+    }
+    x.finish();
+    let s = stats(&nc);
+    assert_eq!(s["ocs"]["by_endpoint"]["cloud/users/{uid}"], 1, "{s}");
+    assert_eq!(s["ocs"]["login_failures"], 1, "one brute-force failure");
+    let logs = x.logs();
+    assert!(logs.contains("API account refused (HTTP 401)"), "{logs}");
+    assert!(logs.contains("not retried"), "{logs}");
+}

@@ -6,11 +6,12 @@ use std::path::PathBuf;
 use clap::builder::NonEmptyStringValueParser;
 use clap::{Args, FromArgMatches, Subcommand};
 
-use super::report::shown;
 use super::AdminError;
 use crate::backend::{BackendKind, LoginForm};
 use crate::config::{parse_url, CommandLine};
 use crate::guard::client_ip;
+use crate::logging::Escaped;
+use crate::proto::domain::canonical_domain;
 use crate::secret::Secret;
 use crate::store::{DomainBackend, DomainUpdate};
 
@@ -484,7 +485,9 @@ pub(super) fn action(command: Command) -> Result<Action, AdminError> {
         Command::Domain(DomainCommand::List { show_secrets }) => {
             Action::DomainList { show_secrets }
         }
-        Command::Domain(DomainCommand::Remove { domain }) => Action::DomainRemove { domain },
+        Command::Domain(DomainCommand::Remove { domain }) => Action::DomainRemove {
+            domain: canonical_arg(&domain)?,
+        },
         Command::User(UserCommand::Delete { jid }) => Action::UserDelete { jid },
         Command::Group(GroupCommand::Delete { group }) => Action::GroupDelete { key: group },
         Command::Host(HostCommand::Delete { domain }) => Action::HostDelete { domain },
@@ -514,14 +517,26 @@ fn guard_key(text: &str) -> String {
     }
 }
 
-/// `domain add`: a domain (not a JID), its URL and its secret.
-fn domain_add(args: DomainArgs) -> Result<Action, AdminError> {
-    if args.domain.contains('@') {
+/// The domain of a `domain` command in the canonical form the service
+/// looks rows up by; one that is not a host name is refused.
+fn canonical_arg(domain: &str) -> Result<String, AdminError> {
+    if domain.contains('@') {
         return Err(AdminError::Invalid(format!(
             "`{}` is not a domain (it contains @)",
-            shown(&args.domain)
+            Escaped(domain)
         )));
     }
+    canonical_domain(domain).map_err(|why| {
+        AdminError::Invalid(format!(
+            "`{}` is not a valid domain: {why}",
+            Escaped(domain)
+        ))
+    })
+}
+
+/// `domain add`: a domain (not a JID), its URL and its secret.
+fn domain_add(args: DomainArgs) -> Result<Action, AdminError> {
+    let domain = canonical_arg(&args.domain)?;
     // clap already insists on the URL; this keeps the code from relying on it.
     let url = args
         .url
@@ -549,7 +564,7 @@ fn domain_add(args: DomainArgs) -> Result<Action, AdminError> {
         }
     };
     Ok(Action::DomainAdd {
-        domain: args.domain,
+        domain,
         url,
         secret,
         auth_domain: args.auth_domain,
@@ -581,6 +596,7 @@ fn domain_backend(
 
 /// `domain change`: at least one setting to change.
 fn domain_change(args: DomainArgs) -> Result<Action, AdminError> {
+    let domain = canonical_arg(&args.domain)?;
     let update = DomainUpdate {
         secret: SecretSource::from_args(args.secret_file, args.secret_stdin)
             .map(|source| source.read("API secret"))
@@ -606,7 +622,7 @@ fn domain_change(args: DomainArgs) -> Result<Action, AdminError> {
         ));
     }
     Ok(Action::DomainChange {
-        domain: args.domain,
+        domain,
         update,
         backend,
     })
@@ -782,5 +798,52 @@ mod tests {
         assert!(parse(&["roster", "refresh", "zoë@example.org"]).is_ok());
         let changed = parse(&["domain", "change", "d"]).map(|cli| action(cli.command));
         assert!(matches!(changed, Ok(Err(AdminError::Invalid(_)))));
+    }
+
+    /// `domain add|change|remove` work on the canonical form of their
+    /// domain, and refuse one that is not a host name before reading any
+    /// secret.
+    #[test]
+    fn domain_commands_take_the_canonical_domain() {
+        let action_of = |args: &[&str]| {
+            let cli = parse([&["xcauth", "domain"], args].concat()).expect("parsed");
+            match cli {
+                Invocation::Admin(cli) => action(cli.command),
+                Invocation::Service(_) => panic!("{args:?}: taken for the server"),
+            }
+        };
+        assert_eq!(
+            action_of(&["remove", "EXAMPLE.Org."]).expect("action"),
+            Action::DomainRemove {
+                domain: "example.org".into()
+            }
+        );
+        match action_of(&["change", "Example.ORG", "--url", "https://a.example/"]) {
+            Ok(Action::DomainChange { domain, .. }) => assert_eq!(domain, "example.org"),
+            other => panic!("{other:?}"),
+        }
+        for bad in [
+            "example.org\u{200B}",
+            "exa mple.org",
+            "under_score.example",
+            "example.org..",
+            "\u{202E}gro.elpmaxe",
+            "192.0.2.1",
+        ] {
+            for args in [
+                &["remove", bad][..],
+                &["change", bad, "--url", "https://a.example/"],
+                // No secret given: the domain is refused before any is read.
+                &["add", bad, "--url", "https://a.example/", "--secret-stdin"],
+            ] {
+                match action_of(args) {
+                    Err(AdminError::Invalid(text)) => {
+                        assert!(text.contains("not a valid domain"), "{text}");
+                        assert!(!text.contains('\u{200B}') && !text.contains('\u{202E}'));
+                    }
+                    other => panic!("{args:?}: {other:?}"),
+                }
+            }
+        }
     }
 }

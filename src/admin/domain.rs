@@ -4,6 +4,7 @@ use super::report::{counted, optional, shown, table, Report, ABSENT, HIDDEN};
 use super::Context;
 use crate::backend::BackendKind;
 use crate::config::plain_http_warning;
+use crate::proto::domain::canonical_domain;
 use crate::secret::Secret;
 use crate::store::{format_timestamp, DomainBackend, DomainRow, DomainUpdate, StoreError};
 
@@ -19,10 +20,11 @@ pub(super) fn add(
     contact: Option<&str>,
     backend: &DomainBackend,
 ) -> Result<(), StoreError> {
-    if cx.store.domain(domain)?.is_some() {
+    if let Some(stored) = stored_spellings(cx, domain)?.first() {
         r.missing(format!(
-            "domain {} already exists; use `xcauth domain change`",
-            shown(domain)
+            "domain {} already exists (as {}); use `xcauth domain change`",
+            shown(domain),
+            shown(stored)
         ));
         return Ok(());
     }
@@ -45,6 +47,19 @@ pub(super) fn add(
     }
     note_password_without_user(r, backend, None);
     Ok(())
+}
+
+/// The stored domains of the rows that serve `domain` (canonical): rows
+/// written by hand or by the original may spell it differently
+/// (`Example.org`), and the service finds them by the canonical form.
+fn stored_spellings(cx: &Context<'_>, domain: &str) -> Result<Vec<String>, StoreError> {
+    Ok(cx
+        .store
+        .domains()?
+        .into_iter()
+        .map(|row| row.xmppdomain)
+        .filter(|stored| canonical_domain(stored).is_ok_and(|c| c == domain))
+        .collect())
 }
 
 /// The kind a row gets at run time: its own, else what its URL says
@@ -82,6 +97,31 @@ pub(super) fn change(
     backend: &DomainBackend,
 ) -> Result<(), StoreError> {
     let url = update.url.clone();
+    let stored = match stored_spellings(cx, domain)?.as_slice() {
+        [] => {
+            r.missing(format!(
+                "no domain {}; use `xcauth domain add`",
+                shown(domain)
+            ));
+            return Ok(());
+        }
+        [one] => one.clone(),
+        several => {
+            r.missing(format!(
+                "domain {} has {} rows ({}); remove them with `xcauth domain remove` \
+                 and add one",
+                shown(domain),
+                several.len(),
+                several
+                    .iter()
+                    .map(|d| shown(d))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            return Ok(());
+        }
+    };
+    let domain = stored.as_str();
     // Also with only back-end settings: marks the row as changed, and says
     // whether it exists.
     if !cx.store.update_domain(domain, update, cx.now)? {
@@ -163,9 +203,19 @@ pub(super) fn list(cx: &Context<'_>, r: &mut Report, show_secrets: bool) -> Resu
     Ok(())
 }
 
-/// Removes a domain's row.
+/// Removes a domain's row: every row that serves `domain` (canonical),
+/// however it is spelled.
 pub(super) fn remove(cx: &Context<'_>, r: &mut Report, domain: &str) -> Result<(), StoreError> {
-    if cx.store.delete_domain(domain)? {
+    let mut removed = 0;
+    for stored in stored_spellings(cx, domain)? {
+        if cx.store.delete_domain(&stored)? {
+            removed += 1;
+            if stored != domain {
+                r.line(format!("removed the row stored as {}", shown(&stored)));
+            }
+        }
+    }
+    if removed > 0 {
         r.line(format!(
             "removed domain {}; its users now use the global back end",
             shown(domain)
@@ -179,14 +229,16 @@ pub(super) fn remove(cx: &Context<'_>, r: &mut Report, domain: &str) -> Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::admin::tests::{Fixture, ODD};
+    use crate::admin::tests::Fixture;
     use crate::admin::{cli::Action, EXIT_DONE, EXIT_MISSING};
 
+    /// Names that are valid domains but not plain ASCII; odd names that
+    /// are not host names never get here (`cli` refuses them).
     #[test]
-    fn domain_lifecycle_with_odd_names() {
-        for odd in ODD {
+    fn domain_lifecycle_with_unusual_names() {
+        for odd in ["zoë", "xn--bcher-kva", "b-1"] {
             let f = Fixture::new(Vec::new());
-            let domain = format!("{odd}.example");
+            let domain = canonical_domain(&format!("{odd}.example")).expect("domain");
             let add = Action::DomainAdd {
                 domain: domain.clone(),
                 url: "https://cloud.example/api".into(),
@@ -248,6 +300,62 @@ mod tests {
             };
             assert_eq!(f.run(change, false).status, EXIT_MISSING);
         }
+    }
+
+    /// A row written by hand or by the original as `Example.org` is the
+    /// domain `example.org`: `add` does not make a second row for it,
+    /// `change` and `remove` find it; `list` shows it as stored.
+    #[test]
+    fn rows_stored_in_another_spelling_are_found_by_the_canonical_domain() {
+        let f = Fixture::new(Vec::new());
+        f.store
+            .put_domain("Example.org", "s", "https://a.example/", "", None, 0)
+            .expect("row");
+        let add = Action::DomainAdd {
+            domain: "example.org".into(),
+            url: "https://b.example/".into(),
+            secret: Secret::new("t"),
+            auth_domain: None,
+            contact: None,
+            backend: DomainBackend::default(),
+        };
+        let r = f.run(add, false);
+        assert_eq!(r.status, EXIT_MISSING, "{r:?}");
+        assert!(r.err[0].contains("Example.org"), "{r:?}");
+        let list = f.run(
+            Action::DomainList {
+                show_secrets: false,
+            },
+            false,
+        );
+        assert!(list.out.join("\n").contains("Example.org"), "{list:?}");
+
+        let change = |domain: &str| Action::DomainChange {
+            domain: domain.into(),
+            update: DomainUpdate {
+                url: Some("https://c.example/".into()),
+                ..DomainUpdate::default()
+            },
+            backend: DomainBackend::default(),
+        };
+        assert_eq!(f.run(change("example.org"), false).status, EXIT_DONE);
+        let row = f.store.domain("Example.org").unwrap().expect("row");
+        assert_eq!(row.authurl.as_deref(), Some("https://c.example/"));
+
+        // Two spellings of one domain: change refuses to pick, remove
+        // removes both.
+        f.store
+            .put_domain("EXAMPLE.ORG", "s", "https://d.example/", "", None, 0)
+            .expect("row");
+        let r = f.run(change("example.org"), false);
+        assert_eq!(r.status, EXIT_MISSING, "{r:?}");
+        assert!(r.err[0].contains("2 rows"), "{r:?}");
+        let remove = Action::DomainRemove {
+            domain: "example.org".into(),
+        };
+        assert_eq!(f.run(remove.clone(), false).status, EXIT_DONE);
+        assert!(f.store.domains().unwrap().is_empty());
+        assert_eq!(f.run(remove, false).status, EXIT_MISSING);
     }
 
     #[test]

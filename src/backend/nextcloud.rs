@@ -12,12 +12,25 @@
 //! - Every answer sets session cookies; the client never sends one back.
 //! - `GET /ocs/v2.php/cloud/users/{uid}` (admin or subadmin account) is 200
 //!   with `enabled`, 404 with statuscode 404 for an unknown user and 404
-//!   with statuscode 998 without rights.
+//!   with statuscode 998 without rights, but also for a path no route
+//!   matches (`/cloud/users/`): 998 alone does not prove the account lacks
+//!   rights.
+//! - `/cloud/users/%2E` reaches Nextcloud as the uid `.` (404, unknown), but
+//!   the URL library removes `%2E` and `%2E%2E` segments as dot segments
+//!   before sending; Nextcloud's router decodes `%2F` before matching. So
+//!   the uids `.`, `..`, empty or with a `/` cannot be asked about; they are
+//!   answered as Nextcloud answers the first two (unknown user) without a
+//!   request. Every other uid goes into the path percent-encoded, dots too.
 //! - A gid in a path is URL-decoded twice by Nextcloud, so it is encoded
-//!   twice here.
+//!   twice here (a dot becomes `%252E`, which survives the URL library).
 //! - Each wrong API password counts as a brute-force failure against our
 //!   address: after an API-account refusal, the account is not used again
-//!   for [`API_BACKOFF_FIRST`], doubling up to [`API_BACKOFF_MAX`].
+//!   for [`API_BACKOFF_FIRST`], doubling up to [`API_BACKOFF_MAX`]. A 401
+//!   is such a refusal. A 998 or 403 about one user or group is not: it
+//!   makes xcauth look up the account's own record (at most once per
+//!   [`API_RIGHTS_RECHECK`], concurrent askers sharing the look-up), and only
+//!   when that record shows no admin or subadmin rights does the account
+//!   back off. Otherwise the one question is answered as unavailable.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -26,6 +39,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde_json::Value;
+use tokio::sync::Mutex as AsyncMutex;
 
 use super::http::{clip, reason, HttpClient, HttpReply};
 use super::{Backend, BackendError, BackendKind, Cause, Member, Roster, Verdict};
@@ -74,6 +88,10 @@ pub struct ApiAccount {
 pub const API_BACKOFF_FIRST: Duration = Duration::from_secs(60);
 /// The longest pause between attempts with a refused API account.
 pub const API_BACKOFF_MAX: Duration = Duration::from_secs(3600);
+/// How long the API account's own record, once it showed admin or subadmin
+/// rights, stands for them: a refusal about one user or group within this
+/// time asks nothing more of Nextcloud.
+pub const API_RIGHTS_RECHECK: Duration = Duration::from_secs(60);
 /// Members asked for per page of a group.
 pub const GROUP_PAGE: usize = 500;
 /// Pages read of one group at most (so 50 000 members); a bigger group is
@@ -86,12 +104,9 @@ pub const MAX_CACHED_ROSTERS: usize = 10_000;
 const OCS: &str = "/ocs/v2.php/cloud";
 
 /// Characters left as they are in a path segment; everything else is
-/// percent-encoded (`/`, `%`, space, quotes, non-ASCII among them).
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
+/// percent-encoded (`/`, `%`, `.`, space, quotes, non-ASCII among them). The
+/// dot is encoded so that no id turns into a dot segment on the way.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'~');
 
 /// One XMPP domain's stock Nextcloud.
 #[derive(Debug)]
@@ -103,6 +118,18 @@ pub struct NextcloudBackend {
     api: Option<ApiAccount>,
     roster_ttl: Duration,
     state: Mutex<State>,
+    /// When the API account's own record last showed its rights. Held
+    /// across that look-up, so concurrent refusals share one.
+    rights_shown: AsyncMutex<Option<Instant>>,
+}
+
+/// Whom an API request asks about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Subject {
+    /// The API account itself: any refusal is the account's.
+    Account,
+    /// Another user or a group: a 998 or 403 may be about that subject only.
+    Other,
 }
 
 #[derive(Debug, Default)]
@@ -141,6 +168,7 @@ impl NextcloudBackend {
             api: settings.api,
             roster_ttl: settings.roster_ttl,
             state: Mutex::new(State::default()),
+            rights_shown: AsyncMutex::new(None),
         }
     }
 
@@ -171,8 +199,34 @@ impl NextcloudBackend {
             .map_err(|c| super::http::scrub(c, &hidden))
     }
 
-    /// A request with the API account, honouring the back-off.
+    /// A request with the API account about another user or a group,
+    /// honouring the back-off. A 998 or 403 may concern that subject only:
+    /// it backs the account off only when the account's own record no
+    /// longer shows its rights; otherwise this one question is unavailable.
     async fn api_get(&self, path: &str) -> Result<Value, BackendError> {
+        match self.api_request(path, Subject::Other).await {
+            Err(BackendError::Misconfigured(Cause::ApiAccount {
+                status: status @ (403 | 404),
+                ..
+            })) => {
+                self.confirm_rights().await?;
+                Err(BackendError::Unavailable(Cause::Failed {
+                    status,
+                    message: "Nextcloud would not answer about this user or group (no rights \
+                              over it, or no route for it), but the API account's own record \
+                              still shows admin or subadmin rights: only this question goes \
+                              unanswered, the account is not paused"
+                        .into(),
+                }))
+            }
+            other => other,
+        }
+    }
+
+    /// A request with the API account, honouring the back-off. A refusal
+    /// backs the account off, but a 998 or 403 about an `Other` subject,
+    /// which is returned for [`Self::api_get`] to weigh.
+    async fn api_request(&self, path: &str, subject: Subject) -> Result<Value, BackendError> {
         let Some(api) = &self.api else {
             return Err(BackendError::Misconfigured(Cause::NotConfigured(
                 "no api-user configured for this Nextcloud",
@@ -202,20 +256,52 @@ impl NextcloudBackend {
                 state.api_backoff = None;
                 Ok(value)
             }
-            Err(e @ BackendError::Misconfigured(Cause::ApiAccount { .. })) => {
-                let mut state = self.state();
-                let pause = state.api_backoff.unwrap_or(API_BACKOFF_FIRST);
-                state.api_blocked_until = Some(Instant::now() + pause);
-                state.api_backoff = Some((pause * 2).min(API_BACKOFF_MAX));
+            Err(e @ BackendError::Misconfigured(Cause::ApiAccount { status, .. })) => {
+                if subject == Subject::Account || !matches!(status, 403 | 404) {
+                    self.back_off();
+                }
                 Err(e)
             }
             Err(e) => Err(e),
         }
     }
 
+    /// Pauses the API account after a refusal, doubling the pause each time.
+    fn back_off(&self) {
+        let mut state = self.state();
+        let pause = state.api_backoff.unwrap_or(API_BACKOFF_FIRST);
+        state.api_blocked_until = Some(Instant::now() + pause);
+        state.api_backoff = Some((pause * 2).min(API_BACKOFF_MAX));
+    }
+
+    /// Ok when the API account's own record showed admin or subadmin rights
+    /// within [`API_RIGHTS_RECHECK`]; else looks it up once for all callers
+    /// waiting here. A record without rights backs the account off.
+    async fn confirm_rights(&self) -> Result<(), BackendError> {
+        let mut shown = self.rights_shown.lock().await;
+        if shown.is_some_and(|at| at.elapsed() < API_RIGHTS_RECHECK) {
+            return Ok(());
+        }
+        let data = self.probe_api_account().await?;
+        if !shows_rights(&data) {
+            self.back_off();
+            let user = self.api.as_ref().map(|a| clip(&a.user)).unwrap_or_default();
+            return Err(BackendError::Misconfigured(Cause::ApiAccount {
+                status: 404,
+                hint: format!(
+                    "the API account {user:?} can log in but is neither an admin nor a \
+                     subadmin any more: make it one"
+                ),
+            }));
+        }
+        *shown = Some(Instant::now());
+        Ok(())
+    }
+
     /// Looks up the API account's own account (one provisioning request),
-    /// for `xcauth check`: proves its password and that the provisioning
-    /// API answers. The reply's `ocs.data`.
+    /// for `xcauth check` and after a refusal about another user: proves
+    /// its password and that the provisioning API answers. The reply's
+    /// `ocs.data`.
     pub async fn probe_api_account(&self) -> Result<Value, BackendError> {
         let user = self
             .api
@@ -223,7 +309,7 @@ impl NextcloudBackend {
             .map(|a| segment(&a.user))
             .unwrap_or_default();
         let value = self
-            .api_get(&format!("{OCS}/users/{user}?format=json"))
+            .api_request(&format!("{OCS}/users/{user}?format=json"), Subject::Account)
             .await?;
         Ok(value["ocs"]["data"].clone())
     }
@@ -231,7 +317,7 @@ impl NextcloudBackend {
     /// The roster, built from the group APIs (several requests).
     async fn build_roster(&self, uid: &str) -> Result<Roster, BackendError> {
         let me = self
-            .api_get(&format!("{OCS}/users/{}", segment(uid)))
+            .api_get(&format!("{OCS}/users/{}", user_segment(uid)?))
             .await?;
         let data = &me["ocs"]["data"];
         let my_groups: Vec<String> = strings(&data["groups"]);
@@ -336,10 +422,11 @@ impl Backend for NextcloudBackend {
 
     async fn is_user(&self, user: &str) -> Result<bool, BackendError> {
         let uid = self.login_name(user);
-        match self
-            .api_get(&format!("{OCS}/users/{}?format=json", segment(&uid)))
-            .await
-        {
+        let path = match user_segment(&uid) {
+            Ok(segment) => format!("{OCS}/users/{segment}?format=json"),
+            Err(_) => return Ok(false),
+        };
+        match self.api_get(&path).await {
             Ok(value) => Ok(enabled(&value["ocs"]["data"])),
             Err(BackendError::Rejected(Cause::NotFound(_))) => Ok(false),
             Err(e) => Err(e),
@@ -411,6 +498,24 @@ fn strings(value: &Value) -> Vec<String> {
 /// One path segment, percent-encoded.
 pub fn segment(text: &str) -> String {
     utf8_percent_encode(text, SEGMENT).to_string()
+}
+
+/// A uid as a path segment, or "no such user" for the uids no request can
+/// name: the URL library drops the segments `%2E` and `%2E%2E`, leaving
+/// `/cloud/users/` or `/cloud/` (998), and Nextcloud's router decodes `%2F`
+/// before it matches, so a uid with a `/` matches no route (998). Nextcloud
+/// answers the uids `.` and `..` as unknown users and allows none of these.
+pub fn user_segment(uid: &str) -> Result<String, BackendError> {
+    if matches!(uid, "" | "." | "..") || uid.contains('/') {
+        return Err(BackendError::Rejected(Cause::NotFound("no such user")));
+    }
+    Ok(segment(uid))
+}
+
+/// Whether the API account's own record shows the rights the lookups need:
+/// a member of `admin`, or a subadmin of some group.
+fn shows_rights(data: &Value) -> bool {
+    strings(&data["groups"]).iter().any(|g| g == "admin") || !strings(&data["subadmin"]).is_empty()
 }
 
 /// A gid as a path segment: encoded twice, as Nextcloud decodes it twice.
@@ -615,6 +720,44 @@ mod tests {
         assert_eq!(segment("a b/ü%41'\""), "a%20b%2F%C3%BC%2541%27%22");
         assert_eq!(group_segment("x%41"), "x%252541");
         assert_eq!(group_segment("Team A/B"), "Team%2520A%252FB");
+        assert_eq!(group_segment("."), "%252E");
+        assert_eq!(group_segment("Ops & Co."), "Ops%2520%2526%2520Co%252E");
+    }
+
+    #[test]
+    fn dots_are_encoded_and_unsendable_uids_are_unknown() {
+        assert_eq!(user_segment("a.b").unwrap(), "a%2Eb");
+        assert_eq!(user_segment("...").unwrap(), "%2E%2E%2E");
+        for uid in ["", ".", "..", "a/b", "/"] {
+            assert_eq!(
+                user_segment(uid),
+                Err(BackendError::Rejected(Cause::NotFound("no such user"))),
+                "{uid:?}"
+            );
+        }
+        // Why "." and ".." cannot be asked about: the URL library takes
+        // their encoded segments for dot segments and drops them.
+        for (dots, path) in [
+            ("%2E", "/ocs/v2.php/cloud/users/"),
+            ("%2e%2e", "/ocs/v2.php/cloud/"),
+            ("%2E%2E", "/ocs/v2.php/cloud/"),
+        ] {
+            let url = reqwest::Url::parse(&format!("http://h{OCS}/users/{dots}?format=json"));
+            assert_eq!(url.unwrap().path(), path, "{dots}");
+        }
+        let url = reqwest::Url::parse(&format!("http://h{OCS}/users/%2E%2E%2E"));
+        assert_eq!(url.unwrap().path(), "/ocs/v2.php/cloud/users/%2E%2E%2E");
+    }
+
+    #[test]
+    fn the_own_record_shows_rights_by_role() {
+        let admin = serde_json::json!({"groups": ["admin"], "subadmin": []});
+        let subadmin = serde_json::json!({"groups": [], "subadmin": ["staff"]});
+        let plain = serde_json::json!({"groups": ["staff"], "subadmin": [], "enabled": true});
+        assert!(shows_rights(&admin));
+        assert!(shows_rights(&subadmin));
+        assert!(!shows_rights(&plain));
+        assert!(!shows_rights(&Value::Null));
     }
 
     #[test]

@@ -5,6 +5,7 @@ use bytes::BytesMut;
 
 use crate::secret::Secret;
 
+pub mod domain;
 pub mod dovecot;
 pub mod ejabberd;
 pub mod generic;
@@ -31,6 +32,55 @@ impl Request {
             other => other,
         }
     }
+
+    /// The same request with its domain in the canonical form
+    /// ([`domain::canonical_domain`]), or [`Request::Invalid`] when the
+    /// domain is not a host name. Every request goes through this before
+    /// any decision, so the row look-up, the cache, the guard, the token
+    /// check and the logs all see one spelling of a domain.
+    pub fn canonical(self) -> Request {
+        let canonical = |domain: &str| {
+            domain::canonical_domain(domain).map_err(|why| Request::Invalid {
+                reason: invalid_domain_reason(domain, why),
+            })
+        };
+        let result = match self {
+            Request::Auth {
+                user,
+                domain,
+                password,
+                service,
+                client,
+            } => canonical(&domain).map(|domain| Request::Auth {
+                user,
+                domain,
+                password,
+                service,
+                client,
+            }),
+            Request::IsUser { user, domain } => {
+                canonical(&domain).map(|domain| Request::IsUser { user, domain })
+            }
+            Request::Roster { user, domain } => {
+                canonical(&domain).map(|domain| Request::Roster { user, domain })
+            }
+            other => Ok(other),
+        };
+        result.unwrap_or_else(|invalid| invalid)
+    }
+}
+
+/// The most characters of a refused domain quoted in a reason.
+const QUOTED_DOMAIN: usize = 80;
+
+/// Why a request for `domain` is refused: the domain (shortened; whoever
+/// logs or sends the reason escapes it) and what is wrong with it.
+fn invalid_domain_reason(domain: &str, why: &str) -> String {
+    let mut quoted: String = domain.chars().take(QUOTED_DOMAIN).collect();
+    if quoted.len() < domain.len() {
+        quoted.push('…');
+    }
+    format!("invalid domain \"{quoted}\": {why}")
 }
 
 /// A control character, or one of the Unicode line and paragraph
@@ -236,4 +286,78 @@ pub trait Codec: Send {
 
     /// Appends the wire form of `reply` to `out`.
     fn encode(&self, reply: &Reply, out: &mut BytesMut);
+}
+
+#[cfg(test)]
+mod canonical_tests {
+    use super::*;
+
+    fn auth(domain: &str) -> Request {
+        Request::Auth {
+            user: "Alice".into(),
+            domain: domain.into(),
+            password: Secret::new("hunter2"),
+            service: Some("imap".into()),
+            client: Some("192.0.2.1".into()),
+        }
+    }
+
+    #[test]
+    fn requests_get_the_canonical_domain_and_keep_the_rest() {
+        assert_eq!(auth("EXAMPLE.ORG.").canonical(), auth("example.org"));
+        assert_eq!(
+            Request::IsUser {
+                user: "Bob".into(),
+                domain: "Example.org".into()
+            }
+            .canonical(),
+            Request::IsUser {
+                user: "Bob".into(),
+                domain: "example.org".into()
+            }
+        );
+        assert_eq!(
+            Request::Roster {
+                user: "c".into(),
+                domain: "xn--bcher-kva.example".into()
+            }
+            .canonical(),
+            Request::Roster {
+                user: "c".into(),
+                domain: "bücher.example".into()
+            }
+        );
+        assert_eq!(Request::Quit.canonical(), Request::Quit);
+        let invalid = Request::Invalid { reason: "x".into() };
+        assert_eq!(invalid.clone().canonical(), invalid);
+    }
+
+    #[test]
+    fn a_domain_that_is_not_a_host_name_makes_the_request_invalid() {
+        for bad in [
+            "example.org\u{200B}",
+            "exa mple.org",
+            "a_b.example",
+            "10.0.0.1",
+        ] {
+            match auth(bad).canonical() {
+                Request::Invalid { reason } => {
+                    assert!(reason.starts_with("invalid domain"), "{reason}");
+                    assert!(!reason.contains("hunter2"), "{reason}");
+                }
+                other => panic!("{bad:?}: {other:?}"),
+            }
+            let isuser = Request::IsUser {
+                user: "a".into(),
+                domain: bad.into(),
+            };
+            assert!(matches!(isuser.canonical(), Request::Invalid { .. }));
+        }
+        // A long domain is quoted shortened.
+        let long = format!("{}\u{200B}", "a".repeat(5000));
+        match auth(&long).canonical() {
+            Request::Invalid { reason } => assert!(reason.len() < 300, "{}", reason.len()),
+            other => panic!("{other:?}"),
+        }
+    }
 }

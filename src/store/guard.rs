@@ -96,33 +96,7 @@ impl Store {
         per_key: usize,
         total: usize,
     ) -> Result<(), StoreError> {
-        let per_key = i64::try_from(per_key).unwrap_or(i64::MAX);
-        let total = i64::try_from(total).unwrap_or(i64::MAX);
-        self.write(|c| {
-            c.execute(
-                "INSERT INTO guardfailure (scope, key, digest, at) VALUES (?1, ?2, ?3, ?4)",
-                params![
-                    scope.name(),
-                    key,
-                    failure.digest,
-                    format_timestamp(failure.at)
-                ],
-            )?;
-            let id = c.last_insert_rowid();
-            c.execute(
-                "DELETE FROM guardfailure WHERE rowid IN (SELECT rowid FROM guardfailure \
-                 WHERE scope = ?1 AND key = ?2 ORDER BY at DESC, rowid DESC LIMIT -1 OFFSET ?3)",
-                params![scope.name(), key, per_key],
-            )?;
-            if id % TOTAL_CHECK_EVERY == 0 || total < TOTAL_CHECK_EVERY {
-                c.execute(
-                    "DELETE FROM guardfailure WHERE rowid <= (SELECT rowid FROM guardfailure \
-                     ORDER BY rowid DESC LIMIT 1 OFFSET ?1)",
-                    [total],
-                )?;
-            }
-            Ok(())
-        })
+        self.write(|c| record_in(c, scope, key, failure, per_key, total))
     }
 
     /// The failures of `key` in `scope` at or after `since`, oldest first.
@@ -253,6 +227,43 @@ impl Store {
 /// is enough and keeps the write lock short under a flood.
 pub const EXPIRE_EVERY: i64 = 60;
 
+/// Records a failure in the transaction `c` and trims the key's oldest
+/// beyond `per_key` (and, now and then, the table's beyond `total`).
+fn record_in(
+    c: &rusqlite::Connection,
+    scope: Scope,
+    key: &str,
+    failure: &Failure,
+    per_key: usize,
+    total: usize,
+) -> rusqlite::Result<()> {
+    let per_key = i64::try_from(per_key).unwrap_or(i64::MAX);
+    let total = i64::try_from(total).unwrap_or(i64::MAX);
+    c.execute(
+        "INSERT INTO guardfailure (scope, key, digest, at) VALUES (?1, ?2, ?3, ?4)",
+        params![
+            scope.name(),
+            key,
+            failure.digest,
+            format_timestamp(failure.at)
+        ],
+    )?;
+    let id = c.last_insert_rowid();
+    c.execute(
+        "DELETE FROM guardfailure WHERE rowid IN (SELECT rowid FROM guardfailure \
+         WHERE scope = ?1 AND key = ?2 ORDER BY at DESC, rowid DESC LIMIT -1 OFFSET ?3)",
+        params![scope.name(), key, per_key],
+    )?;
+    if id % TOTAL_CHECK_EVERY == 0 || total < TOTAL_CHECK_EVERY {
+        c.execute(
+            "DELETE FROM guardfailure WHERE rowid <= (SELECT rowid FROM guardfailure \
+             ORDER BY rowid DESC LIMIT 1 OFFSET ?1)",
+            [total],
+        )?;
+    }
+    Ok(())
+}
+
 /// The marks of one key: failures since `since` and reservations held at
 /// `now`.
 fn marks(
@@ -337,9 +348,9 @@ impl Store {
     }
 
     /// Ends reservations: each becomes a failure at `now` when `failed`,
-    /// and is deleted either way, in one transaction.
+    /// and is deleted either way, in one transaction (so no other process
+    /// sees the attempt gone before its failure is there).
     pub fn guard_settle(&self, tickets: &[i64], failed: bool, now: i64) -> Result<(), StoreError> {
-        let mut rows = Vec::new();
         self.write(|c| {
             for id in tickets {
                 let row = c
@@ -355,19 +366,23 @@ impl Store {
                         },
                     )
                     .optional()?;
-                rows.extend(row);
-            }
-            Ok(())
-        })?;
-        if failed {
-            for (scope, key, digest) in rows {
-                let Some(scope) = scope_named(&scope) else {
+                let Some((scope, key, digest)) = row.filter(|_| failed) else {
                     continue;
                 };
-                self.guard_record(scope, &key, &Failure { digest, at: now })?;
+                if let Some(scope) = scope_named(&scope) {
+                    let failure = Failure { digest, at: now };
+                    record_in(
+                        c,
+                        scope,
+                        &key,
+                        &failure,
+                        MAX_FAILURES_PER_KEY,
+                        MAX_GUARD_FAILURES,
+                    )?;
+                }
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 }
 

@@ -7,6 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use serde_json::{json, Value};
@@ -162,6 +163,39 @@ impl Standin {
             .expect("client");
         clients.push((from, client.clone()));
         client
+    }
+
+    /// `GET path` as the API account, with the path sent byte for byte as
+    /// given (an HTTP library would drop `%2E` segments first): the status,
+    /// the OCS status code and the message.
+    async fn raw_admin(&self, path: &str) -> (u16, Value, Value) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let basic =
+            base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", ADMIN.0, ADMIN.1));
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Basic {basic}\r\n\
+             OCS-APIRequest: true\r\nConnection: close\r\n\r\n",
+            self.addr
+        );
+        let mut stream = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut answer))
+            .await
+            .expect("an answer within a minute")
+            .unwrap();
+        let text = String::from_utf8_lossy(&answer);
+        let status = text
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("{path}: no status line: {text}"));
+        // Connection: close, so the body runs to the end (no chunks here).
+        let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        let json: Value =
+            serde_json::from_str(body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"));
+        let meta = &json["ocs"]["meta"];
+        (status, meta["statuscode"].clone(), meta["message"].clone())
     }
 
     async fn get(&self, path: &str, req: Req<'_>) -> Answer {
@@ -878,6 +912,54 @@ async fn gids_in_the_path_are_decoded_twice() {
     assert_eq!(
         members(s.admin(&format!("cloud/groups/{}", enc(odd))).await),
         once
+    );
+}
+
+#[tokio::test]
+async fn dot_segments_and_empty_ids_are_answered_as_nextcloud_does() {
+    let s = Standin::start(&[]);
+    let unknown_user = (404, json!(404), json!("User does not exist"));
+    let invalid_query = |(status, code, message): (u16, Value, Value)| {
+        assert_eq!((status, code), (404, json!(998)), "{message}");
+        assert!(message.as_str().unwrap().starts_with("Invalid query"));
+    };
+    // Encoded, the dots reach Nextcloud as the literal uids: unknown users.
+    for uid in ["%2E", "%2e", "%2E%2E", "%2e%2e"] {
+        let path = format!("/ocs/v2.php/cloud/users/{uid}?format=json");
+        assert_eq!(s.raw_admin(&path).await, unknown_user, "{path}");
+    }
+    // Unencoded, they are removed before routing; the empty uid and a uid
+    // with a decoded "/" match no route: 998, as for an account without
+    // rights. Never kinder than that.
+    for path in [
+        "/ocs/v2.php/cloud/users/.?format=json",
+        "/ocs/v2.php/cloud/users/..?format=json",
+        "/ocs/v2.php/cloud/users/?format=json",
+        "/ocs/v2.php/cloud/users/a%2Fb?format=json",
+        "/ocs/v2.php/cloud/users//groups?format=json",
+    ] {
+        invalid_query(s.raw_admin(path).await);
+    }
+    // A removed segment takes nothing of the uid that follows.
+    let alice = s
+        .raw_admin("/ocs/v2.php/cloud/users/./alice?format=json")
+        .await;
+    assert_eq!((alice.0, alice.1), (200, json!(200)));
+    // Gids are decoded twice: "%252E" is the group ".", "%2E" too (its
+    // second decoding changes nothing); neither exists.
+    let no_group = (
+        404,
+        json!(998),
+        json!("The requested group could not be found"),
+    );
+    for gid in ["%252E", "%2E", "%252E%252E", "%2e%2e"] {
+        let path = format!("/ocs/v2.php/cloud/groups/{gid}/users/details?format=json");
+        assert_eq!(s.raw_admin(&path).await, no_group, "{path}");
+    }
+    let stats = s.stats().await;
+    assert_eq!(
+        stats["ocs"]["last_path"], "/ocs/v2.php/cloud/groups/%2e%2e/users/details?format=json",
+        "the path as it came on the wire"
     );
 }
 

@@ -27,7 +27,8 @@ use std::sync::Arc;
 
 use crate::backend::{BackendOptions, BackendSpec, HttpClient};
 use crate::config::{CheckRequest, Config};
-use crate::domains::{DbDomains, Global};
+use crate::domains::{canonical_rows, DbDomains, Global};
+use crate::proto::domain::canonical_domain;
 use crate::secret::Secret;
 use crate::store::DomainRow;
 
@@ -144,8 +145,11 @@ pub(crate) fn main(config: &Config, request: &CheckRequest) -> ExitCode {
 
 /// A back end to test: where it comes from and its settings.
 pub(crate) struct Target {
-    /// `global` or `domain NAME` (a database row).
+    /// `global` or `domain NAME` (a database row, as stored).
     pub(crate) scope: String,
+    /// The domain a row serves, in canonical form; `None`: the global
+    /// settings.
+    pub(crate) domain: Option<String>,
     /// The settings, as the service would build the back end from them.
     pub(crate) spec: BackendSpec,
 }
@@ -177,16 +181,29 @@ pub(crate) async fn run(config: &Config, request: &CheckRequest) -> ExitCode {
     let database = local::database(config, &mut findings).await;
     let rows: Vec<DomainRow> = database.rows.clone();
     let mut targets = Vec::new();
-    if let Some(spec) = global.spec(user_domain(request).unwrap_or(PROBE_DOMAIN)) {
+    let probe = user_domain(request)
+        .and_then(|domain| canonical_domain(domain).ok())
+        .unwrap_or_else(|| PROBE_DOMAIN.to_owned());
+    if let Some(spec) = global.spec(&probe) {
         targets.push(Target {
             scope: "global".into(),
+            domain: None,
             spec,
         });
     }
-    for row in &rows {
+    // The rows as the service keys them: by the canonical domain.
+    let (served, problems) = canonical_rows(rows.clone());
+    for problem in &problems {
+        findings.fail("domains", "row", &problem.to_string());
+    }
+    for (domain, row) in &served {
         let scope = format!("domain {}", row.xmppdomain);
         match DbDomains::row_spec(row, &global) {
-            Some(spec) => targets.push(Target { scope, spec }),
+            Some(spec) => targets.push(Target {
+                scope,
+                domain: Some(domain.clone()),
+                spec,
+            }),
             None => findings.fail(
                 &scope,
                 "row",

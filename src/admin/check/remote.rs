@@ -15,6 +15,7 @@ use crate::backend::jsxc::JsxcBackend;
 use crate::backend::nextcloud::{NextcloudBackend, NextcloudSettings};
 use crate::backend::{self, BackendError, BackendKind, Cause, HttpClient, Verdict};
 use crate::domains::Global;
+use crate::proto::domain::canonical_domain;
 use crate::secret::Secret;
 
 /// A user no Nextcloud has: the JSXC secret is tested with an isuser
@@ -233,10 +234,20 @@ pub(crate) async fn user(
         findings.fail(&scope, "user", "expected USER@DOMAIN");
         return;
     };
-    let row = format!("domain {domain}");
-    let spec = match targets.iter().find(|t| t.scope == row) {
+    // The domain as the service would see it.
+    let domain = match canonical_domain(domain) {
+        Ok(domain) => domain,
+        Err(why) => {
+            findings.fail(&scope, "user", &format!("not a valid domain: {why}"));
+            return;
+        }
+    };
+    let spec = match targets
+        .iter()
+        .find(|t| t.domain.as_deref() == Some(domain.as_str()))
+    {
         Some(target) => target.spec.clone(),
-        None => match global.spec(domain) {
+        None => match global.spec(&domain) {
             Some(spec) => spec,
             None => {
                 findings.fail(&scope, "isuser", "no back end for this domain");

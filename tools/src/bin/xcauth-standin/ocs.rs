@@ -220,11 +220,16 @@ impl Endpoint {
     }
 }
 
-/// Splits a raw request path into the version and the endpoint. The path is
-/// percent-decoded once (Nextcloud's router); a gid is then URL-decoded a
-/// second time (the provisioning controller's `urldecode`, `+` included),
-/// so `x%2541` names the group `xA`.
+/// Splits a raw request path into the version and the endpoint. Unencoded
+/// dot segments go first, as HTTP clients and the web server in front of
+/// Nextcloud remove them (`/cloud/users/.` is `/cloud/users/`, no route:
+/// 998). The path is then percent-decoded once (Nextcloud's router), so
+/// `%2E` is the uid `.` (unknown: 404) and `%2F` a slash (no route: 998);
+/// a gid is URL-decoded a second time (the provisioning controller's
+/// `urldecode`, `+` included), so `x%2541` names the group `xA`.
 pub fn parse_path(raw_path: &str) -> Option<(Version, Endpoint)> {
+    let raw_path = remove_dot_segments(raw_path);
+    let raw_path = raw_path.as_str();
     let (version, rest) = if let Some(rest) = raw_path.strip_prefix("/ocs/v2.php/") {
         (Version::V2, rest)
     } else if let Some(rest) = raw_path.strip_prefix("/ocs/v1.php/") {
@@ -264,6 +269,29 @@ pub fn parse_path(raw_path: &str) -> Option<(Version, Endpoint)> {
         Endpoint::Unknown
     };
     Some((version, endpoint))
+}
+
+/// RFC 3986's `remove_dot_segments` on a raw path: each unencoded `.`
+/// segment goes, each `..` takes the segment before with it (never the
+/// root); a trailing one leaves a trailing slash. `%2E` is no dot segment.
+pub fn remove_dot_segments(path: &str) -> String {
+    let segments: Vec<&str> = path.split('/').collect();
+    let last = segments.len() - 1;
+    let mut out: Vec<&str> = Vec::with_capacity(segments.len());
+    for (i, segment) in segments.into_iter().enumerate() {
+        match segment {
+            "." | ".." => {
+                if segment == ".." && out.len() > 1 {
+                    out.pop();
+                }
+                if i == last {
+                    out.push("");
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out.join("/")
 }
 
 /// PHP's `urldecode`: `+` is a space, `%XX` a byte.
@@ -348,6 +376,8 @@ struct Stats {
     login_failures: u64,
     logins: u64,
     last: Option<(String, &'static str, String, u16)>,
+    /// The last request's path and query as they came on the wire.
+    last_path: String,
 }
 
 /// Why a login failed.
@@ -494,6 +524,7 @@ impl Ocs {
             "logins": stats.logins,
             "bruteforce": self.throttle.summary(),
             "last": last,
+            "last_path": stats.last_path,
         })
     }
 
@@ -926,6 +957,10 @@ pub async fn handle(
     {
         let mut stats = ocs.stats();
         stats.requests += 1;
+        stats.last_path = request
+            .uri()
+            .path_and_query()
+            .map_or_else(String::new, |p| p.as_str().to_owned());
         *stats.by_endpoint.entry(endpoint.key()).or_insert(0) += 1;
         let v = match version {
             Version::V1 => "v1",
@@ -1076,6 +1111,37 @@ mod tests {
             Endpoint::UserGroups("al+ice".into())
         );
         assert_eq!(p("/ocs/v2.php/cloud/users/a/b"), Endpoint::Unknown);
+        assert_eq!(p("/ocs/v2.php/cloud/users/a%2Fb"), Endpoint::Unknown);
+    }
+
+    #[test]
+    fn dot_segments_as_nextcloud_sees_them() {
+        let p = |path| parse_path(path).unwrap().1;
+        // encoded: the literal uids
+        assert_eq!(p("/ocs/v2.php/cloud/users/%2E"), Endpoint::User(".".into()));
+        assert_eq!(
+            p("/ocs/v2.php/cloud/users/%2e%2e"),
+            Endpoint::User("..".into())
+        );
+        assert_eq!(
+            p("/ocs/v2.php/cloud/groups/%252E/users/details"),
+            Endpoint::GroupUsersDetails(".".into())
+        );
+        // unencoded: removed before routing, leaving no uid
+        assert_eq!(p("/ocs/v2.php/cloud/users/."), Endpoint::Unknown);
+        assert_eq!(p("/ocs/v2.php/cloud/users/.."), Endpoint::Unknown);
+        assert_eq!(p("/ocs/v2.php/cloud/users/"), Endpoint::Unknown);
+        assert_eq!(
+            p("/ocs/v2.php/cloud/users/./alice"),
+            Endpoint::User("alice".into())
+        );
+        assert_eq!(
+            p("/ocs/v2.php/cloud/groups/x/../details"),
+            Endpoint::GroupsDetails
+        );
+        assert_eq!(remove_dot_segments("/a/b/.."), "/a/");
+        assert_eq!(remove_dot_segments("/../.."), "/");
+        assert_eq!(remove_dot_segments("/a/%2E/b"), "/a/%2E/b");
         assert_eq!(
             p("/ocs/v2.php/cloud/groups/details"),
             Endpoint::GroupsDetails
