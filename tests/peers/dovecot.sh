@@ -276,6 +276,15 @@ dovecot_kind() {
         fail "${p}dovecot-xcauth-socket" "$(tail -c 300 "$WORK/$xcname.err")"
         return
     fi
+    local perms
+    perms=$(stat -c '%a %U:%G' "$sock")
+    if [ "${XCAUTH_PEERS_LISTEN:-own}" != own ]; then
+        skip "${p}dovecot-xcauth-socket-dovecot-only" "the socket is systemd-socket-activate's"
+    elif [ "$perms" = "660 root:dovecot" ]; then
+        pass "${p}dovecot-xcauth-socket-dovecot-only"
+    else
+        fail "${p}dovecot-xcauth-socket-dovecot-only" "xcauth's socket is $perms"
+    fi
     # The run's umask (077) would keep Dovecot's own processes out of what
     # its master creates.
     start_bg "$dvname" sh -c 'umask 022; exec dovecot -F -c "$1"' sh "$DV_CONF"
