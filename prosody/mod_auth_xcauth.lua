@@ -4,14 +4,25 @@
 -- Configuration, globally or per VirtualHost:
 --
 --   authentication = "xcauth"
---   xcauth_socket  = "127.0.0.1:23663"   -- xcauth's prosody/generic socket:
---                                         -- "IPv4:PORT", "[IPv6]:PORT" or
---                                         -- an absolute Unix socket path
+--   xcauth_socket  = "/run/xcauth/prosody.sock"  -- xcauth's prosody/generic
+--                                         -- socket: an absolute Unix socket
+--                                         -- path, "IPv4:PORT" or
+--                                         -- "[IPv6]:PORT" (default
+--                                         -- "127.0.0.1:23663")
 --   xcauth_timeout = 15                   -- seconds to wait for an answer
 --
 -- xcauth must serve the "generic" (alias "prosody") protocol on that socket,
--- e.g. the shipped xcprosody.socket unit (port 23663) or
--- `xcauth -t prosody --listen prosody=127.0.0.1:23663`.
+-- e.g. the shipped xcprosody-unix.socket unit (/run/xcauth/prosody.sock,
+-- group prosody) or `xcauth -t prosody --listen
+-- prosody=unix:/run/xcauth/prosody.sock --socket-group prosody
+-- --trusted-socket unix:/run/xcauth/prosody.sock`.
+--
+-- Each login carries the session's address (authclient:), for xcauth's
+-- failure guard. xcauth believes it only on a socket it trusts
+-- (trusted-socket; xcauth.service trusts /run/xcauth/prosody.sock): every
+-- local user can reach a TCP port and could name any address there. On
+-- the TCP socket (xcprosody.socket, port 23663, this module's default)
+-- logins work the same, but the guard counts per account only.
 --
 -- Why a socket and not Prosody's mod_auth_external: that module spawns the
 -- helper on a pseudo-terminal through the lpty library, which Debian does

@@ -39,7 +39,13 @@ pub enum Sockets {
     Stdio,
     /// A connection inherited on standard input (inetd "nowait"): served,
     /// then the process ends.
-    Connected(Connected),
+    Connected {
+        /// The connection.
+        connection: Connected,
+        /// Whether its client is believed when it sends a client's address
+        /// (its local address is a `--trusted-socket`).
+        trusted: bool,
+    },
     /// Listening sockets (systemd's, our own `--listen` ones, or one
     /// inherited on standard input): accepted on until stopped.
     Listening(Vec<Bound>),
@@ -56,6 +62,9 @@ pub struct Bound {
     pub label: String,
     /// Which requests are answered here.
     pub requests: RequestSet,
+    /// Whether clients here are believed when they send a client's address
+    /// (its local address is a `--trusted-socket`).
+    pub trusted: bool,
 }
 
 /// A connected stream handed to us on standard input.
@@ -268,10 +277,66 @@ impl SystemdFds {
                 listener,
                 label,
                 requests: RequestSet::ALL,
+                trusted: false,
             });
         }
         Ok(bound)
     }
+}
+
+impl Listener {
+    /// The address the socket is bound to, as `--listen` spells it; `None`
+    /// for an unnamed or abstract Unix socket.
+    pub fn local_address(&self) -> Option<ListenAddress> {
+        match self {
+            Listener::Tcp(l) => l.local_addr().ok().map(ListenAddress::Tcp),
+            Listener::Unix(l) => unix_path(l.local_addr().ok()),
+        }
+    }
+}
+
+impl Connected {
+    /// The local address of the connection: that of the socket it was
+    /// accepted on.
+    pub fn local_address(&self) -> Option<ListenAddress> {
+        match self {
+            Connected::Tcp(s) => s.local_addr().ok().map(ListenAddress::Tcp),
+            Connected::Unix(s) => unix_path(s.local_addr().ok()),
+        }
+    }
+}
+
+fn unix_path(addr: Option<std::os::unix::net::SocketAddr>) -> Option<ListenAddress> {
+    addr.and_then(|a| {
+        a.as_pathname()
+            .map(|p| ListenAddress::Unix(p.to_path_buf()))
+    })
+}
+
+/// Marks the sockets in `bound` whose local address is one of `trusted`
+/// (compared as socket addresses or as Unix paths), and says which entries
+/// of `trusted` matched none of them.
+pub fn mark_trusted<'a>(
+    bound: &mut [Bound],
+    trusted: &'a [ListenAddress],
+) -> Vec<&'a ListenAddress> {
+    let mut matched = vec![false; trusted.len()];
+    for socket in bound.iter_mut() {
+        let Some(local) = socket.listener.local_address() else {
+            continue;
+        };
+        for (entry, seen) in trusted.iter().zip(matched.iter_mut()) {
+            if *entry == local {
+                socket.trusted = true;
+                *seen = true;
+            }
+        }
+    }
+    trusted
+        .iter()
+        .zip(matched)
+        .filter_map(|(entry, seen)| (!seen).then_some(entry))
+        .collect()
 }
 
 /// Whether `fd` is a socket in the listening state.
@@ -295,6 +360,7 @@ pub fn bind(spec: &ListenSpec, options: &SocketOptions) -> io::Result<Bound> {
                 listener: Listener::Tcp(listener),
                 label: local.to_string(),
                 requests: spec.requests,
+                trusted: false,
             })
         }
         ListenAddress::Unix(path) => {
@@ -315,6 +381,7 @@ pub fn bind(spec: &ListenSpec, options: &SocketOptions) -> io::Result<Bound> {
                 listener: Listener::Unix(listener),
                 label: format!("unix:{}", path.display()),
                 requests: spec.requests,
+                trusted: false,
             })
         }
     }
@@ -619,6 +686,38 @@ mod tests {
         // target makes a followed change fail.
         std::fs::remove_file(&target).expect("rm target");
         set_owner(&link, &options).expect("a dangling link is changed, not followed");
+    }
+
+    #[test]
+    fn trusted_sockets_are_matched_by_their_bound_address() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("prosody.sock");
+        let unix = bind(&unix_spec(&path), &SocketOptions::default()).expect("bind unix");
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("bind tcp");
+        let tcp_addr = tcp.local_addr().expect("addr");
+        let other = std::net::TcpListener::bind("127.0.0.1:0").expect("bind tcp");
+        let bound = |listener| Bound {
+            protocol: Protocol::Generic,
+            listener,
+            label: "test".into(),
+            requests: RequestSet::ALL,
+            trusted: false,
+        };
+        let mut sockets = vec![unix, bound(Listener::Tcp(tcp)), bound(Listener::Tcp(other))];
+        let typo = ListenAddress::Unix(dir.path().join("prosody.sok"));
+        let trusted = vec![
+            // The same path, spelled with a doubled slash.
+            ListenAddress::Unix(std::path::PathBuf::from(format!(
+                "{}//prosody.sock",
+                dir.path().display()
+            ))),
+            ListenAddress::Tcp(tcp_addr),
+            typo.clone(),
+        ];
+        let unmatched = mark_trusted(&mut sockets, &trusted);
+        assert_eq!(unmatched, vec![&typo]);
+        let marks: Vec<bool> = sockets.iter().map(|s| s.trusted).collect();
+        assert_eq!(marks, [true, true, false]);
     }
 
     #[test]

@@ -216,11 +216,31 @@ fn collect_sockets(
         }
     }
     if !listeners.is_empty() {
+        mark_trusted(&mut listeners, config);
         return Ok(Sockets::Listening(listeners));
     }
     match listen::classify_stdin() {
-        Ok(listen::Stdin::Stdio) => Ok(Sockets::Stdio),
-        Ok(listen::Stdin::Connected(conn)) => Ok(Sockets::Connected(conn)),
+        Ok(listen::Stdin::Stdio) => {
+            if !config.sockets.trusted.is_empty() {
+                debug!("trusted-socket has no effect on standard input: it is always trusted");
+            }
+            Ok(Sockets::Stdio)
+        }
+        Ok(listen::Stdin::Connected(connection)) => {
+            let local = connection.local_address();
+            let mut trusted = false;
+            for entry in &config.sockets.trusted {
+                if local.as_ref() == Some(entry) {
+                    trusted = true;
+                } else {
+                    warn_untrusted(entry);
+                }
+            }
+            Ok(Sockets::Connected {
+                connection,
+                trusted,
+            })
+        }
         Ok(listen::Stdin::Listening(fd, family)) => {
             let listener = listen::adopt_listening(fd, family);
             // Our duplicate is now the only reference we keep: once it is
@@ -228,18 +248,37 @@ fn collect_sockets(
             if let Err(e) = listen::release_stdin() {
                 warn!("cannot detach standard input from the listening socket: {e}");
             }
-            Ok(Sockets::Listening(vec![listen::Bound {
+            let mut listeners = vec![listen::Bound {
                 protocol,
                 listener,
                 label: "inherited socket on standard input".into(),
                 requests: crate::config::RequestSet::ALL,
-            }]))
+                trusted: false,
+            }];
+            mark_trusted(&mut listeners, config);
+            Ok(Sockets::Listening(listeners))
         }
         Err(e) => {
             error!("standard input: {e}");
             Err(usage())
         }
     }
+}
+
+/// Marks the sockets listed in `trusted-socket`, warning about each entry
+/// that matches none: a typo would otherwise silently leave a server's
+/// client addresses unbelieved.
+fn mark_trusted(listeners: &mut [listen::Bound], config: &Config) {
+    for entry in listen::mark_trusted(listeners, &config.sockets.trusted) {
+        warn_untrusted(entry);
+    }
+}
+
+fn warn_untrusted(entry: &crate::config::ListenAddress) {
+    warn!(
+        "trusted-socket {entry} matches no socket this process serves \
+         (a typo, or a socket unit not enabled); it trusts nothing"
+    );
 }
 
 /// Runs the configured mode to its end. A service serves `sockets`, bound
@@ -503,13 +542,17 @@ async fn serve(
 ) -> ExitCode {
     let limits = &config.sockets;
     let listeners = match sockets {
-        Sockets::Connected(conn) => {
+        Sockets::Connected {
+            connection,
+            trusted,
+        } => {
             info!(
                 "xcauth {VERSION} serving {} on an inherited connection",
                 protocol.name()
             );
             let serving = serve::serve_connected(
-                conn,
+                connection,
+                trusted,
                 protocol.codec(&config.codec),
                 Arc::clone(&verifier),
                 StreamLimits::socket(limits.idle_timeout, limits.write_timeout),
@@ -721,6 +764,7 @@ mod tests {
             listener: Listener::Tcp(listener),
             label: "test".into(),
             requests: crate::config::RequestSet::ALL,
+            trusted: false,
         }]);
         let shutdown = CancellationToken::new();
         let serving = tokio::spawn(run(sockets, config, shutdown.clone()));

@@ -3,8 +3,12 @@
 //! standard input/output; and accept loops for listening sockets with a
 //! connection limit and graceful shutdown.
 
+mod origin;
+pub use origin::Origin;
+
 use std::future::Future;
 use std::io;
+use std::net::IpAddr;
 use std::os::fd::AsFd;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -554,7 +558,9 @@ pub struct ListenContext {
 
 /// Listening sockets handed to the reactor of the running runtime, ready
 /// for [`serve_listeners`].
-pub struct Registered(Vec<(Accepting, Protocol, String, RequestSet)>);
+/// Each with its protocol, label, requests served and whether it is
+/// trusted.
+pub struct Registered(Vec<(Accepting, Protocol, String, RequestSet, bool)>);
 
 /// Hands `listeners` to the reactor; call it inside the runtime.
 pub fn register(listeners: Vec<Bound>) -> io::Result<Registered> {
@@ -566,6 +572,7 @@ pub fn register(listeners: Vec<Bound>) -> io::Result<Registered> {
                 bound.protocol,
                 bound.label,
                 bound.requests,
+                bound.trusted,
             ))
         })
         .collect::<io::Result<Vec<_>>>()
@@ -576,12 +583,17 @@ pub fn register(listeners: Vec<Bound>) -> io::Result<Registered> {
 /// in its own task; then waits up to `drain` for in-flight requests.
 pub async fn serve_listeners(listeners: Registered, ctx: ListenContext, drain: Duration) {
     let mut loops = Vec::new();
-    for (listener, protocol, label, served) in listeners.0 {
+    for (listener, protocol, label, served, trusted) in listeners.0 {
+        let trust = if trusted {
+            "; client addresses believed"
+        } else {
+            ""
+        };
         if served == RequestSet::ALL {
-            info!("listening on {label} ({})", protocol.name());
+            info!("listening on {label} ({}{trust})", protocol.name());
         } else {
             info!(
-                "listening on {label} ({}; serving {served} only)",
+                "listening on {label} ({}; serving {served} only{trust})",
                 protocol.name()
             );
         }
@@ -590,6 +602,7 @@ pub async fn serve_listeners(listeners: Registered, ctx: ListenContext, drain: D
             protocol,
             label,
             served,
+            trusted,
             ctx.clone(),
         )));
     }
@@ -633,6 +646,7 @@ async fn accept_loop(
     protocol: Protocol,
     label: String,
     served: RequestSet,
+    trusted: bool,
     ctx: ListenContext,
 ) {
     loop {
@@ -650,9 +664,9 @@ async fn accept_loop(
             _ = ctx.shutdown.cancelled() => return,
         };
         match accepted {
-            Ok((reader, writer, peer)) => {
+            Ok((reader, writer, peer, peer_ip)) => {
                 debug!("connection on {label} from {peer}");
-                let codec = protocol.codec(&ctx.codec);
+                let codec = Origin::new(trusted, peer_ip).wrap(protocol.codec(&ctx.codec));
                 let verifier = Arc::clone(&ctx.verifier);
                 let (limits, shutdown) = (ctx.limits, ctx.shutdown.clone());
                 let serving = async move {
@@ -679,13 +693,17 @@ async fn accept_loop(
 type BoxedRead = Box<dyn AsyncRead + Unpin + Send>;
 type BoxedWrite = Box<dyn AsyncWrite + Unpin + Send>;
 
-async fn accept(listener: &Accepting) -> io::Result<(BoxedRead, BoxedWrite, String)> {
+/// A connection's halves, its peer for the log, and the peer's IP (none
+/// for a Unix peer).
+type Accepted = (BoxedRead, BoxedWrite, String, Option<IpAddr>);
+
+async fn accept(listener: &Accepting) -> io::Result<Accepted> {
     match listener {
         Accepting::Tcp(l) => {
             let (stream, addr) = l.accept().await?;
             stream.set_nodelay(true)?;
             let (r, w) = stream.into_split();
-            Ok((Box::new(r), Box::new(w), addr.to_string()))
+            Ok((Box::new(r), Box::new(w), addr.to_string(), Some(addr.ip())))
         }
         Accepting::Unix(l) => {
             let (stream, _) = l.accept().await?;
@@ -698,14 +716,16 @@ async fn accept(listener: &Accepting) -> io::Result<(BoxedRead, BoxedWrite, Stri
                 Err(_) => "unknown Unix peer".to_owned(),
             };
             let (r, w) = stream.into_split();
-            Ok((Box::new(r), Box::new(w), peer))
+            Ok((Box::new(r), Box::new(w), peer, None))
         }
     }
 }
 
-/// Serves a connected socket inherited on standard input (inetd "nowait").
+/// Serves a connected socket inherited on standard input (inetd "nowait"),
+/// `trusted` or not.
 pub async fn serve_connected(
     connected: crate::listen::Connected,
+    trusted: bool,
     codec: Box<dyn Codec>,
     verifier: Arc<Verifier>,
     limits: StreamLimits,
@@ -713,12 +733,14 @@ pub async fn serve_connected(
 ) -> io::Result<()> {
     match connected {
         crate::listen::Connected::Tcp(s) => {
+            let codec = Origin::new(trusted, s.peer_addr().ok().map(|a| a.ip())).wrap(codec);
             s.set_nonblocking(true)?;
             let stream = tokio::net::TcpStream::from_std(s)?;
             let (r, w) = stream.into_split();
             serve_stream(r, w, codec, verifier, limits, RequestSet::ALL, shutdown).await
         }
         crate::listen::Connected::Unix(s) => {
+            let codec = Origin::new(trusted, None).wrap(codec);
             s.set_nonblocking(true)?;
             let stream = tokio::net::UnixStream::from_std(s)?;
             let (r, w) = stream.into_split();

@@ -595,14 +595,18 @@ impl Verifier {
 
     /// True when the back end accepted exactly this login within
     /// [`RECENT_FOR`] (and the cache is on: without it, every login asks).
+    /// The window never outlives the cache's own TTLs: with a query or
+    /// verification TTL shorter than [`RECENT_FOR`], that TTL bounds it.
     fn recently_verified(&self, jid: &str, password: &Secret, now: i64) -> bool {
-        if self.cache.is_none() {
+        let Some(cache) = &self.cache else {
             return false;
-        }
+        };
+        let ttls = cache.ttls();
+        let window = RECENT_FOR.min(ttls.query).min(ttls.verification);
         let key = self.flight_key(jid, password);
         lock(&self.recent)
             .get(&key)
-            .is_some_and(|at| (0..RECENT_FOR).contains(&(now - at)))
+            .is_some_and(|at| (0..window).contains(&(now - at)))
     }
 
     /// Runs `work` after the answer, tracked so [`Verifier::settle`] and a
@@ -980,6 +984,38 @@ mod tests {
             domain: "d".into(),
         };
         assert_eq!(v.handle(isuser).await, Reply::TryLater);
+    }
+
+    #[tokio::test]
+    async fn moments_ago_never_outlives_the_cache_ttls() {
+        let backend = Arc::new(Scripted::new(vec![
+            Ok(Answer::Accepted),
+            Ok(Answer::Accepted),
+        ]));
+        let clock = Arc::new(FixedClock::new(100));
+        let domains = Arc::new(Fixed(DomainSettings {
+            backend: backend.clone(),
+            token_key: None,
+        }));
+        let storage = Arc::new(crate::cache::MemoryStorage::default());
+        let ttls = crate::cache::Ttls {
+            query: 2,
+            verification: 2,
+            unreachable: 2,
+        };
+        let cache = Arc::new(Cache::new(storage, ttls, 4));
+        let v = Verifier::new(clock.clone(), domains).with_cache(cache);
+        let pw = Secret::new("pw");
+        assert_eq!(v.auth("a", "d", &pw).await, AuthOutcome::Backend);
+        assert_eq!(backend.calls(), 1);
+        assert_eq!(v.auth("a", "d", &pw).await, AuthOutcome::Cache);
+        assert_eq!(backend.calls(), 1);
+        // Four seconds later every TTL has run out: the back end decides
+        // (a changed password or a disabled user is noticed).
+        clock.set(104);
+        assert_eq!(v.auth("a", "d", &pw).await, AuthOutcome::Backend);
+        assert_eq!(backend.calls(), 2);
+        v.settle().await;
     }
 
     fn cached_verifier(

@@ -221,10 +221,12 @@ dpkg-deb -I "$deb" control >"$dir/control"
 dpkg-deb -c "$deb" >"$dir/listing"
 check package-binary-runs sh -c "'$dir/x/usr/sbin/xcauth' --version | grep -q xcauth"
 for f in lib/systemd/system/xcauth.service lib/systemd/system/xcprosody.socket \
+    lib/systemd/system/xcprosody-unix.socket \
     lib/systemd/system/xcsaslauth.socket usr/lib/xcauth/prosody/mod_auth_xcauth.lua \
     lib/systemd/system/xcdovecot.socket usr/lib/xcauth/dovecot/xcauth.lua \
     usr/share/doc/xcauth/examples/dovecot/auth-xcauth-2.3.conf.ext \
     usr/share/doc/xcauth/examples/dovecot/auth-xcauth-2.4.conf.ext \
+    usr/lib/xcauth/prosody/mod_roster_xcauth.lua usr/lib/xcauth/prosody/xcauth_connection.lib.lua \
     usr/sbin/xcdeluser usr/sbin/xcejabberdctl etc/xcauth.conf etc/logrotate.d/xcauth \
     etc/fail2ban/filter.d/xcauth.conf etc/fail2ban/jail.d/xcauth.conf \
     usr/share/man/man8/xcauth.8.gz usr/share/doc/xcauth/copyright \
@@ -235,6 +237,8 @@ check package-conf-not-world-readable grep -q '^-rw-r----- .* ./etc/xcauth.conf$
 check package-ships-no-state-dirs sh -c "! grep -E ' ./var/(lib|log)/xcauth/?$' '$dir/listing'"
 check package-service-static-user grep -qx 'DynamicUser=no' "$dir/x/lib/systemd/system/xcauth.service.d/xcauth-package.conf"
 check package-service-execstart grep -q '^ExecStart=/usr/sbin/xcauth' "$dir/x/lib/systemd/system/xcauth.service"
+check package-service-trusts-prosody-socket grep -q '^Environment=XCAUTH_TRUSTED_SOCKET=.*unix:/run/xcauth/prosody.sock' \
+    "$dir/x/lib/systemd/system/xcauth.service"
 check package-depends-adduser grep -q '^Depends:.*adduser' "$dir/control"
 if command -v lintian >/dev/null; then
     # Errors and warnings fail; overrides (debian/xcauth.lintian-overrides)

@@ -3,8 +3,11 @@
 # against the real xcauth, without systemd as PID 1:
 #   - each socket unit is well formed: Service=xcauth.service, Accept=no, a
 #     FileDescriptorName that is a protocol, the port SPEC §3 gives that
-#     protocol, loopback addresses only; the mux socket is 0660 group sasl,
-#     Dovecot's 0660 group dovecot;
+#     protocol, loopback addresses only; a Unix socket is 0660 for the group
+#     of its server (the mux socket: sasl; Prosody's: prosody; Dovecot's: dovecot);
+#   - the service's trusted sockets (Environment=XCAUTH_TRUSTED_SOCKET) are
+#     exactly the Unix sockets of the units: each is served and trusted
+#     there, no TCP socket is;
 #   - the service is Type=notify, hardened, and takes the secret from the
 #     credential xcauth-secret; `systemd-analyze verify` accepts the units;
 #   - one xcauth under systemd-socket-activate gets every ListenStream= of
@@ -64,6 +67,8 @@ unit_value() {
 
 # The port SPEC §3 gives each protocol name.
 declare -A SPEC_PORT=([ejabberd]=23662 [prosody]=23663 [generic]=23663 [postfix]=23665 [saslauthd]=23666)
+# The group of the server that alone may reach a Unix socket of that name.
+declare -A SOCKET_GROUP=([prosody]=prosody [generic]=prosody [saslauthd]=sasl [dovecot]=dovecot)
 
 # --- the units, read -------------------------------------------------------
 
@@ -101,8 +106,7 @@ for unit in "${SOCKETS[@]}"; do
         case "$addr" in
         /*)
             [ "$(unit_value "$unit" SocketMode)" = 0660 ] || problems+=("$addr: SocketMode= is not 0660")
-            group=sasl
-            [ "$name" = dovecot ] && group=dovecot
+            group=${SOCKET_GROUP[$name]:-?}
             [ "$(unit_value "$unit" SocketGroup)" = "$group" ] || problems+=("$addr: SocketGroup= is not $group")
             ;;
         127.0.0.1:* | "[::1]:"*)
@@ -156,6 +160,16 @@ if [ ${#problems[@]} -eq 0 ]; then
     pass "unit-xcauth.service"
 else
     fail "unit-xcauth.service" "$(IFS=';'; echo "${problems[*]}")"
+fi
+
+# The sockets the service trusts: Environment=XCAUTH_TRUSTED_SOCKET=LIST.
+TRUSTED=$(unit_values "$SERVICE" Environment | sed -n 's/^XCAUTH_TRUSTED_SOCKET=//p' | tail -n 1)
+read -r -a TRUSTED_LIST <<<"${TRUSTED//,/ }"
+UNIX_ADDRS=$(printf '%s\n' "${LISTEN_ADDR[@]}" | grep '^/' | sed 's/^/unix:/' | sort)
+if [ "$(printf '%s\n' "${TRUSTED_LIST[@]}" | sort)" = "$UNIX_ADDRS" ]; then
+    pass "service-trusts-the-unix-sockets"
+else
+    fail "service-trusts-the-unix-sockets" "XCAUTH_TRUSTED_SOCKET=$TRUSTED, Unix sockets: $(echo $UNIX_ADDRS)"
 fi
 
 # ExecStart=: the program, then the arguments the test passes on.
@@ -359,13 +373,20 @@ for _ in 1 2 3 4 5; do
         args+=(-l "$mapped")
         names+=("${LISTEN_NAME[$i]}")
     done
+    mapped_trusted=()
+    for entry in "${TRUSTED_LIST[@]}"; do
+        case "$entry" in
+        unix:*) mapped_trusted+=("unix:$(map_address "${entry#unix:}")") ;;
+        *) mapped_trusted+=("$entry") ;;
+        esac
+    done
     rm -f "$WORK"/run/* "$WORK/notify"
     start_bg notify /usr/bin/python3 "$WORK/notify.py" "$WORK/notify"
     wait_until 10 "the notify socket" test -S "$WORK/notify" || true
     start_bg xcauth env XCAUTH_CONFIG_FILE="$WORK/xcauth.conf" CREDENTIALS_DIRECTORY="$WORK/credentials" \
-        NOTIFY_SOCKET="$WORK/notify" \
+        NOTIFY_SOCKET="$WORK/notify" XCAUTH_TRUSTED_SOCKET="$(IFS=,; echo "${mapped_trusted[*]}")" \
         systemd-socket-activate "${args[@]}" "--fdname=$(IFS=:; echo "${names[*]}")" \
-        -E XCAUTH_CONFIG_FILE -E CREDENTIALS_DIRECTORY -E NOTIFY_SOCKET \
+        -E XCAUTH_CONFIG_FILE -E CREDENTIALS_DIRECTORY -E NOTIFY_SOCKET -E XCAUTH_TRUSTED_SOCKET \
         -- "$XCAUTH" "${EXEC_ARGS[@]}"
     all_listening() {
         [ "$(grep -c '^Listening on' "$WORK/xcauth.err")" -eq "${#names[@]}" ]
@@ -421,6 +442,15 @@ if wait_until 10 "STOPPING=1" file_has 'STOPPING=1' "$WORK/notify.out"; then
     pass "service-notify-stopping"
 else
     fail "service-notify-stopping" "no STOPPING=1 on NOTIFY_SOCKET"
+fi
+# Trusted: the Unix sockets, by their address, and nothing else.
+believed=$(grep -c 'listening on .*client addresses believed' "$WORK/log/xcauth.log")
+unix_count=$(printf '%s\n' "${LISTEN_ADDR[@]}" | grep -c '^/')
+if [ "$believed" -eq "$unix_count" ] && [ "${#TRUSTED_LIST[@]}" -gt 0 ] &&
+    ! file_has 'matches no socket' "$WORK/log/xcauth.log"; then
+    pass "service-trusted-sockets-matched"
+else
+    fail "service-trusted-sockets-matched" "$believed of $unix_count Unix sockets trusted; $(grep -m1 'matches no socket' "$WORK/log/xcauth.log")"
 fi
 if file_has 'systemd socket saslauthd' "$WORK/log/xcauth.log"; then
     pass "service-log-names-sockets"

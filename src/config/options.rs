@@ -7,7 +7,7 @@ use clap::{Arg, ArgMatches};
 
 use super::values::{
     CacheStorage, Count, Limit, Listen, MetricsAddress, Networks, Octal, PositiveSpan, Rounds,
-    Span, Timeouts, Url, Value,
+    Span, Timeouts, TrustedSockets, Url, Value,
 };
 use super::{ConfigError, ENV_PREFIX};
 use crate::backend::{BackendKind, LoginForm};
@@ -137,6 +137,12 @@ options! {
     /// repeatable, e.g. --listen prosody=127.0.0.1:23663; PROTO:auth+isuser=ADDR
     /// answers only those requests there (auth, isuser, roster)
     listen: Listen => "listen", value "PROTO[:REQUESTS]=ADDR";
+    /// A socket whose clients are believed when they send a client's
+    /// address (Prosody's authclient:, saslauthd's fifth field): unix:/PATH
+    /// or IP:PORT, matched against the address of each served socket;
+    /// repeatable. Elsewhere the peer's address counts (a loopback or Unix
+    /// peer as none); standard input is always trusted
+    trusted_socket: TrustedSockets => "trusted-socket", value "ADDR";
     /// Permission bits of Unix sockets created by --listen [default: 0660]
     socket_mode: Octal => "socket-mode", value "OCTAL";
     /// Owner of Unix sockets created by --listen (user name or uid)

@@ -82,6 +82,9 @@ pub struct SocketOptions {
     pub write_timeout: Duration,
     /// On SIGTERM, in-flight requests get this long to finish.
     pub shutdown_timeout: Duration,
+    /// Sockets whose clients are believed when they send a client's
+    /// address (`--trusted-socket`), by their local address.
+    pub trusted: Vec<ListenAddress>,
 }
 
 impl Default for SocketOptions {
@@ -95,6 +98,7 @@ impl Default for SocketOptions {
             idle_timeout: Duration::from_secs(60 * 60),
             write_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(10),
+            trusted: Vec::new(),
         }
     }
 }
@@ -431,6 +435,7 @@ pub fn load_from(
             shutdown_timeout: merged
                 .shutdown_timeout
                 .map_or(sockets.shutdown_timeout, |s| s.duration()),
+            trusted: merged.trusted_socket.map(|t| t.0).unwrap_or_default(),
         },
         codec: CodecOptions {
             recipient_delimiter: merged.recipient_delimiter.unwrap_or_default(),

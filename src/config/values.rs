@@ -334,6 +334,16 @@ pub enum ListenAddress {
     Unix(PathBuf),
 }
 
+impl std::fmt::Display for ListenAddress {
+    /// As `--listen` and `--trusted-socket` spell it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ListenAddress::Tcp(addr) => write!(f, "{addr}"),
+            ListenAddress::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
 /// One `--listen PROTO[:REQUESTS]=ADDR`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenSpec {
@@ -469,6 +479,33 @@ impl Value for Listen {
     }
 }
 
+/// Sockets whose clients are believed when they say a client's address
+/// (`--trusted-socket`): repeated on the command line; the file and the
+/// environment list them separated by commas or spaces, as `listen`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct TrustedSockets(pub Vec<ListenAddress>);
+
+impl Value for TrustedSockets {
+    #[cfg(test)]
+    const EXAMPLE: &'static str = "unix:/run/xcauth/prosody.sock";
+    fn parse(text: &str) -> Result<Self, String> {
+        text.split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|part| !part.is_empty())
+            .map(parse_listen_address)
+            .collect::<Result<_, _>>()
+            .map(TrustedSockets)
+    }
+    fn clap(arg: Arg) -> Arg {
+        arg.action(ArgAction::Append)
+            .value_parser(parse_listen_address as fn(&str) -> Result<ListenAddress, String>)
+    }
+    fn from_matches(matches: &ArgMatches, id: &str) -> Option<Self> {
+        matches
+            .get_many::<ListenAddress>(id)
+            .map(|addresses| TrustedSockets(addresses.cloned().collect()))
+    }
+}
+
 /// `--metrics ADDR`: a TCP `host:port`, or a Unix socket path (`/PATH` or
 /// `unix:/PATH`). Whether a TCP address may be other than loopback is
 /// decided with `metrics-allow-remote` in resolved.rs.
@@ -554,22 +591,27 @@ fn parse_listen_one(text: &str) -> Result<ListenSpec, String> {
             set
         }
     };
+    Ok(ListenSpec {
+        protocol,
+        address: parse_listen_address(addr)?,
+        requests,
+    })
+}
+
+/// A socket address as `--listen` spells it: `unix:/PATH`, `IP:PORT` or
+/// `[v6]:PORT`.
+fn parse_listen_address(addr: &str) -> Result<ListenAddress, String> {
     let addr = addr.trim();
-    let address = if let Some(path) = addr.strip_prefix("unix:") {
+    if let Some(path) = addr.strip_prefix("unix:") {
         if !path.starts_with('/') {
             return Err(format!("{addr:?}: a Unix socket path must be absolute"));
         }
-        ListenAddress::Unix(PathBuf::from(path))
+        Ok(ListenAddress::Unix(PathBuf::from(path)))
     } else {
-        ListenAddress::Tcp(addr.parse().map_err(|_| {
-            format!("{addr:?}: expected IP:PORT ([::1]:PORT for IPv6) or unix:/PATH")
-        })?)
-    };
-    Ok(ListenSpec {
-        protocol,
-        address,
-        requests,
-    })
+        addr.parse()
+            .map(ListenAddress::Tcp)
+            .map_err(|_| format!("{addr:?}: expected IP:PORT ([::1]:PORT for IPv6) or unix:/PATH"))
+    }
 }
 
 /// Several `PROTO=ADDR` separated by commas or spaces (file and
@@ -761,6 +803,29 @@ mod tests {
         );
         for bad in ["0", "-1", "x", "1,2,3", "inf", "NaN", "1,", "1e300"] {
             assert!(parse_timeouts(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn trusted_sockets_are_spelled_like_listen_addresses() {
+        let list = TrustedSockets::parse("unix:/run/xcauth/prosody.sock, 127.0.0.1:23663 [::1]:1")
+            .expect("list");
+        assert_eq!(
+            list.0,
+            vec![
+                ListenAddress::Unix(PathBuf::from("/run/xcauth/prosody.sock")),
+                ListenAddress::Tcp("127.0.0.1:23663".parse().unwrap()),
+                ListenAddress::Tcp("[::1]:1".parse().unwrap()),
+            ]
+        );
+        assert_eq!(list.0[0].to_string(), "unix:/run/xcauth/prosody.sock");
+        for bad in [
+            "unix:relative",
+            "localhost:1",
+            "127.0.0.1",
+            "generic=127.0.0.1:1",
+        ] {
+            assert!(TrustedSockets::parse(bad).is_err(), "{bad}");
         }
     }
 

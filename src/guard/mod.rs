@@ -567,7 +567,10 @@ mod tests {
                     tickets.push(ticket);
                 }
             }
-            assert_eq!(tickets.len(), 10);
+            // Ten, or fewer on a machine so loaded that a question to the
+            // shared store timed out and its reservation landed later
+            // (it then holds a place until RESERVATION_HOLD): never more.
+            assert!((1..=10).contains(&tickets.len()), "{}", tickets.len());
             for t in tickets {
                 g.settle(t, true, 101).await;
             }

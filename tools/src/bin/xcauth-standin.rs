@@ -20,6 +20,7 @@
 //! GET  /_standin/stats    {"requests":N,"max_in_flight":N,"by_operation":{"auth":n,…},"last":{…},
 //!                          "ocs":{…},"nextcloud_requests":N}
 //! POST /_standin/reset    zero the counters
+//! POST /_standin/users/reload  read the --users file again (400: kept the old users)
 //! GET  /_standin/bruteforce            {"scale":…,"allowlist":[…],"buckets":{ip: n}}
 //! POST /_standin/bruteforce/reset      body: IP (empty: every bucket)
 //! POST /_standin/bruteforce/allowlist  body: CIDR subnets (empty: none)
@@ -119,7 +120,8 @@ none, http500, http404, hang, close, nonjson, redirect, badshape, wrongsig. \
 POST /_standin/latency (milliseconds), GET /_standin/stats, POST /_standin/reset, \
 GET /_standin/bruteforce, POST /_standin/bruteforce/reset (IP or empty), \
 POST /_standin/bruteforce/allowlist (CIDRs), POST /_standin/throttle-scale (factor), \
-POST /_standin/clock (seconds forward), POST /_standin/token-auth-enforced (true|false).";
+POST /_standin/clock (seconds forward), POST /_standin/token-auth-enforced (true|false), \
+POST /_standin/users/reload (reads the --users file again).";
 
 /// A stand-in for Nextcloud (JSXC external API and stock OCS APIs), on loopback only.
 #[derive(Parser)]
@@ -213,7 +215,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             cli.fault,
             Duration::from_millis(cli.latency_ms),
         )
-        .with_ocs(ocs),
+        .with_ocs(ocs)
+        .with_users_file(cli.users.clone()),
     );
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -451,6 +454,13 @@ async fn control_request(state: &State, request: Request<Incoming>) -> HttpRespo
         {
             ocs_control::respond(state, post, path, body.trim())
         }
+        (Method::POST, "/_standin/users/reload") => match state.reload_users() {
+            Ok(count) => {
+                tracing::info!("users reloaded: {count}");
+                text(200, format!("{count} users\n"))
+            }
+            Err(why) => text(400, format!("users not reloaded: {why}\n")),
+        },
         (Method::GET, "/_standin/fault") => text(200, format!("{}\n", state.fault().name())),
         (Method::POST, "/_standin/fault") => match Fault::parse(&body) {
             Some(fault) => {

@@ -30,7 +30,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
 
 use base64::Engine as _;
 use hyper::body::Incoming;
@@ -395,7 +395,8 @@ enum LoginError {
 /// the policy switch and the counters.
 #[derive(Debug)]
 pub struct Ocs {
-    users: UserTable,
+    /// Swapped whole by a reload (see [`Ocs::replace_users`]).
+    users: RwLock<&'static UserTable>,
     throttle: Throttle,
     token_auth_enforced: AtomicBool,
     sessions: AtomicU64,
@@ -462,7 +463,7 @@ impl Ocs {
         token_auth_enforced: bool,
     ) -> Ocs {
         Ocs {
-            users,
+            users: RwLock::new(Box::leak(Box::new(users))),
             throttle: Throttle::new(throttle_scale, allowlist),
             token_auth_enforced: AtomicBool::new(token_auth_enforced),
             sessions: AtomicU64::new(0),
@@ -528,8 +529,19 @@ impl Ocs {
         })
     }
 
+    /// The current users (a reload swaps them; a request keeps the table it
+    /// started with).
+    fn users(&self) -> &'static UserTable {
+        *self.users.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Serves `users` from now on (`POST /_standin/users/reload`).
+    pub fn replace_users(&self, users: &'static UserTable) {
+        *self.users.write().unwrap_or_else(PoisonError::into_inner) = users;
+    }
+
     fn find_uid(&self, uid: &str) -> Option<&User> {
-        let users = self.users.users();
+        let users = self.users().users();
         users
             .iter()
             .find(|u| u.uid == uid)
@@ -538,7 +550,7 @@ impl Ocs {
 
     fn by_email(&self, address: &str) -> Vec<&User> {
         let address = address.to_lowercase();
-        self.users
+        self.users()
             .users()
             .iter()
             .filter(|u| {
@@ -556,7 +568,7 @@ impl Ocs {
     /// address of exactly one account; disabled accounts never log in.
     fn login(&self, login: &str, password: &str) -> Result<&User, LoginError> {
         let token_owner = self
-            .users
+            .users()
             .users()
             .iter()
             .find(|u| u.extra.is_app_password(password));
@@ -601,12 +613,12 @@ impl Ocs {
     /// All gids that exist: declared ones and those users are in, by gid.
     fn all_groups(&self) -> Vec<&str> {
         let mut gids: Vec<&str> = self
-            .users
+            .users()
             .declared_groups()
             .iter()
             .map(|(gid, _)| gid.as_str())
             .collect();
-        for user in self.users.users() {
+        for user in self.users().users() {
             gids.extend(user.groups.iter().map(String::as_str));
         }
         gids.sort_unstable();
@@ -621,7 +633,7 @@ impl Ocs {
     /// The members of a group, by uid (Nextcloud's database backend order).
     fn members(&self, gid: &str) -> Vec<&User> {
         let mut members: Vec<&User> = self
-            .users
+            .users()
             .users()
             .iter()
             .filter(|u| u.groups.iter().any(|g| g == gid))
@@ -735,7 +747,7 @@ impl Ocs {
                     .filter(|gid| {
                         search.is_empty()
                             || gid.to_lowercase().contains(&search)
-                            || self.users.group_name(gid).to_lowercase().contains(&search)
+                            || self.users().group_name(gid).to_lowercase().contains(&search)
                     })
                     .collect::<Vec<&str>>()
                     .into_iter()
@@ -744,7 +756,7 @@ impl Ocs {
                         let disabled = members.iter().filter(|u| u.extra.disabled).count();
                         Php::map([
                             ("id", Php::s(gid)),
-                            ("displayname", Php::s(self.users.group_name(gid))),
+                            ("displayname", Php::s(self.users().group_name(gid))),
                             ("usercount", Php::Int(count(members.len()))),
                             ("disabled", Php::Int(count(disabled))),
                             ("canAdd", Php::Bool(true)),

@@ -1,7 +1,8 @@
 //! What the running stand-in holds: users, secret, the injected fault, the latency and request counters.
 
 use std::collections::BTreeMap;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -82,7 +83,12 @@ struct Stats {
 /// The shared state of a running stand-in.
 #[derive(Debug)]
 pub struct State {
-    users: UserTable,
+    /// Swapped whole by a reload. A table is leaked when it is swapped in:
+    /// reloads are rare (a test changing Nextcloud's users), and a
+    /// `'static` table lets every request keep its borrowed view unlocked.
+    users: RwLock<&'static UserTable>,
+    /// Where `--users` came from, for `POST /_standin/users/reload`.
+    users_file: Option<PathBuf>,
     secret: Secret,
     /// A watch channel rather than a plain value so hanging requests learn
     /// when the mode changes.
@@ -113,7 +119,8 @@ impl State {
     /// A stand-in serving `users`, checking signatures against `secret`.
     pub fn new(users: UserTable, secret: Secret, fault: Fault, latency: Duration) -> State {
         State {
-            users,
+            users: RwLock::new(Box::leak(Box::new(users))),
+            users_file: None,
             secret,
             fault: watch::Sender::new(fault),
             latency: Mutex::new(latency),
@@ -125,6 +132,31 @@ impl State {
     /// The same stand-in with these OCS APIs.
     pub fn with_ocs(self, ocs: Ocs) -> State {
         State { ocs, ..self }
+    }
+
+    /// The same stand-in, reloading its users from `path` on request.
+    pub fn with_users_file(self, path: Option<PathBuf>) -> State {
+        State {
+            users_file: path,
+            ..self
+        }
+    }
+
+    /// Reads the users file again and serves its users from now on, on the
+    /// JSXC API and the OCS APIs alike: the number of users, or why the
+    /// file was refused (the old users stay).
+    pub fn reload_users(&self) -> Result<usize, String> {
+        let Some(path) = &self.users_file else {
+            return Err("started without --users".to_owned());
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let users = UserTable::parse(&text).map_err(|e| format!("in {}: {e}", path.display()))?;
+        let count = users.len();
+        let users: &'static UserTable = Box::leak(Box::new(users));
+        *self.users.write().unwrap_or_else(PoisonError::into_inner) = users;
+        self.ocs.replace_users(users);
+        Ok(count)
     }
 
     /// The OCS APIs.
@@ -215,7 +247,10 @@ impl State {
     /// The answer to one API request under the current fault.
     pub fn outcome(&self, signature: Option<&str>, body: &[u8], fields: &Fields) -> Outcome {
         let reply = match self.fault() {
-            Fault::None => api::respond(&self.users, &self.secret, signature, body, fields),
+            Fault::None => {
+                let users: &UserTable = *self.users.read().unwrap_or_else(PoisonError::into_inner);
+                api::respond(users, &self.secret, signature, body, fields)
+            }
             Fault::Http500 => Reply::error("Internal Server Error"),
             Fault::Http404 => Reply::not_found(),
             Fault::Hang => return Outcome::Hang,
