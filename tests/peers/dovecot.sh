@@ -251,7 +251,6 @@ urllib.request.urlopen(urllib.request.Request(sys.argv[1], data=sys.argv[2].enco
 dovecot_kind() {
     local kind=$1 domain=$2 p=$3 user=$4 password=$5 other=$6
     local dir=$WORK/dovecot-$kind sock xcname=dv-$kind-xcauth dvname=dovecot-$kind
-    local -a trusted=()
     mkdir -p "$dir/run" "$dir/state" "$dir/mail"
     chmod 755 "$dir"
     chown nobody:nogroup "$dir/mail"
@@ -265,12 +264,9 @@ dovecot_kind() {
     chmod 644 "$dir"/*.lua 2>/dev/null
 
     # xcauth on a socket only Dovecot's auth processes reach, where the
-    # client addresses Dovecot passes are believed.
-    if "$XCAUTH" --help 2>/dev/null | grep -q -- '--trusted-socket'; then
-        trusted=(--trusted-socket "unix:$sock")
-    fi
+    # client addresses Dovecot passes are believed (trusted-socket).
     serve_xcauth_kind "$kind" "$xcname" dovecot "$sock" --socket-group dovecot --socket-mode 0660 \
-        "${trusted[@]}" --guard-address-failures "$DV_GUARD_FAILURES" --guard-allowlist 127.0.0.0/8 \
+        --trusted-socket "unix:$sock" --guard-address-failures "$DV_GUARD_FAILURES" --guard-allowlist 127.0.0.0/8 \
         "${CACHE_ARGS[@]}"
     if ! wait_until 20 "xcauth's dovecot socket ($kind)" unix_open "$sock"; then
         fail "${p}dovecot-xcauth-socket" "$(tail -c 300 "$WORK/$xcname.err")"
