@@ -85,6 +85,17 @@ for name, stream in postfix.items():
     write("proto_postfix", name, codec(0, stream))
 write("proto_postfix", "delimiter", codec(1, postfix["session"], cuts=(10, 11)))
 
+# ---- Dovecot (xcauth's Lua passdb and userdb) ----
+dovecot = {
+    "auth": b"auth\talice\texample.org\talice-pw\timap\t192.0.2.7\n",
+    "session": b"isuser\tnina\tnc.example.org\nauth\tcarol\texample.org\tp\\tw\\n\\\\x\tsmtp\t2001:db8::1\r\n"
+    b"auth\ta@b\tc\tpw\t\t\nquit\n",
+    "refused": b"auth\talice\td\tp\\q\timap\t\nauth\talice\td\tpw\timap\tnot-ip\nisuser\t\td\nsetpass\n\xc3(\n",
+}
+for name, stream in dovecot.items():
+    write("proto_dovecot", name, codec(0, stream))
+write("proto_dovecot", "split", codec(0, dovecot["session"], cuts=(5, 40, 41, 70)))
+
 # ---- config files ----
 configs = {
     "ejabberd.conf": b"# xcauth.conf\ntype=ejabberd\nurl=https://cloud.example.org/index.php/apps/ojsxc/ajax/externalApi.php\n"

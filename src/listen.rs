@@ -244,7 +244,8 @@ impl SystemdFds {
     }
 
     /// The passed descriptors as listeners. A descriptor named `ejabberd`,
-    /// `prosody`, `generic`, `saslauthd` or `postfix` speaks that protocol;
+    /// `prosody`, `generic`, `saslauthd`, `postfix` or `dovecot` speaks that
+    /// protocol;
     /// others speak `fallback` (`-t`). Every one must be a listening stream
     /// socket.
     pub fn listeners(mut self, fallback: Protocol) -> io::Result<Vec<Bound>> {

@@ -198,3 +198,58 @@ fn international_address_is_decoded() {
     let line = x.read_line(T);
     assert!(line.starts_with("500 "), "{line}");
 }
+
+#[test]
+fn dovecot_protocol_three_answers() {
+    let nc = StandIn::start();
+    let mut x = Xcauth::start("dovecot", &nc.url, &["--cache-storage", "memory"]);
+    x.send(b"auth\talice\texample.org\talice-pw\timap\t192.0.2.7\n");
+    assert_eq!(x.read_line(T), "OK\n");
+    x.send(b"auth\talice\texample.org\twrong\tpop3\t\n");
+    assert_eq!(x.read_line(T), "NO\n");
+    // Escaped: the password is "pa:ss:w0rd" for colette; a TAB or line
+    // break inside a password arrives whole and is simply wrong here.
+    x.send(b"auth\tcolette\texample.org\tpa:ss:w0rd\tsmtp\t\n");
+    assert_eq!(x.read_line(T), "OK\n");
+    x.send(b"auth\talice\texample.org\talice-pw\\n\\t\timap\t\n");
+    assert_eq!(x.read_line(T), "NO\n");
+    x.send(b"isuser\tbob\texample.org\nisuser\tnobody\texample.org\n");
+    assert_eq!(x.read_line(T), "OK\n");
+    assert_eq!(x.read_line(T), "NO\n");
+    // Refused, and the stream goes on: bad escapes, a client that is not
+    // an address, roster (not carried), an over-long line.
+    for refused in [
+        &b"auth\talice\texample.org\talice-pw\\x\timap\t\n"[..],
+        b"auth\talice\texample.org\talice-pw\timap\tlocalhost\n",
+        b"roster\talice\texample.org\n",
+        b"auth:alice:example.org:alice-pw\n",
+    ] {
+        x.send(refused);
+        assert_eq!(x.read_line(T), "NO\n", "{refused:?}");
+    }
+    let long = format!(
+        "auth\talice\texample.org\t{}\timap\t\n",
+        "x".repeat(100_000)
+    );
+    x.send(long.as_bytes());
+    assert_eq!(x.read_line(T), "NO\n");
+    // Nextcloud down: a cached login still works, anyone else is a
+    // temporary failure, and so is the existence of a user the cache does
+    // not know; one it knows exists.
+    nc.fault("http500");
+    x.send(b"auth\talice\texample.org\talice-pw\timap\t\n");
+    assert_eq!(x.read_line(T), "OK\n");
+    x.send(b"auth\tbob\texample.org\tbob-pw\timap\t\n");
+    assert_eq!(x.read_line(T), "TEMPFAIL\n");
+    x.send(b"isuser\tnobody\texample.org\nisuser\talice\texample.org\n");
+    assert_eq!(x.read_line(T), "TEMPFAIL\n");
+    assert_eq!(x.read_line(T), "OK\n");
+    nc.fault("none");
+    x.send(b"quit\nauth\talice\texample.org\talice-pw\timap\t\n");
+    let (rest, ok) = x.finish();
+    assert!(rest.is_empty(), "nothing answered after quit");
+    assert!(ok);
+    let logs = x.logs();
+    assert!(!logs.contains("alice-pw"), "{logs}");
+    assert!(logs.contains(r#"for service "imap""#), "{logs}");
+}

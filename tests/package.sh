@@ -223,6 +223,9 @@ check package-binary-runs sh -c "'$dir/x/usr/sbin/xcauth' --version | grep -q xc
 for f in lib/systemd/system/xcauth.service lib/systemd/system/xcprosody.socket \
     lib/systemd/system/xcprosody-unix.socket \
     lib/systemd/system/xcsaslauth.socket usr/lib/xcauth/prosody/mod_auth_xcauth.lua \
+    lib/systemd/system/xcdovecot.socket usr/lib/xcauth/dovecot/xcauth.lua \
+    usr/share/doc/xcauth/examples/dovecot/auth-xcauth-2.3.conf.ext \
+    usr/share/doc/xcauth/examples/dovecot/auth-xcauth-2.4.conf.ext \
     usr/lib/xcauth/prosody/mod_roster_xcauth.lua usr/lib/xcauth/prosody/xcauth_connection.lib.lua \
     usr/sbin/xcdeluser usr/sbin/xcejabberdctl etc/xcauth.conf etc/logrotate.d/xcauth \
     etc/fail2ban/filter.d/xcauth.conf etc/fail2ban/jail.d/xcauth.conf \

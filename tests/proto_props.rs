@@ -2,6 +2,7 @@
 
 use bytes::BytesMut;
 use proptest::prelude::*;
+use xcauth::proto::dovecot::{escape, DovecotCodec};
 use xcauth::proto::ejabberd::EjabberdCodec;
 use xcauth::proto::generic::GenericCodec;
 use xcauth::proto::postfix::{decode_key, encode_text, PostfixCodec};
@@ -31,6 +32,7 @@ fn all_codecs() -> Vec<(&'static str, Box<dyn Codec>)> {
             "postfix-delimiter",
             Box::new(PostfixCodec::new("+-".into())),
         ),
+        ("dovecot", Box::new(DovecotCodec::default())),
     ]
 }
 
@@ -89,7 +91,11 @@ fn assert_sane(name: &str, request: &Request) {
 }
 
 /// Pieces of each protocol's syntax that the fuzzing strings together.
-const WIRE_PIECES: [&[u8]; 20] = [
+const WIRE_PIECES: [&[u8]; 24] = [
+    b"auth\t",
+    b"isuser\t",
+    b"\t",
+    b"\\",
     b"auth:",
     b"isuser:",
     b"roster:",
@@ -415,5 +421,89 @@ proptest! {
             .collect();
         expected.push(Request::Quit);
         prop_assert_eq!(got, expected);
+    }
+}
+
+/// One Dovecot request: auth (user, domain, password, service, client) or
+/// isuser (user, domain).
+#[derive(Debug, Clone)]
+enum DovecotQuery {
+    Auth(String, String, String, String, Option<std::net::IpAddr>),
+    IsUser(String, String),
+}
+
+impl DovecotQuery {
+    fn line(&self) -> String {
+        match self {
+            DovecotQuery::Auth(u, d, p, s, c) => format!(
+                "auth\t{}\t{}\t{}\t{}\t{}\n",
+                escape(u),
+                escape(d),
+                escape(p),
+                escape(s),
+                c.map(|c| c.to_string()).unwrap_or_default()
+            ),
+            DovecotQuery::IsUser(u, d) => format!("isuser\t{}\t{}\n", escape(u), escape(d)),
+        }
+    }
+
+    fn expected(&self) -> Request {
+        match self.clone() {
+            DovecotQuery::Auth(user, domain, password, service, client) => Request::Auth {
+                user,
+                domain,
+                password: Secret::new(password),
+                service: (!service.is_empty()).then_some(service),
+                client: client.map(|c| c.to_string()),
+            },
+            DovecotQuery::IsUser(user, domain) => Request::IsUser { user, domain },
+        }
+    }
+}
+
+fn dovecot_query() -> impl Strategy<Value = DovecotQuery> {
+    // No control characters or line separators: those make a request
+    // invalid (tests in the codec's module).
+    let user = "[^\\p{Cc}\u{2028}\u{2029}]{1,12}";
+    let domain = "[^@\\p{Cc}\u{2028}\u{2029}]{1,12}";
+    prop_oneof![
+        (
+            user,
+            domain,
+            "(?s).{1,24}",
+            "[a-z0-9-]{0,10}",
+            prop::option::of(any::<std::net::IpAddr>()),
+        )
+            .prop_map(|(u, d, p, s, c)| DovecotQuery::Auth(u, d, p, s, c)),
+        (user, domain).prop_map(|(u, d)| DovecotQuery::IsUser(u, d)),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn dovecot_round_trip_any_split(
+        queries in prop::collection::vec(dovecot_query(), 1..8),
+        cuts in cuts(),
+    ) {
+        let mut input: String = queries.iter().map(DovecotQuery::line).collect();
+        input.push_str("quit\n");
+        let (got, _) = feed(&mut DovecotCodec::default(), &split(input.as_bytes(), &cuts));
+        let mut expected: Vec<Request> = queries.iter().map(DovecotQuery::expected).collect();
+        expected.push(Request::Quit);
+        prop_assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn dovecot_answer_is_one_of_three_lines(reply in prop_oneof![
+        Just(Reply::Yes),
+        Just(Reply::No),
+        Just(Reply::TryLater),
+        Just(Reply::KnownWhileUnreachable),
+        any::<String>().prop_map(Reply::Invalid),
+        any::<String>().prop_map(Reply::Roster),
+    ]) {
+        let mut out = BytesMut::new();
+        DovecotCodec::default().encode(&reply, &mut out);
+        prop_assert!(matches!(&out[..], b"OK\n" | b"NO\n" | b"TEMPFAIL\n"));
     }
 }

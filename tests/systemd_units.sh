@@ -4,7 +4,7 @@
 #   - each socket unit is well formed: Service=xcauth.service, Accept=no, a
 #     FileDescriptorName that is a protocol, the port SPEC §3 gives that
 #     protocol, loopback addresses only; a Unix socket is 0660 for the group
-#     of its server (the mux socket: sasl; Prosody's: prosody);
+#     of its server (the mux socket: sasl; Prosody's: prosody; Dovecot's: dovecot);
 #   - the service's trusted sockets (Environment=XCAUTH_TRUSTED_SOCKET) are
 #     exactly the Unix sockets of the units: each is served and trusted
 #     there, no TCP socket is;
@@ -97,7 +97,7 @@ for unit in "${SOCKETS[@]}"; do
     *) problems+=("Accept= must be no: xcauth accepts on the listening socket itself") ;;
     esac
     case "$name" in
-    ejabberd | prosody | generic | postfix | saslauthd) ;;
+    ejabberd | prosody | generic | postfix | saslauthd | dovecot) ;;
     *) problems+=("FileDescriptorName=$name is not a protocol") ;;
     esac
     mapfile -t streams < <(unit_values "$unit" ListenStream)
@@ -127,7 +127,7 @@ for unit in "${SOCKETS[@]}"; do
 done
 
 # Every protocol of SPEC §3 has a socket, and the mux path is the usual one.
-for proto in ejabberd prosody postfix saslauthd; do
+for proto in ejabberd prosody postfix saslauthd dovecot; do
     if printf '%s\n' "${LISTEN_NAME[@]}" | grep -qx "$proto"; then
         pass "units-have-$proto"
     else
@@ -280,6 +280,9 @@ elif proto == "saslauthd":
         return read(n)[:2]
     checks = [(field(b"alice") + field(b"alice-pw") + field(b"imap") + field(b"example.org"), answer, b"OK"),
               (field(b"alice") + field(b"wrong") + field(b"imap") + field(b"example.org"), answer, b"NO")]
+elif proto == "dovecot":
+    checks = [(b"auth\talice\texample.org\talice-pw\timap\t192.0.2.7\n", line, b"OK\n"),
+              (b"isuser\tnobody\texample.org\n", line, b"NO\n")]
 else:
     sys.exit("unknown protocol " + proto)
 for request, get, want in checks:

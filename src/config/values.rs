@@ -97,8 +97,14 @@ impl Value for bool {
     }
 }
 
-pub(super) const PROTOCOL_NAMES: [&str; 5] =
-    ["generic", "prosody", "ejabberd", "saslauthd", "postfix"];
+pub(super) const PROTOCOL_NAMES: [&str; 6] = [
+    "generic",
+    "prosody",
+    "ejabberd",
+    "saslauthd",
+    "postfix",
+    "dovecot",
+];
 const CACHE_STORAGE_NAMES: [&str; 3] = ["none", "memory", "db"];
 const SASLAUTHD_FIELDS_NAMES: [&str; 3] = ["auto", "4", "5"];
 
@@ -443,6 +449,10 @@ fn spoken(protocol: Protocol) -> RequestSet {
             auth: false,
             isuser: true,
             roster: false,
+        },
+        Protocol::Dovecot => RequestSet {
+            roster: false,
+            ..RequestSet::ALL
         },
     }
 }

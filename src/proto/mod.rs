@@ -6,6 +6,7 @@ use bytes::BytesMut;
 use crate::secret::Secret;
 
 pub mod domain;
+pub mod dovecot;
 pub mod ejabberd;
 pub mod generic;
 pub mod postfix;
@@ -120,6 +121,9 @@ pub enum Protocol {
     Saslauthd,
     /// Postfix `tcp_table` lookups.
     Postfix,
+    /// TAB-separated lines from xcauth's Lua passdb and userdb for Dovecot,
+    /// with a three-way answer.
+    Dovecot,
 }
 
 impl Protocol {
@@ -131,6 +135,7 @@ impl Protocol {
             "ejabberd" => Some(Protocol::Ejabberd),
             "saslauthd" => Some(Protocol::Saslauthd),
             "postfix" => Some(Protocol::Postfix),
+            "dovecot" => Some(Protocol::Dovecot),
             _ => None,
         }
     }
@@ -142,6 +147,7 @@ impl Protocol {
             Protocol::Ejabberd => "ejabberd",
             Protocol::Saslauthd => "saslauthd",
             Protocol::Postfix => "postfix",
+            Protocol::Dovecot => "dovecot",
         }
     }
 
@@ -156,6 +162,7 @@ impl Protocol {
             Protocol::Postfix => Box::new(postfix::PostfixCodec::new(
                 options.recipient_delimiter.clone(),
             )),
+            Protocol::Dovecot => Box::new(dovecot::DovecotCodec::default()),
         }
     }
 }
@@ -237,11 +244,12 @@ pub enum Reply {
     No,
     /// The answer cannot be known now (back end unreachable during an
     /// `isuser`, or during an `auth` that no cache entry could answer);
-    /// Postfix says `400`, others fall back to failure.
+    /// Postfix says `400`, Dovecot `TEMPFAIL`, others fall back to failure.
     TryLater,
     /// `isuser` while the back end is unreachable, for a user the cache
     /// verified recently: XMPP protocols say yes (a "no" would make
-    /// ejabberd bounce messages), Postfix still says `400`.
+    /// ejabberd bounce messages), so does Dovecot (mail for a known user is
+    /// delivered), Postfix still says `400`.
     KnownWhileUnreachable,
     /// Shared roster JSON text (one line) for a `roster` request.
     Roster(String),
