@@ -579,23 +579,10 @@ impl Cache {
         usable: impl Fn(&Entry) -> bool,
         checks: Checks,
     ) -> Result<Option<Entry>, Unfinished> {
-        let digest = self.digest(password);
-        for (entry, known) in creds.entries.iter().zip(creds.known.iter_mut()) {
-            if known.is_none() {
-                *known = self.memo_lookup(jid, &digest, &entry.pwhash);
-            }
-        }
-        let hit = |creds: &Credentials| {
-            creds
-                .entries
-                .iter()
-                .zip(&creds.known)
-                .find(|(e, k)| **k == Some(true) && usable(e))
-                .map(|(e, _)| e.clone())
-        };
-        if let Some(entry) = hit(creds) {
+        if let Some(entry) = self.find_in_memo(jid, creds, password, &usable) {
             return Ok(Some(entry));
         }
+        let digest = self.digest(password);
         let priority = match checks {
             Checks::Wait(priority) => priority,
             Checks::UnlessSaturated => Priority::Answer,

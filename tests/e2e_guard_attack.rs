@@ -232,27 +232,26 @@ fn bcrypt_checks(x: &Xcauth) -> u64 {
         })
 }
 
-#[test]
-fn guesses_at_a_cached_account_buy_no_bcrypt_and_never_lock_out_its_owner() {
+/// The stand-in and an xcauth with a db cache (cost 10) and metrics, after
+/// bob's login has reached the cache.
+fn bob_cached() -> (StandIn, Xcauth, tempfile::TempDir) {
     let nc = StandIn::start();
     let dir = tempfile::tempdir().expect("dir");
     let db = dir.path().join("xcauth.sqlite3");
     let args = db_args(&db);
     let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
-    args.extend([
-        "--cache-storage",
-        "db",
-        "--cache-bcrypt-rounds",
-        "10",
-        "--metrics",
-        "127.0.0.1:0",
-    ]);
+    args.extend(["--cache-storage", "db", "--cache-bcrypt-rounds", "10"]);
+    args.extend(["--metrics", "127.0.0.1:0"]);
     let mut x = Xcauth::start("generic", &nc.url, &args);
-    assert_eq!(
-        pipelined(&mut x, "auth:bob:example.org:bob-pw\n"),
-        vec!["1"]
-    );
+    let answer = pipelined(&mut x, "auth:bob:example.org:bob-pw\n");
+    assert_eq!(answer, vec!["1"]);
     wait_cached(&db, "bob@example.org");
+    (nc, x, dir)
+}
+
+#[test]
+fn guesses_at_a_cached_account_buy_no_bcrypt_and_never_lock_out_its_owner() {
+    let (_nc, mut x, _dir) = bob_cached();
     let before = bcrypt_checks(&x);
     // One guess after the other, as a patient attacker sends them (a
     // crowd at once would find the pool saturated and skip it).
@@ -272,25 +271,7 @@ fn guesses_at_a_cached_account_buy_no_bcrypt_and_never_lock_out_its_owner() {
 
 #[test]
 fn guesses_during_an_outage_count_and_cost_the_owner_no_wait() {
-    let nc = StandIn::start();
-    let dir = tempfile::tempdir().expect("dir");
-    let db = dir.path().join("xcauth.sqlite3");
-    let args = db_args(&db);
-    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
-    args.extend([
-        "--cache-storage",
-        "db",
-        "--cache-bcrypt-rounds",
-        "10",
-        "--metrics",
-        "127.0.0.1:0",
-    ]);
-    let mut x = Xcauth::start("generic", &nc.url, &args);
-    assert_eq!(
-        pipelined(&mut x, "auth:bob:example.org:bob-pw\n"),
-        vec!["1"]
-    );
-    wait_cached(&db, "bob@example.org");
+    let (nc, mut x, _dir) = bob_cached();
     // Nextcloud goes away: connections are refused.
     drop(nc);
     let before = bcrypt_checks(&x);

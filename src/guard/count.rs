@@ -38,6 +38,13 @@ impl Attempt {
         self.now + RESERVATION_HOLD
     }
 
+    /// The keys the attempt counts under: its account and, when one
+    /// counts, its address.
+    pub fn keys(&self) -> impl Iterator<Item = (Scope, &str)> {
+        std::iter::once((Scope::Jid, self.account.as_str()))
+            .chain(self.address.as_deref().map(|a| (Scope::Address, a)))
+    }
+
     /// The oldest failure time any rule looks at.
     pub fn since(&self, settings: &GuardSettings) -> i64 {
         let longest = settings

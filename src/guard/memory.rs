@@ -212,7 +212,7 @@ impl GuardStore for MemoryGuard {
                     reservation: Some((id, attempt.hold_until())),
                 },
             );
-            state.reservations.insert(id, (scope, key.clone()));
+            state.reservations.insert(id, (scope, key.to_owned()));
             tickets.push(id);
         }
         Ok((Assessment::Ask, tickets))

@@ -324,12 +324,7 @@ impl Store {
                 return Ok((verdict, Vec::new()));
             }
             let mut tickets = Vec::new();
-            let keys = [
-                (Scope::Jid, Some(&attempt.account)),
-                (Scope::Address, attempt.address.as_ref()),
-            ];
-            for (scope, key) in keys {
-                let Some(key) = key else { continue };
+            for (scope, key) in attempt.keys() {
                 c.execute(
                     "INSERT INTO guardpending (scope, key, digest, at, holduntil) \
                      VALUES (?1, ?2, ?3, ?4, ?5)",
