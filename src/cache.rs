@@ -34,6 +34,7 @@ use tracing::{debug, warn};
 
 use crate::secret::Secret;
 use crate::store::{CacheEntry, Store, StoreError};
+use crate::sync::lock;
 use pool::{BcryptPool, PoolError, Priority};
 
 /// bcrypt looks at the first 72 bytes only; longer passwords are never
@@ -139,7 +140,7 @@ impl MemoryStorage {
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Entry>>> {
         // A panic while holding this lock cannot leave a credential half
         // written (every update is one assignment), so the data stays usable.
-        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.entries)
     }
 }
 
@@ -447,10 +448,7 @@ impl Cache {
     /// next ones nothing for [`STORAGE_RETRY`] (they see no entry).
     pub async fn credentials(&self, jid: &str) -> Credentials {
         let skip = {
-            let down = self
-                .storage_down_until
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let down = lock(&self.storage_down_until);
             down.is_some_and(|until| std::time::Instant::now() < until)
         };
         let found = if skip {
@@ -465,10 +463,7 @@ impl Cache {
         };
         let mut entries = match found {
             Ok(entries) => {
-                let mut down = self
-                    .storage_down_until
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
+                let mut down = lock(&self.storage_down_until);
                 if down.take().is_some() {
                     tracing::info!("cache: the storage answers again");
                 }
@@ -476,10 +471,7 @@ impl Cache {
             }
             Err(e) => {
                 if !skip {
-                    let mut down = self
-                        .storage_down_until
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner());
+                    let mut down = lock(&self.storage_down_until);
                     if down.is_none() {
                         warn!("cache lookup for {jid} failed ({e}); going on without the cache for {}s at a time", STORAGE_RETRY.as_secs());
                     }
@@ -807,7 +799,7 @@ impl Cache {
     }
 
     fn memo_map(&self) -> std::sync::MutexGuard<'_, Memo> {
-        self.memo.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.memo)
     }
 
     fn memo_lookup(&self, jid: &str, digest: &[u8; 32], pwhash: &str) -> Option<bool> {

@@ -22,6 +22,7 @@ use crate::backend::{
 use crate::proto::domain::canonical_domain;
 use crate::secret::Secret;
 use crate::store::{DomainRow, Store};
+use crate::sync::lock;
 use crate::token::TokenKey;
 
 /// How old the in-memory copy of the table may get.
@@ -376,7 +377,7 @@ impl Domains for DbDomains {
             );
             return None;
         }
-        let mut loaded = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        let mut loaded = lock(&self.table);
         let generation = RELOAD_GENERATION.load(Ordering::SeqCst);
         if loaded.generation != generation
             || loaded.at.is_none_or(|at| at.elapsed() >= RELOAD_AFTER)
@@ -417,7 +418,7 @@ impl GlobalOnly {
 impl Domains for GlobalOnly {
     fn lookup(&self, domain: &str) -> Option<DomainSettings> {
         self.global.url.as_ref()?;
-        let mut built = self.built.lock().unwrap_or_else(|e| e.into_inner());
+        let mut built = lock(&self.built);
         let backend = match built.get(domain) {
             Some(backend) => Arc::clone(backend),
             None => {

@@ -44,6 +44,7 @@ pub mod run;
 pub mod secret;
 pub mod serve;
 pub mod store;
+pub mod sync;
 pub mod token;
 pub mod verify;
 

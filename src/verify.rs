@@ -21,6 +21,7 @@ use crate::metrics::{self, CacheLookup};
 use crate::proto::{Reply, Request};
 use crate::roster::{self, RosterSync};
 use crate::secret::Secret;
+use crate::sync::lock;
 use crate::token::TokenCheck;
 
 pub use crate::domains::{DomainSettings, Domains, GlobalOnly};
@@ -809,10 +810,6 @@ fn log_refusal(jid: &str, address: Option<std::net::IpAddr>, refusal: &GuardVerd
 
 fn backend_id(backend: &Arc<dyn Backend>) -> usize {
     Arc::as_ptr(backend) as *const () as usize
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn random_key() -> [u8; 32] {

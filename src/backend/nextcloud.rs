@@ -44,6 +44,7 @@ use tokio::sync::Mutex as AsyncMutex;
 use super::http::{clip, reason, HttpClient, HttpReply};
 use super::{Backend, BackendError, BackendKind, Cause, Member, Roster, Verdict};
 use crate::secret::Secret;
+use crate::sync::lock;
 
 /// How the Nextcloud login name is made from the XMPP user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -173,7 +174,7 @@ impl NextcloudBackend {
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.state)
     }
 
     /// The Nextcloud login name (and uid) of `user`.

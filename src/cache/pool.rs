@@ -22,6 +22,7 @@ use tokio::sync::oneshot;
 use tracing::debug;
 
 use crate::secret::Secret;
+use crate::sync::lock;
 
 /// At most this many answer-path checks wait for a worker; one more is
 /// refused at once ([`PoolError::Full`]), so a flood of logins cannot
@@ -394,7 +395,7 @@ impl Inner {
     fn lock(&self) -> std::sync::MutexGuard<'_, Queues> {
         // Jobs run outside the lock; a panic inside it cannot leave the
         // queues half changed.
-        self.queues.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.queues)
     }
 
     fn submit(&self, priority: Priority, units: u64, work: Work) -> Result<(), PoolError> {

@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use super::count::{assess, Assessment, Attempt, Mark};
 use super::{GuardSettings, GuardStore, Scope};
 use crate::store::StoreError;
+use crate::sync::lock;
 
 /// Keys kept in memory at most; past it the least recently marked eighth
 /// is dropped, never a key that is blocked or has an attempt in flight.
@@ -55,7 +56,7 @@ impl MemoryGuard {
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.inner)
     }
 
     /// Keys held now.

@@ -59,6 +59,7 @@ pub use memory::{MemoryGuard, MAX_FAILURES_PER_KEY, MAX_MEMORY_KEYS};
 
 use crate::secret::Secret;
 use crate::store::StoreError;
+use crate::sync::lock;
 
 /// Settings; a count or span of 0 switches its rule off.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -385,10 +386,7 @@ impl Guard {
     /// While `account` is blocked: may its cached entry be checked with
     /// bcrypt now? At most once per [`BLOCKED_CHECK_EVERY`] per account.
     pub fn allow_blocked_check(&self, account: &str, now: i64) -> bool {
-        let mut checks = self
-            .blocked_checks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut checks = lock(&self.blocked_checks);
         if checks.len() >= BLOCKED_CHECKS_KEPT {
             checks.retain(|_, at| *at > now - BLOCKED_CHECK_EVERY);
             if checks.len() >= BLOCKED_CHECKS_KEPT {
@@ -413,7 +411,7 @@ impl Guard {
     {
         let shared = self.shared.as_ref()?;
         {
-            let down = shared.down_until.lock().unwrap_or_else(|e| e.into_inner());
+            let down = lock(&shared.down_until);
             // Past `until` the database is tried again; the mark stays
             // until it answers, so the outage is logged once.
             if down.is_some_and(|until| Instant::now() < until) {
@@ -447,7 +445,7 @@ impl Guard {
 
 impl Shared {
     fn failed(&self, why: &str) {
-        let mut down = self.down_until.lock().unwrap_or_else(|e| e.into_inner());
+        let mut down = lock(&self.down_until);
         if down.is_none() {
             warn!("guard: the database cannot be used ({why}); counting in this process's memory until it can");
         }
@@ -455,7 +453,7 @@ impl Shared {
     }
 
     fn recovered(&self) {
-        let mut down = self.down_until.lock().unwrap_or_else(|e| e.into_inner());
+        let mut down = lock(&self.down_until);
         if down.take().is_some() {
             info!("guard: the database is usable again");
         }

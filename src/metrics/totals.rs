@@ -22,6 +22,7 @@ use serde_json::{Map, Value};
 use tracing::{debug, warn};
 
 use crate::store::{ProcessTotals, Store, EXITED};
+use crate::sync::lock;
 
 /// How often a serving process writes its totals, by default
 /// (`stats-interval`).
@@ -329,10 +330,6 @@ impl Recorder {
             task: Some(task),
         })
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Drop for Recorder {

@@ -65,6 +65,7 @@ use tokio::task::JoinHandle;
 
 use crate::backend::Roster;
 use crate::store::{split_list, RosterInfo, Store, StoreError};
+use crate::sync::lock;
 
 pub mod ctl;
 pub mod id;
@@ -281,7 +282,7 @@ impl RosterSync {
 
     /// Sync tasks running and rosters waiting for one, over all JIDs.
     pub fn queue_len(&self) -> (usize, usize) {
-        let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let slots = lock(&self.slots);
         (slots.len(), slots.values().filter(|q| q.is_some()).count())
     }
 
@@ -305,7 +306,7 @@ impl RosterSync {
     ) -> JoinHandle<Result<SyncReport, RosterError>> {
         let jid = format!("{user}@{domain}");
         {
-            let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+            let mut slots = lock(&self.slots);
             if let Some(slot) = slots.get_mut(&jid) {
                 let replaced = slot.replace(Queued { roster, now }).is_some();
                 tracing::debug!(
@@ -343,7 +344,7 @@ impl RosterSync {
             drop(roster);
             log_outcome(&jid, &result);
             let next = {
-                let mut slots = this.slots.lock().unwrap_or_else(|e| e.into_inner());
+                let mut slots = lock(&this.slots);
                 match slots.get_mut(&jid).and_then(Option::take) {
                     Some(next) => Some(next),
                     None => {

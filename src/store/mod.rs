@@ -54,6 +54,7 @@ pub use schema::SCHEMA_VERSION;
 pub use time::{format_timestamp, parse_timestamp};
 pub use totals::{ProcessTotals, EXITED, MAX_PROCESS_ROWS};
 
+use crate::sync::lock;
 use std::cell::Cell;
 use std::fmt;
 use std::path::Path;
@@ -145,9 +146,7 @@ impl Store {
     /// leave a transaction open (dropping a rusqlite transaction rolls it
     /// back), so a poisoned lock is still safe to use.
     fn conn(&self) -> MutexGuard<'_, Connection> {
-        self.conn
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.conn)
     }
 
     /// Runs reads outside any explicit transaction (each statement sees a
