@@ -27,8 +27,6 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use tracing::{debug, warn};
 
@@ -790,12 +788,7 @@ impl Cache {
     }
 
     fn digest(&self, password: &Secret) -> [u8; 32] {
-        let mut mac = match <Hmac<Sha256> as Mac>::new_from_slice(&self.memo_key) {
-            Ok(mac) => mac,
-            Err(_) => return [0; 32],
-        };
-        mac.update(password.expose().as_bytes());
-        mac.finalize().into_bytes().into()
+        crate::secret::keyed_digest(&self.memo_key, &[password.expose().as_bytes()])
     }
 
     fn memo_map(&self) -> std::sync::MutexGuard<'_, Memo> {

@@ -2,6 +2,23 @@
 
 use std::fmt;
 
+/// HMAC-SHA256 under `key` of `parts` joined by NUL bytes (so that no two
+/// lists of parts digest alike by shifting text between them): the one
+/// keyed digest that stands for a password wherever xcauth must remember
+/// one without keeping it (the memo, the guard, identical logins).
+pub fn keyed_digest(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    use hmac::{Hmac, Mac};
+    let mut mac =
+        <Hmac<sha2::Sha256> as Mac>::new_from_slice(key).expect("HMAC takes keys of any length");
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            mac.update(&[0]);
+        }
+        mac.update(part);
+    }
+    mac.finalize().into_bytes().into()
+}
+
 /// Holds a password or secret; `Debug` and `Display` print a placeholder,
 /// so formatting a request or a config for a log line cannot leak it.
 #[derive(Clone, PartialEq, Eq, Default)]

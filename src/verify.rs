@@ -5,8 +5,6 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 use tokio::sync::OnceCell;
 
 use tracing::{debug, error, info, warn};
@@ -546,12 +544,10 @@ impl Verifier {
 
     /// Keyed digest of JID and password (never the password itself).
     fn flight_key(&self, jid: &str, password: &Secret) -> [u8; 32] {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.digest_key)
-            .expect("HMAC takes keys of any length");
-        mac.update(jid.as_bytes());
-        mac.update(&[0]);
-        mac.update(password.expose().as_bytes());
-        mac.finalize().into_bytes().into()
+        crate::secret::keyed_digest(
+            &self.digest_key,
+            &[jid.as_bytes(), password.expose().as_bytes()],
+        )
     }
 
     /// True when `backend` failed to answer a login within [`OUTAGE_HOLD`]

@@ -49,8 +49,6 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 use tracing::{info, warn};
 
 pub use address::{client_ip, Network};
@@ -251,12 +249,9 @@ impl Guard {
 
     /// Hex of the first 16 bytes of HMAC-SHA256(key, account NUL password).
     pub fn digest(&self, account: &str, password: &Secret) -> String {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.key.expose().as_bytes())
-            .expect("HMAC takes keys of any length");
-        mac.update(account.as_bytes());
-        mac.update(&[0]);
-        mac.update(password.expose().as_bytes());
-        hex::encode(&mac.finalize().into_bytes()[..16])
+        let parts = [account.as_bytes(), password.expose().as_bytes()];
+        let digest = crate::secret::keyed_digest(self.key.expose().as_bytes(), &parts);
+        hex::encode(&digest[..16])
     }
 
     fn counted_address(&self, address: Option<IpAddr>) -> Option<String> {
