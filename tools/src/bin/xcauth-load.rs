@@ -234,6 +234,11 @@ struct Args {
     /// Storm: how many distinct users log in at once.
     #[arg(long, default_value_t = 2000)]
     storm_users: usize,
+    /// Start xcauth with its database file already there (empty), as on
+    /// an installed system: the failure guard then counts every login in
+    /// it, shared with other processes, and not only in memory.
+    #[arg(long)]
+    with_db_file: bool,
     /// Storm: whether the stand-in answers (`up`) or is stopped (`down`).
     #[arg(long, value_enum, default_value = "up")]
     storm_backend: StormBackend,
@@ -503,6 +508,9 @@ fn xcauth_command(ctx: &Ctx, dir: &Path) -> Result<Command> {
         .arg(&log_dir)
         .arg("--db")
         .arg(dir.join("xcauth.sqlite3"));
+    if args.with_db_file {
+        std::fs::File::create(dir.join("xcauth.sqlite3"))?;
+    }
     if args.backend == Api::Nextcloud {
         let api_password_file = dir.join("api-password");
         std::fs::write(&api_password_file, &args.api_password)?;
