@@ -275,12 +275,19 @@ fn a_row_stored_in_another_case_serves_the_domain() {
     )
     .expect("insert");
     drop(conn);
-    for _ in 0..2 {
+    for round in 1..=2 {
         let hup = Command::new("kill")
             .args(["-HUP", &x.child.0.id().to_string()])
             .status()
             .expect("kill -HUP");
         assert!(hup.success());
+        // The signal is handled asynchronously: wait until xcauth says it
+        // was, so the next request surely re-reads the rows.
+        let seen = poll(T, || {
+            let logs = std::fs::read_to_string(x.log_dir.path().join("xcauth.log")).ok()?;
+            (logs.matches("SIGHUP: log files re-opened").count() >= round).then_some(())
+        });
+        assert!(seen.is_some(), "SIGHUP {round} handled");
         let b = t.b.requests();
         x.send(b"auth:alice:Example.ORG:alice-pw\n");
         assert_eq!(x.read_line(T).trim_end(), "1");
