@@ -365,8 +365,9 @@ fn tmpfs(test: &str) -> Option<Tmpfs> {
 }
 
 /// Guesses at alice after `trouble` was done to the database of a running
-/// xcauth: at most the limit reach Nextcloud, and the trouble is logged.
-fn guesses_survive(db: &Path, trouble: impl FnOnce()) {
+/// xcauth: at most the limit reach Nextcloud, and, when `noticed`, the
+/// memory took over.
+fn guesses_survive(db: &Path, noticed: bool, trouble: impl FnOnce()) {
     let nc = StandIn::start();
     let args = db_args(db);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -381,11 +382,13 @@ fn guesses_survive(db: &Path, trouble: impl FnOnce()) {
     let asked = nc.requests() - 1;
     assert!(asked <= LIMIT + 1, "{asked} guesses reached Nextcloud");
     x.finish();
-    assert!(
-        x.logs().contains("guard: the database cannot be used"),
-        "{}",
-        x.logs()
-    );
+    if noticed {
+        let logs = x.logs();
+        assert!(
+            logs.contains("guard: the database cannot be used"),
+            "{logs}"
+        );
+    }
 }
 
 #[test]
@@ -394,7 +397,7 @@ fn a_read_only_database_leaves_the_memory_counting() {
         return;
     };
     let path = fs.0.path().to_owned();
-    guesses_survive(&path.join("xcauth.sqlite3"), || {
+    guesses_survive(&path.join("xcauth.sqlite3"), true, || {
         // The path turns read-only under the running process: a read-only
         // bind mount over the tmpfs (new files, such as SQLite's journal,
         // cannot be made there any more).
@@ -415,7 +418,10 @@ fn a_read_only_database_leaves_the_memory_counting() {
 fn a_database_garbled_while_running_leaves_the_memory_counting() {
     let dir = tempfile::tempdir().expect("dir");
     let db = dir.path().join("xcauth.sqlite3");
-    guesses_survive(&db.clone(), move || {
+    // SQLite may notice the garbage and fail (the memory takes over), or
+    // write its cached first page back over it at the next commit and go
+    // on: the limit must hold either way.
+    guesses_survive(&db.clone(), false, move || {
         let mut file = std::fs::OpenOptions::new()
             .write(true)
             .open(&db)
