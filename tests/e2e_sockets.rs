@@ -18,46 +18,11 @@ use common::*;
 
 const T: Duration = Duration::from_secs(10);
 
-/// Starts xcauth with its own listeners: `args` are the arguments after
-/// the base command, TCP `--listen` addresses on port 0 so that xcauth
-/// binds whatever port the kernel gives it. Returns once xcauth listens on
-/// every `--listen` socket, with the TCP addresses it logged, in the order
-/// of the options.
+/// [`Served::start_listening`], waiting for every `--listen` socket.
 fn start_listening(url: &str, args: &[String]) -> (Served, Vec<String>) {
     let count = args.iter().filter(|a| *a == "--listen").count();
-    let log_dir = tempfile::tempdir().expect("log dir");
-    let mut cmd = Served::command(url, log_dir.path());
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let mut served = Served::spawn(cmd, log_dir);
-    let labels = poll(T, || {
-        let labels = listening_labels(&served.logs());
-        if labels.len() >= count {
-            Some(Some(labels))
-        } else {
-            served.exited().map(|_| None)
-        }
-    });
-    let Some(Some(labels)) = labels else {
-        panic!("xcauth did not start:\n{}", served.logs());
-    };
-    let tcp = labels
-        .into_iter()
-        .filter(|label| !label.starts_with("unix:"))
-        .collect();
-    (served, tcp)
-}
-
-/// The sockets xcauth's log says it listens on: LABEL of every
-/// "listening on LABEL (PROTOCOL)" line (`127.0.0.1:PORT`, `unix:PATH`).
-fn listening_labels(logs: &str) -> Vec<String> {
-    logs.lines()
-        .filter_map(|line| line.split_once("listening on "))
-        .filter_map(|(_, rest)| rest.rsplit_once(" ("))
-        .map(|(label, _)| label.to_owned())
-        .collect()
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Served::start_listening(url, &args, count)
 }
 
 fn args(list: &[&str]) -> Vec<String> {

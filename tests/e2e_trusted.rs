@@ -30,42 +30,8 @@ const REFUSED: &str = "guard: refused address 203.0.113.9";
 /// in the log, every line before it is too.
 const ALICE_IN: &str = "auth alice@example.org: accepted by back end";
 
-/// Starts xcauth with `args` after the base command and waits until it
-/// listens on `count` sockets; returns it with the TCP labels it logged.
 fn start(url: &str, args: &[&str], count: usize) -> (Served, Vec<String>) {
-    let log_dir = tempfile::tempdir().expect("log dir");
-    let mut cmd = Served::command(url, log_dir.path());
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let mut served = Served::spawn(cmd, log_dir);
-    let labels = poll(T, || {
-        let labels = listening(&served.logs());
-        if labels.len() >= count {
-            Some(Some(labels))
-        } else {
-            served.exited().map(|_| None)
-        }
-    });
-    let Some(Some(labels)) = labels else {
-        panic!("xcauth did not start:\n{}", served.logs());
-    };
-    let tcp = labels
-        .into_iter()
-        .map(|(label, _)| label)
-        .filter(|label| !label.starts_with("unix:"))
-        .collect();
-    (served, tcp)
-}
-
-/// LABEL and the rest of every "listening on LABEL (…)" line.
-fn listening(logs: &str) -> Vec<(String, String)> {
-    logs.lines()
-        .filter_map(|line| line.split_once("listening on "))
-        .filter_map(|(_, rest)| rest.rsplit_once(" ("))
-        .map(|(label, rest)| (label.to_owned(), rest.to_owned()))
-        .collect()
+    Served::start_listening(url, args, count)
 }
 
 /// Sends `FAILURES` wrong logins of distinct unknown users (so no per-JID

@@ -642,6 +642,37 @@ impl Served {
         (served, addr)
     }
 
+    /// Runs xcauth (made by [`Served::command`] for `url`, plus `args`)
+    /// with /dev/null as its standard streams, and waits until it logs
+    /// `count` listening sockets; returns it with the TCP labels it logged
+    /// (`127.0.0.1:PORT`), in the order of the options.
+    pub fn start_listening(url: &str, args: &[&str], count: usize) -> (Served, Vec<String>) {
+        let log_dir = tempfile::tempdir().expect("log dir");
+        let mut cmd = Served::command(url, log_dir.path());
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut served = Served::spawn(cmd, log_dir);
+        let labels = poll(Duration::from_secs(10), || {
+            let labels = listening(&served.logs());
+            if labels.len() >= count {
+                Some(Some(labels))
+            } else {
+                served.exited().map(|_| None)
+            }
+        });
+        let Some(Some(labels)) = labels else {
+            panic!("xcauth did not start:\n{}", served.logs());
+        };
+        let tcp = labels
+            .into_iter()
+            .map(|(label, _)| label)
+            .filter(|label| !label.starts_with("unix:"))
+            .collect();
+        (served, tcp)
+    }
+
     /// Waits until the logs contain `text`, up to 10 s.
     pub fn log_has(&self, text: &str) -> bool {
         poll(Duration::from_secs(10), || {
@@ -649,4 +680,13 @@ impl Served {
         })
         .is_some()
     }
+}
+
+/// LABEL and the rest of every "listening on LABEL (…)" line of `logs`.
+pub fn listening(logs: &str) -> Vec<(String, String)> {
+    logs.lines()
+        .filter_map(|line| line.split_once("listening on "))
+        .filter_map(|(_, rest)| rest.rsplit_once(" ("))
+        .map(|(label, rest)| (label.to_owned(), rest.to_owned()))
+        .collect()
 }
